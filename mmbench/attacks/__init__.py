@@ -1,0 +1,1 @@
+"""Test-time corruptions (attacks) and the runner that evaluates trained runs under them."""

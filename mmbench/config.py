@@ -1,0 +1,298 @@
+"""Run configuration: one dataclass tree, recipes, overrides and validation.
+
+Precedence, lowest first: built-in defaults < ``datasets.yaml`` entry < recipe file <
+command-line flags < ``--set key=value``. Unknown keys are errors that name close matches.
+The method's own hyper-parameters live under ``method`` beside its ``name`` and are
+validated against the method's parameter dataclass when the method is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmbench.errors import MMBenchError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # name of a prepared dataset (an embedded one is prepared on demand)
+    modalities: list[str] | None = None  # subset of the prepared modalities; None = all
+
+
+@dataclass
+class ModelConfig:
+    encoders: dict[str, str] = field(default_factory=dict)  # modality -> encoder; default by modality kind
+    fusion: str = "concat"
+    hidden_dim: int = 128
+    feature_dim: int = 64
+    depth: int = 2  # hidden layers (mlp) or conv stages (cnn, conv1d)
+    dropout: float = 0.0
+
+
+@dataclass
+class MethodConfig:
+    name: str = "joint"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "none"  # none | step | cosine
+    step_size: int = 30
+    gamma: float = 0.1
+    epochs: int = 30
+    batch_size: int = 64
+    grad_clip: float | None = None
+
+
+@dataclass
+class OutputConfig:
+    results_dir: str = "results"
+    data_dir: str | None = None  # None: $MMBENCH_DATA, else ./data
+    save_model: bool = True
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    # -- serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with the method's parameters flattened beside its name, as in recipes."""
+        d = dataclasses.asdict(self)
+        d["method"] = {"name": self.method.name, **self.method.params}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return _build(cls, _split_method(d), "")
+
+    def run_id(self) -> str:
+        """Same resolved config and seed -> same id (output locations do not count)."""
+        d = self.to_dict()
+        d.pop("output")
+        digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return f"{self.data.dataset}-{self.method.name}-s{self.seed}-{digest}"
+
+
+# ---------------------------------------------------------------------------------------
+# Paths
+# ---------------------------------------------------------------------------------------
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("MMBENCH_DATA") or "data")
+
+
+def catalog_path() -> Path:
+    return Path(__file__).with_name("datasets.yaml")
+
+
+def load_catalog() -> dict[str, Any]:
+    with open(catalog_path()) as f:
+        return yaml.safe_load(f) or {}
+
+
+# ---------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------
+
+
+def resolve(
+    recipe: str | os.PathLike | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> RunConfig:
+    """Layer defaults < datasets.yaml < recipe < flags < --set into one validated config.
+
+    ``flags`` uses dotted keys (``{"data.dataset": "mfeat", "seed": 1}``); ``None`` values
+    are ignored so unset CLI options do not override anything.
+    """
+    recipe_d = load_recipe(recipe) if recipe else {}
+    flag_d = _nest({k: v for k, v in (flags or {}).items() if v is not None})
+    set_d = _nest(dict(parse_set(s) for s in sets or []))
+    upper = [_split_method(d) for d in (recipe_d, flag_d, set_d)]
+
+    dataset = DataConfig.dataset
+    for layer in upper:
+        dataset = layer.get("data", {}).get("dataset", dataset)
+    entry = load_catalog().get(dataset) or {}
+    layers = [_split_method(entry.get("defaults") or {}), *upper]
+
+    merged = _split_method(RunConfig().to_dict())
+    for source, layer in zip(("datasets.yaml", "recipe", "flags", "--set"), layers):
+        merged = _merge(merged, layer, RunConfig, source, "")
+    return _build(RunConfig, merged, "")
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise MMBenchError(f"recipe {str(path)!r} not found; pass an existing YAML file to --recipe")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise MMBenchError(f"recipe {str(path)!r} is not valid YAML{where}; fix the file") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise MMBenchError(f"recipe {str(path)!r} must be a mapping of config sections (data, model, ...)")
+    return d
+
+
+def parse_set(assignment: str) -> tuple[str, Any]:
+    """``"optim.lr=0.1"`` -> ``("optim.lr", 0.1)``; values are parsed as YAML scalars/lists."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise MMBenchError(f"--set {assignment!r} must look like key=value, e.g. --set optim.lr=0.01")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise MMBenchError(f"conflicting keys around {key!r}")
+        node[leaf] = value
+    return out
+
+
+def _split_method(d: dict[str, Any]) -> dict[str, Any]:
+    """Recipe form ``method: {name, **params}`` -> internal ``method: {name, params}``."""
+    d = copy.deepcopy(d)
+    method = d.get("method")
+    if isinstance(method, str):
+        d["method"] = {"name": method}
+    elif isinstance(method, dict) and "params" not in method:
+        params = {k: v for k, v in method.items() if k != "name"}
+        d["method"] = {k: v for k, v in method.items() if k == "name"}
+        if params:
+            d["method"]["params"] = params
+    return d
+
+
+def _merge(base: dict, override: dict, cls: type, source: str, prefix: str) -> dict:
+    if not isinstance(override, dict):
+        raise MMBenchError(f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    out = dict(base)
+    for key, value in override.items():
+        if key not in hints:
+            raise MMBenchError(_unknown_key(source, prefix + str(key), list(hints), prefix))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            out[key] = _merge(base.get(key, {}), value, tp, source, f"{prefix}{key}.")
+        elif _origin(tp) is dict and isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = {**base[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _unknown_key(source: str, key: str, known: list[str], prefix: str) -> str:
+    leaf = key[len(prefix):]
+    close = difflib.get_close_matches(leaf, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(prefix + c for c in close)}? " if close else ""
+    return f"{source}: unknown config key {key!r}; {hint}valid keys here: {', '.join(prefix + k for k in known)}"
+
+
+def _origin(tp: Any) -> Any:
+    return typing.get_origin(tp)
+
+
+def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in d.items():
+        if key not in hints:
+            raise MMBenchError(_unknown_key("config", prefix + key, list(hints), prefix))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.")
+        else:
+            kwargs[key] = coerce(value, tp, prefix + key)
+    return cls(**kwargs)
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert the harmless cases (int -> float, "a,b" -> list)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except MMBenchError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise MMBenchError(f"config key {key!r} must be a list, got {value!r}")
+        return [coerce(v, args[0] if args else Any, key) for v in value]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise MMBenchError(f"config key {key!r} must be a list, got {value!r}")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise MMBenchError(f"config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise MMBenchError(f"config key {key!r} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def dump_yaml(d: dict[str, Any]) -> str:
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)

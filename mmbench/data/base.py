@@ -1,0 +1,89 @@
+"""What a dataset builder returns, and the split helpers every builder shares."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class Prepared:
+    """Arrays per split (``train``, ``val``, ``test``), ready to be written by the store."""
+
+    splits: dict[str, tuple[Arrays, np.ndarray]]
+    classes: list[str]
+    kinds: dict[str, str]  # modality -> vector | image | sequence
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class DatasetBuilder:
+    """Turns raw files (or nothing, when ``embedded``) into :class:`Prepared` arrays.
+
+    Subclasses set ``Options`` (a dataclass of ``--option key=value`` settings) and ``build``.
+    """
+
+    embedded: ClassVar[bool] = False
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
+        raise NotImplementedError
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.Options())
+
+
+def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of ``range(len(labels))`` into (kept, carved) with ``fraction`` carved."""
+    idx = np.arange(len(labels))
+    kept, carved = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    return np.sort(kept), np.sort(carved)
+
+
+def take(inputs: Arrays, labels: np.ndarray, idx: np.ndarray) -> tuple[Arrays, np.ndarray]:
+    return {m: x[idx] for m, x in inputs.items()}, labels[idx]
+
+
+def three_way_split(inputs: Arrays, labels: np.ndarray, test_fraction: float, val_fraction: float,
+                    seed: int) -> tuple[dict[str, tuple[Arrays, np.ndarray]], dict[str, Any]]:
+    """Stratified train/val/test from a source with no split; returns the splits and their record."""
+    rest, test = split_indices(labels, test_fraction, seed)
+    train, val = split_indices(labels[rest], val_fraction / (1 - test_fraction), seed + 1)
+    train, val = rest[train], rest[val]
+    splits = {name: take(inputs, labels, idx) for name, idx in (("train", train), ("val", val), ("test", test))}
+    record = {"method": "stratified", "seed": seed, "test_fraction": test_fraction,
+              "val_fraction": val_fraction, "source_splits": "none"}
+    return splits, record
+
+
+def carve_val(splits: dict[str, tuple[Arrays, np.ndarray]], val_fraction: float, seed: int) -> dict[str, Any]:
+    """Carve a stratified validation split out of ``train`` in place; returns its record."""
+    inputs, labels = splits["train"]
+    train, val = split_indices(labels, val_fraction, seed)
+    splits["train"], splits["val"] = take(inputs, labels, train), take(inputs, labels, val)
+    return {"method": "stratified", "seed": seed, "val_fraction": val_fraction, "val_from": "train"}
+
+
+def standardize(splits: dict[str, tuple[Arrays, np.ndarray]], modalities: list[str]) -> dict[str, Any]:
+    """Z-score each feature of the given modalities with training statistics (no test leakage)."""
+    for m in modalities:
+        x = splits["train"][0][m]
+        mean = x.mean(axis=0, keepdims=True)
+        std = x.std(axis=0, keepdims=True)
+        std[std < 1e-8] = 1.0
+        for inputs, _ in splits.values():
+            inputs[m] = ((inputs[m] - mean) / std).astype(np.float32)
+    return {"standardize": {"modalities": modalities, "statistics": "train split, per feature"}}

@@ -1,0 +1,101 @@
+"""In-memory multimodal data: a dict of tensors per modality plus labels, sliced as batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+MODALITY_KINDS = ("vector", "image", "sequence")
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    name: str
+    kind: str  # vector [D] | image [C,H,W] | sequence [C,T]
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    mean: float = 0.0  # training-split statistics, the scale attacks use
+    std: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "shape": list(self.shape), "dtype": self.dtype,
+                "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModalitySpec:
+        return cls(d["name"], d["kind"], tuple(d["shape"]), d.get("dtype", "float32"),
+                   float(d.get("mean", 0.0)), float(d.get("std", 1.0)))
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    name: str
+    builder: str
+    classes: tuple[str, ...]
+    modalities: dict[str, ModalitySpec]
+    splits: dict[str, int]
+    info: dict[str, Any] = field(default_factory=dict)  # source, preprocessing, split seeds, options
+    checksums: dict[str, str] = field(default_factory=dict)
+    version: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def select(self, modalities: list[str]) -> DatasetMeta:
+        return replace(self, modalities={m: self.modalities[m] for m in modalities})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "builder": self.builder, "mmbench_version": self.version,
+                "classes": list(self.classes), "num_classes": self.num_classes,
+                "modalities": [s.to_dict() for s in self.modalities.values()],
+                "splits": self.splits, "info": self.info, "checksums": self.checksums}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DatasetMeta:
+        mods = [ModalitySpec.from_dict(m) for m in d["modalities"]]
+        return cls(d["name"], d["builder"], tuple(d["classes"]), {m.name: m for m in mods},
+                   dict(d["splits"]), d.get("info", {}), d.get("checksums", {}), d.get("mmbench_version", ""))
+
+
+@dataclass
+class MultimodalData:
+    """``inputs``: modality -> tensor ``[N, ...]``; ``labels``: ``[N]`` int64. Batches are the same type."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    meta: DatasetMeta
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.inputs)
+
+    def index(self, idx: torch.Tensor | slice) -> MultimodalData:
+        return MultimodalData({m: x[idx] for m, x in self.inputs.items()}, self.labels[idx], self.meta)
+
+    def with_inputs(self, inputs: dict[str, torch.Tensor]) -> MultimodalData:
+        return MultimodalData(inputs, self.labels, self.meta)
+
+    def select(self, modalities: list[str]) -> MultimodalData:
+        return MultimodalData({m: self.inputs[m] for m in modalities}, self.labels, self.meta.select(modalities))
+
+    def to(self, device: torch.device | str) -> MultimodalData:
+        return MultimodalData({m: x.to(device) for m, x in self.inputs.items()}, self.labels.to(device), self.meta)
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[MultimodalData]:
+        """Contiguous slices, or slices of one random permutation; the last batch is kept."""
+        n = len(self)
+        if shuffle:
+            order = torch.randperm(n, generator=generator).to(self.labels.device)
+            for start in range(0, n, batch_size):
+                yield self.index(order[start:start + batch_size])
+        else:
+            for start in range(0, n, batch_size):
+                yield self.index(slice(start, start + batch_size))

@@ -1,0 +1,96 @@
+"""The method contract: a hyper-parameter dataclass plus optional hooks the Trainer calls.
+
+| hook | when |
+|---|---|
+| ``build_model(spec)`` | once; default: the configured encoders and fusion |
+| ``loss(model, batch, out, state) -> (loss, logs)`` | every step (required) |
+| ``after_backward(model, batch, out, state)`` | between backward and the optimizer step |
+| ``on_epoch_start(state)`` / ``on_epoch_end(state)`` | each epoch |
+| ``predict(model, batch) -> ModelOutput`` | evaluation |
+
+Methods never write a training loop. Whatever a method measures it returns in ``logs``
+(per step; the trainer records epoch means) so it lands in ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mmbench.config import MethodConfig, coerce
+from mmbench.errors import MMBenchError
+from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel, build_model
+from mmbench.registry import METHODS
+
+
+@dataclass
+class TrainState:
+    """What hooks may read: progress counters and a seeded generator for any randomness."""
+
+    epoch: int = 0
+    step: int = 0
+    num_epochs: int = 1
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    epoch_logs: dict[str, float] = field(default_factory=dict)  # on_epoch_end may add entries
+
+
+class Method:
+    """Base class. Subclasses define ``Params`` (defaults = published values) and ``loss``."""
+
+    @dataclass(frozen=True)
+    class Params:
+        pass
+
+    #: whether the method's loss trains the per-modality heads itself (else the trainer
+    #: trains separate heads on detached features, see ``MultimodalModel.monitor_loss``)
+    trains_unimodal_heads: ClassVar[bool] = False
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+
+    def build_model(self, spec: ModelSpec) -> nn.Module:
+        return build_model(spec)
+
+    def loss(self, model: MultimodalModel, batch, out: ModelOutput, state: TrainState) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def after_backward(self, model: MultimodalModel, batch, out: ModelOutput, state: TrainState) -> dict:
+        return {}
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        pass
+
+    def predict(self, model: MultimodalModel, batch) -> ModelOutput:
+        return model(batch)
+
+
+def build_method(cfg: MethodConfig) -> Method:
+    """Instantiate the method named in ``cfg`` with validated parameters (unknown keys are errors)."""
+    cls = METHODS.get(cfg.name)
+    hints = typing.get_type_hints(cls.Params)
+    kwargs = {}
+    for key, value in cfg.params.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, list(hints), n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join('method.' + c for c in close)}? " if close else ""
+            valid = ", ".join("method." + k for k in hints) or "none"
+            raise MMBenchError(f"unknown parameter 'method.{key}' for method {cfg.name!r}; {hint}valid: {valid}")
+        kwargs[key] = coerce(value, hints[key], f"method.{key}")
+    try:
+        params = cls.Params(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise MMBenchError(f"method {cfg.name!r}: {e}") from None
+    return cls(params)
+
+
+def method_params_dict(method: Method) -> dict[str, Any]:
+    return dataclasses.asdict(method.params)

@@ -1,0 +1,98 @@
+"""Fusion modules: per-modality features -> fused logits (each owns its classifier).
+
+A *decomposable* fusion's logits are a sum of per-modality terms, which are its unimodal
+logits (OGM-GE splits the concat head this way). A non-decomposable fusion (gated, FiLM)
+gets separate per-modality heads from :class:`~mmbench.models.MultimodalModel`.
+All take ``(modalities, feature_dim, num_classes)``; ``forward(features, present)`` gets
+zeros for masked modalities and the list of modalities that are present.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmbench.errors import MMBenchError
+from mmbench.registry import FUSIONS
+
+
+@FUSIONS.register("concat")
+class ConcatFusion(nn.Module):
+    """Concatenate features, one linear head; unimodal logits ``f_m W_m^T + b / M`` (OGM-GE)."""
+
+    decomposable = True
+
+    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int):
+        super().__init__()
+        self.modalities = list(modalities)
+        self.feature_dim = feature_dim
+        self.fc = nn.Linear(feature_dim * len(modalities), num_classes)
+
+    def forward(self, features: dict[str, torch.Tensor], present: list[str]):
+        logits = self.fc(torch.cat([features[m] for m in self.modalities], dim=1))
+        d, share = self.feature_dim, self.fc.bias / len(self.modalities)
+        unimodal = {m: features[m] @ self.fc.weight[:, i * d:(i + 1) * d].T + share
+                    for i, m in enumerate(self.modalities) if m in present}
+        return logits, unimodal
+
+
+@FUSIONS.register("sum")
+class SumFusion(nn.Module):
+    """Sum of per-modality linear heads."""
+
+    decomposable = True
+    reduce = staticmethod(lambda stacked: stacked.sum(0))
+
+    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int):
+        super().__init__()
+        self.heads = nn.ModuleDict({m: nn.Linear(feature_dim, num_classes) for m in modalities})
+
+    def forward(self, features: dict[str, torch.Tensor], present: list[str]):
+        unimodal = {m: self.heads[m](features[m]) for m in present}
+        return self.reduce(torch.stack(list(unimodal.values()))), unimodal
+
+
+@FUSIONS.register("late")
+class LateFusion(SumFusion):
+    """Average of per-modality heads' logits (over the modalities present)."""
+
+    reduce = staticmethod(lambda stacked: stacked.mean(0))
+
+
+class _TwoModalityFusion(nn.Module):
+    decomposable = False
+
+    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int):
+        super().__init__()
+        if len(modalities) != 2:
+            raise MMBenchError(f"{self.registry_name} fusion needs exactly 2 modalities, got {len(modalities)}; "
+                               "use concat, sum or late for more")
+        self.first, self.second = modalities
+        self.fc_out = nn.Linear(feature_dim, num_classes)
+
+
+@FUSIONS.register("gated")
+class GatedFusion(_TwoModalityFusion):
+    """The first modality gates the second: ``fc_out(sigmoid(fc_x(x)) * fc_y(y))`` (OGM-GE's gated fusion)."""
+
+    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int):
+        super().__init__(modalities, feature_dim, num_classes)
+        self.fc_x = nn.Linear(feature_dim, feature_dim)
+        self.fc_y = nn.Linear(feature_dim, feature_dim)
+
+    def forward(self, features: dict[str, torch.Tensor], present: list[str]):
+        gate = torch.sigmoid(self.fc_x(features[self.first]))
+        return self.fc_out(gate * self.fc_y(features[self.second])), {}
+
+
+@FUSIONS.register("film")
+class FiLMFusion(_TwoModalityFusion):
+    """The first modality scales and shifts the second: ``fc_out(gamma(x) * y + beta(x))`` (FiLM)."""
+
+    def __init__(self, modalities: list[str], feature_dim: int, num_classes: int):
+        super().__init__(modalities, feature_dim, num_classes)
+        self.film = nn.Linear(feature_dim, 2 * feature_dim)
+
+    def forward(self, features: dict[str, torch.Tensor], present: list[str]):
+        gamma, beta = self.film(features[self.first]).chunk(2, dim=1)
+        return self.fc_out(gamma * features[self.second] + beta), {}

@@ -1,0 +1,216 @@
+"""The Trainer owns the loop: optimizer, schedule, checkpoint selection on ``val``, logging.
+
+Methods plug in through hooks (:mod:`mmbench.methods.base`). Data lives in memory as
+tensors on the training device; a batch is an index into them, so the hot loop has no
+per-sample Python. Same config and seed -> identical ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmbench.config import OptimConfig, RunConfig
+from mmbench.data.store import load_split
+from mmbench.data.types import MultimodalData
+from mmbench.errors import MMBenchError, TrainingDiverged
+from mmbench.evaluation import evaluate
+from mmbench.methods.base import Method, TrainState, build_method, method_params_dict
+from mmbench.models.multimodal import ModelSpec
+from mmbench.registry import unknown_name_message
+from mmbench.results import RunFolder
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MMBenchError("device 'cuda' was asked for but CUDA is not available; use --device cpu or auto")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise MMBenchError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise MMBenchError(unknown_name_message("optimizer (optim.optimizer)", cfg.optimizer, ["sgd", "adam", "adamw"]))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig):
+    if cfg.schedule == "none":
+        return None
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(cfg.epochs, 1))
+    raise MMBenchError(unknown_name_message("schedule (optim.schedule)", cfg.schedule, ["none", "step", "cosine"]))
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val_acc: float
+    best_state: dict[str, torch.Tensor]
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains ``model`` with ``method``'s hooks and keeps the state with the best validation accuracy."""
+
+    def __init__(self, method: Method, model: torch.nn.Module, optim: OptimConfig, device: torch.device,
+                 seed: int = 0, progress=None):
+        self.method, self.model, self.cfg, self.device = method, model.to(device), optim, device
+        self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
+        self.scheduler = build_scheduler(self.optimizer, optim)
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
+        self.state = TrainState(num_epochs=optim.epochs,
+                                generator=torch.Generator(device=device).manual_seed(seed + 1))
+        self.progress = progress  # callable(epoch, step, total_steps, row) or None
+
+    def fit(self, train: MultimodalData, val: MultimodalData) -> FitResult:
+        train, val = train.to(self.device), val.to(self.device)
+        history, seconds = [], []
+        best_epoch, best_acc, best_state = -1, -math.inf, None
+        steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
+        for epoch in range(self.cfg.epochs):
+            start = time.perf_counter()
+            self.state.epoch, self.state.epoch_logs = epoch, {}
+            row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(self._train_epoch(train, steps_per_epoch))
+            self.method.on_epoch_end(self.state)
+            row.update(self.state.epoch_logs)
+            row.update({f"val_{k}": v for k, v in evaluate(self.model, self.method, val, self.cfg.batch_size * 4).items()})
+            if self.scheduler is not None:
+                self.scheduler.step()
+            history.append(row)
+            seconds.append(time.perf_counter() - start)
+            if row["val_acc"] > best_acc:
+                best_epoch, best_acc = epoch, row["val_acc"]
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.progress:
+                self.progress(epoch, steps_per_epoch * (epoch + 1), steps_per_epoch * self.cfg.epochs, row)
+        if best_state is None:
+            raise MMBenchError("optim.epochs must be at least 1")
+        self.model.load_state_dict(best_state)
+        return FitResult(history, best_epoch, best_acc, best_state, seconds)
+
+    def _train_epoch(self, train: MultimodalData, steps_per_epoch: int) -> dict[str, float]:
+        model, method, state = self.model, self.method, self.state
+        model.train()
+        method.on_epoch_start(state)
+        sums: dict[str, float] = defaultdict(float)
+        correct = {"acc": torch.zeros((), device=self.device)}
+        for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator):
+            out = model(batch)
+            loss, logs = method.loss(model, batch, out, state)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(state.epoch, state.step, value)
+            if not method.trains_unimodal_heads and hasattr(model, "monitor_loss"):
+                loss = loss + model.monitor_loss(out, batch.labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
+            if self.cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            state.step += 1
+            sums["loss"] += value * len(batch)
+            correct["acc"] += (out.logits.argmax(1) == batch.labels).sum()
+            for m, z in out.unimodal_logits.items():
+                key = f"acc_{m}"
+                correct[key] = correct.get(key, 0) + (z.argmax(1) == batch.labels).sum()
+            for k, v in logs.items():
+                sums[f"log:{k}"] += float(v)
+        n = len(train)
+        row = {"train_loss": sums["loss"] / n}
+        row.update({f"train_{k}": v.item() / n for k, v in correct.items()})
+        row.update({k[4:]: v / steps_per_epoch for k, v in sums.items() if k.startswith("log:")})
+        return row
+
+
+def load_run_data(cfg: RunConfig) -> dict[str, MultimodalData]:
+    return {s: load_split(cfg.data.dataset, s, cfg.output.data_dir, cfg.data.modalities)
+            for s in ("train", "val", "test")}
+
+
+def model_spec(cfg: RunConfig, data: MultimodalData) -> ModelSpec:
+    unknown = [m for m in cfg.model.encoders if m not in data.meta.modalities]
+    if unknown:
+        raise MMBenchError(unknown_name_message("modality in model.encoders", unknown[0], data.modalities))
+    return ModelSpec(data.meta.modalities, data.meta.num_classes, cfg.model)
+
+
+def complete_config(cfg: RunConfig) -> tuple[RunConfig, Method]:
+    """Fill the method's parameters with its defaults, so the config (and run id) is fully resolved."""
+    method = build_method(cfg.method)
+    cfg.method.params = method_params_dict(method)
+    return cfg, method
+
+
+def load_trained(folder: RunFolder, device: str = "cpu") -> tuple[RunConfig, Method, torch.nn.Module, MultimodalData]:
+    """Rebuild a finished run's method and model with its best weights, and load its test split."""
+    if not folder.complete:
+        raise MMBenchError(f"run {folder.run_id} is not complete (no summary.json); train it first")
+    cfg = folder.read_config()
+    method = build_method(cfg.method)
+    test = load_split(cfg.data.dataset, "test", cfg.output.data_dir, cfg.data.modalities)
+    dev = resolve_device(device)
+    model = method.build_model(model_spec(cfg, test))
+    model.load_state_dict(folder.load_state_dict())
+    return cfg, method, model.to(dev).eval(), test.to(dev)
+
+
+def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFolder, bool]:
+    """Train one run and write its folder; returns ``(folder, trained)`` (False: already complete)."""
+    cfg, method = complete_config(cfg)
+    folder = RunFolder.for_config(cfg)
+    if folder.complete and not force:
+        return folder, False
+    data = load_run_data(cfg)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model = method.build_model(model_spec(cfg, data["train"]))
+    folder.write_config(cfg)
+    folder.write_env(str(device))
+    (folder.path / "summary.json").unlink(missing_ok=True)
+    trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress)
+    start = time.perf_counter()
+    result = trainer.fit(data["train"], data["val"])
+    train_seconds = time.perf_counter() - start
+    folder.write_metrics(result.history)
+    if cfg.output.save_model:
+        folder.save_model({k: v.cpu() for k, v in result.best_state.items()})
+    test = evaluate(trainer.model, method, data["test"].to(device), cfg.optim.batch_size * 4, masking=True)
+    summary = {
+        "run_id": folder.run_id, "status": "complete", "dataset": cfg.data.dataset,
+        "modalities": data["train"].modalities, "method": cfg.method.name, "method_params": cfg.method.params,
+        "seed": cfg.seed, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
+        "test": test, "test_samples": len(data["test"]),
+        "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": float(np.mean(result.epoch_seconds)), "device": str(device),
+    }
+    folder.write_summary(summary)
+    return folder, True
