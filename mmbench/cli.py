@@ -30,6 +30,12 @@ def _floats(values: str, option: str) -> list[float]:
         raise MMBenchError(f"{option} must be comma-separated numbers, e.g. 0,0.5,1") from None
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _out(text: str = "") -> None:
     from mmbench.ui import console
 
@@ -60,7 +66,7 @@ def prepare(
     path = do_prepare(dataset, root, data_dir, name, _split(modalities), options, force)
     meta = load_meta(path.name, data_dir)
     mods = ", ".join(f"{m} {s.kind}{list(s.shape)}" for m, s in meta.modalities.items())
-    _out(f"prepared [bold]{meta.name}[/] in {path}: {meta.num_classes} classes; {mods}; "
+    _out(f"prepared [bold]{meta.name}[/] in {path}: {meta.num_classes} classes; {escape(mods)}; "
          f"train/val/test = {meta.splits['train']}/{meta.splits['val']}/{meta.splits['test']}")
 
 
@@ -132,7 +138,7 @@ def attack(
         for r in rows:
             by_level.setdefault((r["attack"], r["level"]), []).append(r["acc"])
         cells = "  ".join(f"{a}@{lv:g} {sum(v) / len(v):.3f}" for (a, lv), v in by_level.items())
-        _out(f"attacked [bold]{folder.run_id}[/]: {cells}")
+        _out(f"attacked [bold]{folder.run_id}[/]: {escape(cells)}")
 
 
 @app.command()
@@ -151,8 +157,9 @@ def report(
     table, paths = write_leaderboard(results_dir, out, dataset, method)
     if table.empty:
         raise MMBenchError(f"no complete runs in {results_dir}/runs; train some runs first")
-    for name, group in formatted(table).groupby("dataset", sort=False):
-        console.print(rich_table(group.drop(columns="dataset").dropna(axis=1, how="all"), f"{name} (test %, mean ± std)"))
+    for name, group in formatted(table, sep="±").groupby("dataset", sort=False):
+        group = group.loc[:, (group != "–").any()]  # drop columns with no value for this dataset
+        console.print(rich_table(group.drop(columns="dataset"), f"{name} (test %, mean ± std)"))
     _out("wrote " + ", ".join(str(p) for p in paths))
 
 
@@ -224,7 +231,7 @@ def main() -> None:
             raise
         from mmbench.ui import console
 
-        console.print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
+        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

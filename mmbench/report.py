@@ -54,8 +54,9 @@ def leaderboard(runs: pd.DataFrame, attacks: pd.DataFrame | None = None) -> pd.D
     """Mean and std over seeds per dataset x method, best fused accuracy first within a dataset.
 
     Columns: ``n``, ``<metric>_mean`` / ``<metric>_std`` for test accuracy, macro-F1, every
-    per-modality accuracy, and ``<attack>:<modalities>@<level>`` accuracies averaged over
-    training seeds and attack seeds.
+    per-modality accuracy, and ``<attack>@<level>`` (all modalities corrupted) or
+    ``<attack>:<modalities>@<level>`` accuracies: per run the mean over attack seeds, then
+    mean and std over training seeds.
     """
     if runs.empty:
         return pd.DataFrame()
@@ -66,8 +67,8 @@ def leaderboard(runs: pd.DataFrame, attacks: pd.DataFrame | None = None) -> pd.D
         table[f"{m}_mean"] = grouped[m].mean()
         table[f"{m}_std"] = grouped[m].std(ddof=1)
     if attacks is not None and not attacks.empty:
-        attacks = attacks.assign(column=attacks["attack"] + ":" + attacks["modalities"].astype(str) + "@"
-                                 + attacks["level"].map(lambda v: f"{v:g}"))
+        mods = attacks["modalities"].astype(str).map(lambda m: "" if m == "all" else f":{m}")
+        attacks = attacks.assign(column=attacks["attack"] + mods + "@" + attacks["level"].map(lambda v: f"{v:g}"))
         per_run = attacks.groupby(["dataset", "method", "run_id", "column"])["acc"].mean()
         across = per_run.groupby(["dataset", "method", "column"])
         for stat in ("mean", "std"):
@@ -84,17 +85,17 @@ def display_columns(table: pd.DataFrame) -> list[str]:
     stems = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     order = ["test_acc", "test_f1"]
     heads = sorted(s for s in stems if s.startswith("test_acc_") and "masked" not in s)
-    attacks = [s for s in stems if ":" in s]
+    attacks = [s for s in stems if "@" in s]
     return [s for s in order if s in stems] + heads + attacks
 
 
-def format_cell(mean: float, std: float, n: int, percent: bool = True) -> str:
+def format_cell(mean: float, std: float, n: int, sep: str = " ± ") -> str:
+    """Percent ``mean ± std``; ``–`` when missing, the mean alone for a single seed."""
     if mean is None or np.isnan(mean):
         return "–"
-    scale = 100 if percent else 1
     if n < 2 or std is None or np.isnan(std):
-        return f"{mean * scale:.1f}"
-    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+        return f"{mean * 100:.1f}"
+    return f"{mean * 100:.1f}{sep}{std * 100:.1f}"
 
 
 def pretty_header(stem: str) -> str:
@@ -107,11 +108,11 @@ def pretty_header(stem: str) -> str:
     return stem
 
 
-def formatted(table: pd.DataFrame) -> pd.DataFrame:
+def formatted(table: pd.DataFrame, sep: str = " ± ") -> pd.DataFrame:
     """Strings ``mean ± std`` (percent) per displayed metric, for Markdown and the terminal."""
     out = table[["dataset", "method", "n"]].copy()
     for stem in display_columns(table):
-        out[pretty_header(stem)] = [format_cell(m, s, n) for m, s, n in
+        out[pretty_header(stem)] = [format_cell(m, s, n, sep) for m, s, n in
                                     zip(table[f"{stem}_mean"], table[f"{stem}_std"], table["n"])]
     return out
 
@@ -145,7 +146,7 @@ def write_leaderboard(results_dir: str | os.PathLike, out_dir: str | os.PathLike
         return table, []
     atomic_write_csv(paths[0], table)
     md = ("# mmbench leaderboard\n\nTest metrics in %, mean ± std over n training seeds "
-          "(checkpoint chosen on validation). Attack columns `attack:modalities@level` average over "
+          "(checkpoint chosen on validation). Attack columns `attack@level` (all modalities corrupted) or `attack:modalities@level` average over "
           "training seeds and attack seeds.\n\n" + to_markdown(formatted(table)))
     atomic_write_text(paths[1], md)
     return table, paths

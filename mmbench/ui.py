@@ -6,10 +6,13 @@ from contextlib import contextmanager
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    console.width = 160  # logs and pasted output: do not wrap tables at 80 columns
 
 
 @contextmanager
@@ -33,9 +36,10 @@ def training_progress(label: str, enabled: bool = True):
 
 
 def rich_table(df: pd.DataFrame, title: str) -> Table:
-    table = Table(title=title, header_style="bold", show_lines=False)
+    table = Table(title=escape(title), header_style="bold", show_lines=False)
     for col in df.columns:
-        table.add_column(str(col), justify="left" if col in ("dataset", "method") else "right")
+        text = col in ("dataset", "method")
+        table.add_column(escape(str(col)), justify="left" if text else "right", no_wrap=True)
     for row in df.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(escape(str(v)) for v in row))
     return table

@@ -48,7 +48,8 @@ def attack_run(folder: RunFolder, attacks: list[str], levels: list[float], attac
                                f"not {bad[0]!r} ({test.meta.modalities[bad[0]].kind}); choose --modalities")
     rows = []
     base = {"run_id": folder.run_id, "dataset": cfg.data.dataset, "method": cfg.method.name, "seed": cfg.seed,
-            "protocol": protocol, "protocol_version": protocol_version, "modalities": "+".join(chosen),
+            "protocol": protocol, "protocol_version": protocol_version,
+            "modalities": "+".join(chosen) if modalities else "all",
             "fraction": fraction}
     total, done = len(fns) * len(levels) * len(attack_seeds), 0
     for name, fn in fns.items():
