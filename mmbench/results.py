@@ -89,7 +89,8 @@ class RunFolder:
         new = pd.DataFrame(rows)
         old = self.read_attack()
         merged = pd.concat([old, new], ignore_index=True) if not old.empty else new
-        merged = merged.drop_duplicates(subset=key, keep="last").reset_index(drop=True)
+        # compare keys as text: a CSV round trip turns "1" into 1
+        merged = merged[~merged[key].astype(str).duplicated(keep="last")].reset_index(drop=True)
         atomic_write_csv(self.path / "attack.csv", merged)
         return merged
 

@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny prepared datasets and a config factory (runs finish in about a second)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmbench.config import resolve
+from mmbench.data.store import prepare
+
+torch.set_num_threads(2)
+
+TINY = {"num_classes": 3, "num_samples": 240, "shapes": ["8", "1x6x6"], "signal": [3.0, 1.5]}
+TINY3 = {"num_classes": 3, "num_samples": 240, "names": ["vector", "image", "sequence"],
+         "kinds": ["vector", "image", "sequence"], "shapes": ["8", "1x6x6", "2x12"], "signal": [3.0, 2.0, 1.0],
+         "degrade_fraction": [0.0, 0.0, 0.5], "degrade_scale": [0.0, 0.0, 1.0]}
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    prepare("synthetic", data_dir=root, name="tiny", options=TINY)
+    prepare("synthetic", data_dir=root, name="tiny3", options=TINY3)
+    return root
+
+
+@pytest.fixture
+def make_cfg(data_dir, tmp_path):
+    """``make_cfg(method, dataset="tiny", epochs=2, **sets)`` -> a resolved RunConfig in tmp dirs."""
+
+    def factory(method="joint", dataset="tiny", epochs=2, seed=0, sets=()):
+        flags = {"data.dataset": dataset, "method.name": method, "optim.epochs": epochs, "seed": seed,
+                 "output.data_dir": str(data_dir), "output.results_dir": str(tmp_path / "results")}
+        return resolve(flags=flags, sets=list(sets) + ["model.hidden_dim=16", "model.feature_dim=8",
+                                                      "optim.batch_size=32"])
+
+    return factory
