@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,11 +15,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark multimodal learning under modality imbalance and data noise.")
 _state = {"debug": False}
 
-DataDir = Annotated[Optional[str], typer.Option("--data-dir", help="Prepared datasets ($MMBENCH_DATA, else ./data).")]
+DataDir = Annotated[str | None, typer.Option("--data-dir", help="Prepared datasets ($MMBENCH_DATA, else ./data).")]
 ResultsDir = Annotated[str, typer.Option("--results-dir", help="Run folders and leaderboards.")]
 
 
-def _split(values: Optional[str]) -> Optional[list[str]]:
+def _split(values: str | None) -> list[str] | None:
     return [v.strip() for v in values.split(",") if v.strip()] if values else None
 
 
@@ -50,36 +50,39 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
 @app.command()
 def prepare(
     dataset: Annotated[str, typer.Argument(help="Dataset builder, e.g. synthetic, mfeat, csv_views.")],
-    root: Annotated[Optional[str], typer.Option(help="Folder with the raw files (not needed for embedded datasets).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Name of the prepared dataset (default: DATASET).")] = None,
-    modalities: Annotated[Optional[str], typer.Option(help="Comma-separated modalities/views to keep.")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Builder option key=value (repeatable).")] = None,
+    root: Annotated[str | None, typer.Option(help="Folder with the raw files (not needed for embedded datasets).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the prepared dataset (default: DATASET).")] = None,
+    modalities: Annotated[str | None, typer.Option(help="Comma-separated modalities/views to keep.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Builder option key=value (repeatable).")] = None,
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Prepare again even if it exists.")] = False,
 ) -> None:
     """Turn raw files into a prepared dataset (meta.json + one .npy per split and modality)."""
+    from mmbench.config import data_dir as resolve_data_dir
     from mmbench.config import parse_set
     from mmbench.data.store import load_meta
     from mmbench.data.store import prepare as do_prepare
 
     options = dict(parse_set(o) for o in option or [])
+    existed = (resolve_data_dir(data_dir) / (name or dataset) / "meta.json").exists() and not force
     path = do_prepare(dataset, root, data_dir, name, _split(modalities), options, force)
     meta = load_meta(path.name, data_dir)
     mods = ", ".join(f"{m} {s.kind}{list(s.shape)}" for m, s in meta.modalities.items())
-    _out(f"prepared [bold]{meta.name}[/] in {path}: {meta.num_classes} classes; {escape(mods)}; "
+    verb = "already prepared (use --force to redo)" if existed else "prepared"
+    _out(f"{verb} [bold]{meta.name}[/] in {path}: {meta.num_classes} classes; {escape(mods)}; "
          f"train/val/test = {meta.splits['train']}/{meta.splits['val']}/{meta.splits['test']}")
 
 
 @app.command()
 def train(
-    dataset: Annotated[Optional[str], typer.Option(help="Prepared dataset name.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Method name (mmbench list methods).")] = None,
-    recipe: Annotated[Optional[str], typer.Option(help="Recipe YAML file.")] = None,
-    seed: Annotated[Optional[list[int]], typer.Option(help="Seed (repeat for several runs).")] = None,
-    modalities: Annotated[Optional[str], typer.Option(help="Comma-separated subset of modalities.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: key=value.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Prepared dataset name.")] = None,
+    method: Annotated[str | None, typer.Option(help="Method name (mmbench list methods).")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe YAML file.")] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seed (repeat for several runs).")] = None,
+    modalities: Annotated[str | None, typer.Option(help="Comma-separated subset of modalities.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config key: key=value.")] = None,
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
     force: Annotated[bool, typer.Option(help="Train again even if the run is complete.")] = False,
@@ -111,14 +114,15 @@ def _report_run(folder, trained: bool) -> None:
 
 @app.command()
 def attack(
-    runs: Annotated[Optional[list[str]], typer.Argument(help="Run ids or run folders.")] = None,
+    runs: Annotated[list[str] | None, typer.Argument(help="Run ids or run folders.")] = None,
     noise: Annotated[str, typer.Option(help="Comma-separated attacks (no default: name it), e.g. gaussian.")] = "",
     levels: Annotated[str, typer.Option(help="Comma-separated levels.")] = "0,0.5,1,2",
-    modalities: Annotated[Optional[str], typer.Option(help="Modalities to corrupt together (default: all).")] = None,
+    modalities: Annotated[str | None, typer.Option(help="Modalities to corrupt together (default: all).")] = None,
     attack_seeds: Annotated[int, typer.Option(help="Number of attack seeds (0..N-1).")] = 1,
     fraction: Annotated[float, typer.Option(help="Share of test samples corrupted.")] = 1.0,
     all_runs: Annotated[bool, typer.Option("--all", help="Attack every complete run in --results-dir.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
 ) -> None:
     """Evaluate trained runs on corrupted test data; rows go to each run's attack.csv."""
@@ -133,7 +137,7 @@ def attack(
     levels_f, attacks = _floats(levels, "--levels"), _split(noise)
     for folder in folders:
         rows = attack_run(folder, attacks, levels_f, list(range(attack_seeds)), _split(modalities), fraction,
-                          device=device)
+                          device=device, data_dir=data_dir)
         by_level = {}
         for r in rows:
             by_level.setdefault((r["attack"], r["level"]), []).append(r["acc"])
@@ -144,9 +148,9 @@ def attack(
 @app.command()
 def report(
     results_dir: Annotated[str, typer.Argument(help="Results folder with runs/.")] = "results",
-    out: Annotated[Optional[str], typer.Option(help="Where to write leaderboard.csv/.md (default: RESULTS_DIR).")] = None,
-    dataset: Annotated[Optional[str], typer.Option(help="Only datasets starting with this.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="Only methods starting with this.")] = None,
+    out: Annotated[str | None, typer.Option(help="Where to write leaderboard.csv/.md (default: RESULTS_DIR).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only datasets starting with this.")] = None,
+    method: Annotated[str | None, typer.Option(help="Only methods starting with this.")] = None,
 ) -> None:
     """Leaderboards (CSV, Markdown) with mean ± std over seeds, and a table in the terminal."""
     from mmbench.report import formatted, write_leaderboard
@@ -165,8 +169,8 @@ def report(
 
 @app.command("list")
 def list_(
-    kind: Annotated[Optional[str], typer.Argument(help="methods, datasets, attacks, encoders, fusions, protocols, executors.")] = None,
-    pattern: Annotated[Optional[str], typer.Argument(help="Wildcard filter, e.g. 'o*'.")] = None,
+    kind: Annotated[str | None, typer.Argument(help="methods, datasets, attacks, encoders, fusions, protocols, executors.")] = None,
+    pattern: Annotated[str | None, typer.Argument(help="Wildcard filter, e.g. 'o*'.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show defaults (imports the components).")] = False,
 ) -> None:
     """Show every registered name with its one-line description (and defaults with -v)."""
@@ -184,7 +188,10 @@ def list_(
         table.add_column("description")
         if verbose:
             table.add_column("defaults")
-        for entry in registry.entries(pattern):
+        entries = registry.entries(pattern)
+        if not entries:
+            table.add_row("–", "none registered" + (f" matching {pattern!r}" if pattern else ""))
+        for entry in entries:
             row = [entry.name, entry.description]
             if verbose:
                 row.append(_defaults(registry.get(entry.name)))
@@ -206,7 +213,7 @@ def _defaults(obj) -> str:
 @app.command()
 def demo(
     seeds: Annotated[int, typer.Option(help="Training seeds per method.")] = 3,
-    epochs: Annotated[Optional[int], typer.Option(help="Override the datasets' epochs (fewer = faster).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the datasets' epochs (fewer = faster).")] = None,
     attack_seeds: Annotated[int, typer.Option(help="Attack seeds per level.")] = 2,
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",

@@ -169,13 +169,15 @@ def complete_config(cfg: RunConfig) -> tuple[RunConfig, Method]:
     return cfg, method
 
 
-def load_trained(folder: RunFolder, device: str = "cpu") -> tuple[RunConfig, Method, torch.nn.Module, MultimodalData]:
-    """Rebuild a finished run's method and model with its best weights, and load its test split."""
+def load_trained(folder: RunFolder, device: str = "cpu", data_dir: str | None = None
+                 ) -> tuple[RunConfig, Method, torch.nn.Module, MultimodalData]:
+    """Rebuild a finished run's method and model with its best weights, and load its test split
+    (from ``data_dir``, else where the run was trained from)."""
     if not folder.complete:
         raise MMBenchError(f"run {folder.run_id} is not complete (no summary.json); train it first")
     cfg = folder.read_config()
     method = build_method(cfg.method)
-    test = load_split(cfg.data.dataset, "test", cfg.output.data_dir, cfg.data.modalities)
+    test = load_split(cfg.data.dataset, "test", data_dir or cfg.output.data_dir, cfg.data.modalities)
     dev = resolve_device(device)
     model = method.build_model(model_spec(cfg, test))
     model.load_state_dict(folder.load_state_dict())

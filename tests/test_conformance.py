@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_meta, load_split, prepare
 from mmbench.data.types import ModalitySpec
 from mmbench.evaluation import predict
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.multimodal import ModelOutput, ModelSpec, build_model
-from mmbench.config import MethodConfig, ModelConfig
 from mmbench.registry import DATASETS, ENCODERS, FUSIONS, METHODS
 from mmbench.training import load_trained, train_run
 

@@ -5,14 +5,13 @@ import math
 import pytest
 import torch
 
-from mmbench.config import OptimConfig, resolve
+from mmbench.config import ModelConfig, OptimConfig, resolve
 from mmbench.data.store import load_split
 from mmbench.errors import TrainingDiverged
 from mmbench.evaluation import evaluate, predict
 from mmbench.methods.base import Method
 from mmbench.methods.joint import Joint
 from mmbench.models.multimodal import ModelSpec, build_model
-from mmbench.config import ModelConfig
 from mmbench.training import Trainer, build_optimizer, build_scheduler, train_run
 
 

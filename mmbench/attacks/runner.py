@@ -31,11 +31,12 @@ def corrupt(data: MultimodalData, attack: Callable, level: float, modalities: li
 
 def attack_run(folder: RunFolder, attacks: list[str], levels: list[float], attack_seeds: list[int],
                modalities: list[str] | None = None, fraction: float = 1.0, protocol: str = "custom",
-               protocol_version: str = "1", device: str = "cpu", progress: Callable | None = None) -> list[dict]:
+               protocol_version: str = "1", device: str = "cpu", data_dir: str | None = None,
+               progress: Callable | None = None) -> list[dict]:
     """Rows of corrupted-test metrics; also merged into the run's ``attack.csv``."""
     if not 0 < fraction <= 1:
         raise MMBenchError(f"--fraction must be in (0, 1], got {fraction}")
-    cfg, method, model, test = load_trained(folder, device)
+    cfg, method, model, test = load_trained(folder, device, data_dir)
     chosen = modalities or test.modalities
     for m in chosen:
         if m not in test.modalities:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from mmbench import __version__
-from mmbench.config import coerce, data_dir as default_data_dir
+from mmbench.config import coerce
+from mmbench.config import data_dir as default_data_dir
 from mmbench.data.base import DatasetBuilder, Prepared
 from mmbench.data.types import MODALITY_KINDS, DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError

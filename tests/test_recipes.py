@@ -1,0 +1,20 @@
+from pathlib import Path
+
+import pytest
+
+from mmbench.config import resolve
+from mmbench.methods.base import build_method
+
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert RECIPES
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_recipe_resolves_and_names_its_dataset_and_method(path):
+    cfg = resolve(path)
+    assert path.parent.name == cfg.data.dataset and path.stem == cfg.method.name
+    build_method(cfg.method)  # parameters are valid for the method
+    assert path.read_text().lstrip().startswith("#"), "a recipe starts with a comment citing its source"
