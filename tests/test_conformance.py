@@ -90,6 +90,9 @@ def test_fusion_forward_masking_and_decomposition(fusion, data_dir):
     # masking must not depend on the masked modality's content
     noisy = batch.with_inputs({**batch.inputs, "image": torch.randn_like(batch.inputs["image"])})
     torch.testing.assert_close(model(noisy, mask=["image"]).logits, masked.logits)
+    nothing = model(batch, mask=batch.modalities)  # every modality masked: a constant prediction
+    assert nothing.logits.shape == out.logits.shape and not nothing.unimodal_logits
+    assert torch.allclose(nothing.logits, nothing.logits[:1].expand_as(nothing.logits))
 
 
 @pytest.mark.parametrize("encoder", ENCODERS.names())

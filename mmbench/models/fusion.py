@@ -38,25 +38,28 @@ class ConcatFusion(nn.Module):
 
 @FUSIONS.register("sum")
 class SumFusion(nn.Module):
-    """Sum of per-modality linear heads."""
+    """Sum of per-modality linear heads (a masked modality contributes its head's bias)."""
 
     decomposable = True
-    reduce = staticmethod(lambda stacked: stacked.sum(0))
 
     def __init__(self, modalities: list[str], feature_dim: int, num_classes: int):
         super().__init__()
         self.heads = nn.ModuleDict({m: nn.Linear(feature_dim, num_classes) for m in modalities})
 
     def forward(self, features: dict[str, torch.Tensor], present: list[str]):
-        unimodal = {m: self.heads[m](features[m]) for m in present}
-        return self.reduce(torch.stack(list(unimodal.values()))), unimodal
+        logits = {m: head(features[m]) for m, head in self.heads.items()}
+        return self.combine(logits, present), {m: logits[m] for m in present}
+
+    def combine(self, logits: dict[str, torch.Tensor], present: list[str]) -> torch.Tensor:
+        return torch.stack(list(logits.values())).sum(0)
 
 
 @FUSIONS.register("late")
 class LateFusion(SumFusion):
-    """Average of per-modality heads' logits (over the modalities present)."""
+    """Average of per-modality heads' logits over the modalities present (all heads' biases if none)."""
 
-    reduce = staticmethod(lambda stacked: stacked.mean(0))
+    def combine(self, logits: dict[str, torch.Tensor], present: list[str]) -> torch.Tensor:
+        return torch.stack([logits[m] for m in present or logits]).mean(0)
 
 
 class _TwoModalityFusion(nn.Module):
