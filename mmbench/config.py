@@ -77,6 +77,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     output: OutputConfig = field(default_factory=OutputConfig)
+    # what the source paper reports for this setting: [{metric, value, source, ...}]; not part of the run id
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +95,7 @@ class RunConfig:
         """Same resolved config and seed -> same id (output locations do not count)."""
         d = self.to_dict()
         d.pop("output")
+        d.pop("published")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.data.dataset}-{self.method.name}-s{self.seed}-{digest}"
 
@@ -232,6 +235,15 @@ def _origin(tp: Any) -> Any:
     return typing.get_origin(tp)
 
 
+def validate_published(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each entry names a metric, a number and where it was published."""
+    for e in entries:
+        missing = [k for k in ("metric", "value", "source") if k not in e]
+        if missing or not isinstance(e.get("value"), (int, float)):
+            raise MMBenchError(f"published entries need metric, a numeric value and source; got {e!r}")
+    return entries
+
+
 def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -243,6 +255,7 @@ def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
             kwargs[key] = _build(tp, value or {}, f"{prefix}{key}.")
         else:
             kwargs[key] = coerce(value, tp, prefix + key)
+    validate_published(kwargs.get("published", []))
     return cls(**kwargs)
 
 
@@ -279,19 +292,36 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, str):
+            value = _number(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
+        if isinstance(value, str):
+            value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. a list item "8" that YAML read as a number
     else:
         return value
     raise MMBenchError(f"config key {key!r} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _number(text: str) -> Any:
+    """``"4"`` -> 4, ``"0.5"`` -> 0.5; anything else unchanged (then rejected by the caller)."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
 
 
 def dump_yaml(d: dict[str, Any]) -> str:

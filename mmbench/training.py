@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mmbench.config import OptimConfig, RunConfig
+from mmbench.config import data_dir as default_data_dir
 from mmbench.data.store import load_split
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError, TrainingDiverged
@@ -84,13 +85,14 @@ class Trainer:
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
         self.scheduler = build_scheduler(self.optimizer, optim)
         self.shuffle_generator = torch.Generator().manual_seed(seed)
-        self.state = TrainState(num_epochs=optim.epochs,
+        self.state = TrainState(num_epochs=optim.epochs, model=self.model, batch_size=optim.batch_size,
                                 generator=torch.Generator(device=device).manual_seed(seed + 1))
         self.progress = progress  # callable(epoch, step, total_steps, row) or None
 
     def fit(self, train: MultimodalData, val: MultimodalData) -> FitResult:
         train, val = train.to(self.device), val.to(self.device)
-        history, seconds = [], []
+        self.state.train, self.state.val = train, val
+        history, seconds = self.state.history, []
         best_epoch, best_acc, best_state = -1, -math.inf, None
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
         for epoch in range(self.cfg.epochs):
@@ -122,7 +124,7 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         correct = {"acc": torch.zeros((), device=self.device)}
         for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator):
-            out = model(batch)
+            out = method.forward(model, batch, state)
             loss, logs = method.loss(model, batch, out, state)
             value = loss.item()
             if not math.isfinite(value):
@@ -187,6 +189,7 @@ def load_trained(folder: RunFolder, device: str = "cpu", data_dir: str | None = 
 def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFolder, bool]:
     """Train one run and write its folder; returns ``(folder, trained)`` (False: already complete)."""
     cfg, method = complete_config(cfg)
+    cfg.output.data_dir = str(default_data_dir(cfg.output.data_dir).resolve())  # later attacks find it from anywhere
     folder = RunFolder.for_config(cfg)
     if folder.complete and not force:
         return folder, False
@@ -207,7 +210,7 @@ def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFo
     test = evaluate(trainer.model, method, data["test"].to(device), cfg.optim.batch_size * 4, masking=True)
     summary = {
         "run_id": folder.run_id, "status": "complete", "dataset": cfg.data.dataset,
-        "modalities": data["train"].modalities, "method": cfg.method.name, "method_params": cfg.method.params,
+        "modalities": list(getattr(trainer.model, "modalities", data["train"].modalities)), "method": cfg.method.name, "method_params": cfg.method.params,
         "seed": cfg.seed, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
         "test": test, "test_samples": len(data["test"]),
         "num_parameters": sum(p.numel() for p in trainer.model.parameters()),

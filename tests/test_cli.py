@@ -333,8 +333,6 @@ def test_csv_views_labels_out_of_range(monkeypatch, capsys, tmp_path):
     assert not (tmp_path / "data" / "omics").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a lone negative label reaches sklearn's stratified split "
-                   "(data/base.py split_indices) and ends in a ValueError traceback, not an exit-2 message")
 def test_csv_views_single_negative_label(monkeypatch, capsys, tmp_path):
     labels_tr = np.arange(40) % 2
     labels_tr[5] = -1
@@ -375,8 +373,6 @@ def test_list_unknown_kind(monkeypatch, capsys):
     assert_one_line_error(code, err, "did you mean methods")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: config.coerce rejects YAML numbers inside a list[str] option, "
-                   "so `-o shapes=[8,1x6x6]` fails with \"config key 'option shapes' must be str, got 8\"")
 def test_prepare_option_list_with_numeric_item(tmp_path):
     result = runner.invoke(app, ["prepare", "synthetic", "--name", "tiny", "-o", f"num_samples={NUM_SAMPLES}",
                                  "-o", "shapes=[8,1x6x6]", "--data-dir", str(tmp_path / "data")])

@@ -84,3 +84,11 @@ def test_round_trip_through_yaml():
     cfg = resolve(sets=["method.name=ogm_ge", "method.alpha=0.2", "model.encoders={image: mlp}"])
     again = RunConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
     assert again == cfg and again.run_id() == cfg.run_id()
+
+
+def test_published_block_is_validated_and_not_part_of_the_run_id(tmp_path):
+    good = _recipe(tmp_path, "published:\n  - {metric: test_acc, value: 62.2, source: 'Peng et al. CVPR 2022, Table 1'}\n")
+    cfg = resolve(good)
+    assert cfg.published[0]["value"] == 62.2 and cfg.run_id() == resolve().run_id()
+    with pytest.raises(MMBenchError, match="published entries need"):
+        resolve(_recipe(tmp_path, "published:\n  - {metric: test_acc, value: high}\n"))

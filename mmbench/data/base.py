@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from mmbench.errors import MMBenchError
+
 Arrays = dict[str, np.ndarray]
 
 
@@ -48,8 +50,16 @@ class DatasetBuilder:
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of ``range(len(labels))`` into (kept, carved) with ``fraction`` carved."""
+    if len(labels) and labels.min() < 0:
+        raise MMBenchError(f"labels must be 0-based class indices; found {labels.min()}")
     idx = np.arange(len(labels))
-    kept, carved = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    try:
+        kept, carved = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError as e:
+        counts = np.bincount(labels)
+        raise MMBenchError(f"cannot carve a stratified {fraction:.0%} split from {len(labels)} samples "
+                           f"(smallest class has {counts[counts > 0].min()}): {e}; use more data or "
+                           "change the split fraction option") from None
     return np.sort(kept), np.sort(carved)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from mmbench.data.base import DatasetBuilder, Prepared, three_way_split
 from mmbench.data.types import MODALITY_KINDS
 from mmbench.errors import MMBenchError
-from mmbench.registry import DATASETS
+from mmbench.registry import DATASETS, unknown_name_message
 
 
 @DATASETS.register("synthetic")
@@ -75,6 +75,9 @@ class SyntheticDataset(DatasetBuilder):
             x[hit] += o.degrade_scale[i] * rng.standard_normal((int(hit.sum()), *shape))
             inputs[name], kinds[name], degraded[name] = x.astype(np.float32), kind, int(hit.sum())
         if modalities:
+            for m in modalities:
+                if m not in inputs:
+                    raise MMBenchError(unknown_name_message("synthetic modality", m, list(inputs)))
             inputs = {m: inputs[m] for m in modalities}
         splits, split_record = three_way_split(inputs, labels.astype(np.int64), o.test_fraction,
                                                o.val_fraction, o.seed)

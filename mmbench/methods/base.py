@@ -3,6 +3,7 @@
 | hook | when |
 |---|---|
 | ``build_model(spec)`` | once; default: the configured encoders and fusion |
+| ``forward(model, batch, state) -> ModelOutput`` | every training step; default ``model(batch)`` |
 | ``loss(model, batch, out, state) -> (loss, logs)`` | every step (required) |
 | ``after_backward(model, batch, out, state)`` | between backward and the optimizer step |
 | ``on_epoch_start(state)`` / ``on_epoch_end(state)`` | each epoch |
@@ -31,13 +32,23 @@ from mmbench.registry import METHODS
 
 @dataclass
 class TrainState:
-    """What hooks may read: progress counters and a seeded generator for any randomness."""
+    """What hooks may read: progress, a seeded generator for any randomness, the model and data.
+
+    ``train`` and ``val`` are the splits on the training device (``val`` may be used for
+    monitoring, never to select anything on ``test``); ``history`` holds the finished epochs'
+    ``metrics.csv`` rows. ``on_epoch_end`` may add entries to ``epoch_logs``.
+    """
 
     epoch: int = 0
     step: int = 0
     num_epochs: int = 1
     generator: torch.Generator = field(default_factory=torch.Generator)
-    epoch_logs: dict[str, float] = field(default_factory=dict)  # on_epoch_end may add entries
+    epoch_logs: dict[str, float] = field(default_factory=dict)
+    model: nn.Module | None = None
+    train: Any = None  # MultimodalData
+    val: Any = None  # MultimodalData
+    batch_size: int = 64
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Method:
@@ -56,6 +67,9 @@ class Method:
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
         return build_model(spec)
+
+    def forward(self, model: MultimodalModel, batch, state: TrainState) -> ModelOutput:
+        return model(batch)
 
     def loss(self, model: MultimodalModel, batch, out: ModelOutput, state: TrainState) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError

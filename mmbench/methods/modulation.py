@@ -2,7 +2,9 @@
 
 - :func:`unimodal_scores`: each modality's batch confidence on the true class;
 - :func:`encoder_parameters`: the parameters of one modality's encoder that get modulated;
-- :func:`scale_gradients`: ``g <- k * g`` plus optional Gaussian gradient noise.
+- :func:`scale_gradients`: ``g <- k * g`` plus optional Gaussian gradient noise, on parameters;
+- :func:`scale_grad`: identity forward, gradient times a factor backward, on a tensor
+  (e.g. encoder features, through ``MultimodalModel.forward(feature_hook=...)``).
 """
 
 from __future__ import annotations
@@ -48,3 +50,21 @@ def scale_gradients(params: list[nn.Parameter], coeff: float, noise: bool = Fals
         if noise:
             eps = torch.randn(p.grad.shape, generator=generator, device=generator.device if generator else "cpu")
             p.grad.add_(eps.to(p.grad.device), alpha=std)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(factor)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (factor,) = ctx.saved_tensors
+        return grad * factor, None
+
+
+def scale_grad(x: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the incoming gradient by ``factor`` in the backward pass."""
+    factor = torch.as_tensor(factor, dtype=x.dtype, device=x.device).detach()
+    return _ScaleGrad.apply(x, factor)

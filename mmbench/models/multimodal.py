@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +43,8 @@ class MultimodalModel(nn.Module):
 
     ``forward(batch, mask)`` replaces the features of masked modalities by zeros (their
     encoders are not run), so a masked modality contributes nothing but a bias.
+    ``feature_hook(modality, features) -> features``, if given, is applied to each present
+    modality's features before fusion (e.g. to scale their gradients).
     """
 
     def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, heads: dict[str, nn.Module] | None = None):
@@ -55,11 +57,14 @@ class MultimodalModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
-    def forward(self, batch: Inputs, mask: Iterable[str] = ()) -> ModelOutput:
+    def forward(self, batch: Inputs, mask: Iterable[str] = (),
+                feature_hook: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> ModelOutput:
         inputs = batch.inputs if isinstance(batch, MultimodalData) else batch
         mask = set(mask)
         present = [m for m in self.encoders if m not in mask]
         features = {m: self.encoders[m](inputs[m]) for m in present}
+        if feature_hook is not None:
+            features = {m: feature_hook(m, f) for m, f in features.items()}
         if len(present) < len(self.encoders):
             ref = inputs[next(iter(inputs))]
             zeros = torch.zeros(ref.shape[0], self._feature_dim(), device=ref.device, dtype=torch.float32)
