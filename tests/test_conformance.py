@@ -11,6 +11,7 @@ import torch
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_meta, load_split, prepare
 from mmbench.data.types import ModalitySpec
+from mmbench.errors import MMBenchError
 from mmbench.evaluation import predict
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.multimodal import ModelOutput, ModelSpec, build_model
@@ -29,6 +30,11 @@ def _method_sets(name: str, modalities: list[str]) -> list[str]:
 def test_method_trains_saves_reloads_and_is_deterministic(name, dataset, make_cfg, data_dir, tmp_path):
     mods = list(load_meta(dataset, data_dir).modalities)
     cfg = make_cfg(name, dataset=dataset, sets=_method_sets(name, mods))
+    limit = METHODS.get(name).max_modalities
+    if limit is not None and len(mods) > limit:
+        with pytest.raises(MMBenchError, match=f"at most {limit} modalities"):
+            train_run(cfg)
+        return
     folder, trained = train_run(cfg)
     assert trained and folder.complete
     metrics = folder.read_metrics()

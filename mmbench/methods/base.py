@@ -61,9 +61,17 @@ class Method:
     #: whether the method's loss trains the per-modality heads itself (else the trainer
     #: trains separate heads on detached features, see ``MultimodalModel.monitor_loss``)
     trains_unimodal_heads: ClassVar[bool] = False
+    #: the most modalities the method's rule is defined for (None: any number)
+    max_modalities: ClassVar[int | None] = None
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
+
+    def check_spec(self, spec: ModelSpec) -> None:
+        """Raise a clear error when the data does not fit the method (called before ``build_model``)."""
+        if self.max_modalities is not None and len(spec.modalities) > self.max_modalities:
+            raise MMBenchError(f"method {self.registry_name!r} is defined for at most {self.max_modalities} "
+                               f"modalities, the data has {len(spec.modalities)}; choose some with --modalities")
 
     def build_model(self, spec: ModelSpec) -> nn.Module:
         return build_model(spec)
