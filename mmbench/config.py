@@ -66,6 +66,7 @@ class OutputConfig:
     results_dir: str = "results"
     data_dir: str | None = None  # None: $MMBENCH_DATA, else ./data
     save_model: bool = True
+    probe: bool = True  # linear-probe every encoder after training (summary.json: probe_<m>)
 
 
 @dataclass

@@ -84,6 +84,20 @@ class RunFolder:
         torch.save(state_dict, buf)
         atomic_write_bytes(self.path / "model.pt", buf.getvalue())
 
+    def save_arrays(self, name: str, **arrays) -> None:
+        """A compressed ``.npz`` of plain arrays (no pickles)."""
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(self.path / name, buf.getvalue())
+
+    def load_arrays(self, name: str) -> dict:
+        import numpy as np
+
+        with np.load(self.path / name, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
     def write_attack_rows(self, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
         """Merge rows into ``attack.csv``; a new row replaces an old one with the same ``key``."""
         new = pd.DataFrame(rows)

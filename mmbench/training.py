@@ -21,10 +21,11 @@ from mmbench.config import OptimConfig, RunConfig
 from mmbench.config import data_dir as default_data_dir
 from mmbench.data.store import load_split
 from mmbench.data.types import MultimodalData
+from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
 from mmbench.methods.base import Method, TrainState, build_method, method_params_dict
-from mmbench.models.multimodal import ModelSpec
+from mmbench.models.multimodal import ModelSpec, MultimodalModel
 from mmbench.registry import unknown_name_message
 from mmbench.results import RunFolder
 
@@ -74,6 +75,7 @@ class FitResult:
     best_val_acc: float
     best_state: dict[str, torch.Tensor]
     epoch_seconds: list[float] = field(default_factory=list)
+    true_class_prob: list[torch.Tensor] = field(default_factory=list)  # per epoch [N_train, M], float16
 
 
 class Trainer:
@@ -92,7 +94,7 @@ class Trainer:
     def fit(self, train: MultimodalData, val: MultimodalData) -> FitResult:
         train, val = train.to(self.device), val.to(self.device)
         self.state.train, self.state.val = train, val
-        history, seconds = self.state.history, []
+        history, seconds, probs = self.state.history, [], []
         best_epoch, best_acc, best_state = -1, -math.inf, None
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
         for epoch in range(self.cfg.epochs):
@@ -100,6 +102,8 @@ class Trainer:
             self.state.epoch, self.state.epoch_logs = epoch, {}
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self._train_epoch(train, steps_per_epoch))
+            row.update(imbalance_ratios(self.state.true_class_prob, train.modalities))
+            probs.append(self.state.true_class_prob.half().cpu())
             self.method.on_epoch_end(self.state)
             row.update(self.state.epoch_logs)
             row.update({f"val_{k}": v for k, v in evaluate(self.model, self.method, val, self.cfg.batch_size * 4).items()})
@@ -115,7 +119,7 @@ class Trainer:
         if best_state is None:
             raise MMBenchError("optim.epochs must be at least 1")
         self.model.load_state_dict(best_state)
-        return FitResult(history, best_epoch, best_acc, best_state, seconds)
+        return FitResult(history, best_epoch, best_acc, best_state, seconds, probs)
 
     def _train_epoch(self, train: MultimodalData, steps_per_epoch: int) -> dict[str, float]:
         model, method, state = self.model, self.method, self.state
@@ -123,6 +127,8 @@ class Trainer:
         method.on_epoch_start(state)
         sums: dict[str, float] = defaultdict(float)
         correct = {"acc": torch.zeros((), device=self.device)}
+        columns = {m: j for j, m in enumerate(train.modalities)}
+        true_prob = torch.full((len(train), len(columns)), float("nan"), device=self.device)
         for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator):
             out = method.forward(model, batch, state)
             loss, logs = method.loss(model, batch, out, state)
@@ -143,13 +149,30 @@ class Trainer:
             for m, z in out.unimodal_logits.items():
                 key = f"acc_{m}"
                 correct[key] = correct.get(key, 0) + (z.argmax(1) == batch.labels).sum()
+                p = torch.softmax(z.detach().float(), 1).gather(1, batch.labels[:, None]).squeeze(1)
+                true_prob[batch.ids, columns[m]] = p
             for k, v in logs.items():
                 sums[f"log:{k}"] += float(v)
+        state.true_class_prob = true_prob
         n = len(train)
         row = {"train_loss": sums["loss"] / n}
         row.update({f"train_{k}": v.item() / n for k, v in correct.items()})
         row.update({k[4:]: v / steps_per_epoch for k, v in sums.items() if k.startswith("log:")})
         return row
+
+
+def imbalance_ratios(true_prob: torch.Tensor, modalities: list[str]) -> dict[str, float]:
+    """OGM-GE's ratio over a whole epoch: ``sum_i p_im / mean_{j != m} sum_i p_ij`` (true-class
+    probabilities of the unimodal heads); empty when fewer than two modalities have heads."""
+    sums = torch.nansum(true_prob, 0)
+    seen = [j for j in range(len(modalities)) if not torch.isnan(true_prob[:, j]).all()]
+    if len(seen) < 2:
+        return {}
+    ratios = {}
+    for j in seen:
+        others = torch.stack([sums[k] for k in seen if k != j]).mean()
+        ratios[f"imbalance_ratio_{modalities[j]}"] = (sums[j] / others.clamp_min(1e-12)).item()
+    return ratios
 
 
 def load_run_data(cfg: RunConfig) -> dict[str, MultimodalData]:
@@ -186,6 +209,20 @@ def load_trained(folder: RunFolder, device: str = "cpu", data_dir: str | None = 
     return cfg, method, model.to(dev).eval(), test.to(dev)
 
 
+def probe_run(folder: RunFolder, device: str = "cpu", data_dir: str | None = None) -> dict[str, dict[str, float]]:
+    """Linear-probe a finished run's encoders and record the results in its ``summary.json``."""
+    cfg, _, model, _ = load_trained(folder, device, data_dir)
+    cfg.output.data_dir = data_dir or cfg.output.data_dir
+    dev = resolve_device(device)
+    probes = probe_all(model, {s: d.to(dev) for s, d in load_run_data(cfg).items()}, cfg.optim.batch_size * 4,
+                       cfg.seed)
+    summary = folder.read_summary()
+    summary["probe"] = probes
+    summary["test"].update({f"probe_{m}": p["test"] for m, p in probes.items()})
+    folder.write_summary(summary)
+    return probes
+
+
 def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFolder, bool]:
     """Train one run and write its folder; returns ``(folder, trained)`` (False: already complete)."""
     cfg, method = complete_config(cfg)
@@ -209,7 +246,17 @@ def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFo
     folder.write_metrics(result.history)
     if cfg.output.save_model:
         folder.save_model({k: v.cpu() for k, v in result.best_state.items()})
-    test = evaluate(trainer.model, method, data["test"].to(device), cfg.optim.batch_size * 4, masking=True)
+    folder.save_arrays("gap.npz", true_class_prob=torch.stack(result.true_class_prob).numpy(),
+                       modalities=np.array(data["train"].modalities), labels=data["train"].labels.numpy())
+    test_data = data["test"].to(device)
+    eval_batch = cfg.optim.batch_size * 4
+    test = evaluate(trainer.model, method, test_data, eval_batch, masking=True)
+    if isinstance(trainer.model, MultimodalModel) and len(trainer.model.modalities) > 1:
+        test.update(shapley(trainer.model, test_data, eval_batch))
+    probes = {}
+    if cfg.output.probe and hasattr(trainer.model, "encoders"):
+        probes = probe_all(trainer.model, {s: d.to(device) for s, d in data.items()}, eval_batch, cfg.seed)
+        test.update({f"probe_{m}": p["test"] for m, p in probes.items()})
     summary = {
         "run_id": folder.run_id, "status": "complete", "dataset": cfg.data.dataset,
         "modalities": list(getattr(trainer.model, "modalities", data["train"].modalities)), "method": cfg.method.name, "method_params": cfg.method.params,
@@ -218,6 +265,7 @@ def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFo
         "num_parameters": sum(p.numel() for p in trainer.model.parameters()),
         "train_seconds": train_seconds,
         "seconds_per_epoch": float(np.mean(result.epoch_seconds)), "device": str(device),
+        "probe": probes,
     }
     folder.write_summary(summary)
     return folder, True

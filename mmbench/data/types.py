@@ -63,11 +63,13 @@ class DatasetMeta:
 
 @dataclass
 class MultimodalData:
-    """``inputs``: modality -> tensor ``[N, ...]``; ``labels``: ``[N]`` int64. Batches are the same type."""
+    """``inputs``: modality -> tensor ``[N, ...]``; ``labels``: ``[N]`` int64. Batches are the same type;
+    a batch from :meth:`batches` also carries ``ids``, its samples' positions in the split."""
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
     meta: DatasetMeta
+    ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -92,10 +94,14 @@ class MultimodalData:
                 generator: torch.Generator | None = None) -> Iterator[MultimodalData]:
         """Contiguous slices, or slices of one random permutation; the last batch is kept."""
         n = len(self)
-        if shuffle:
-            order = torch.randperm(n, generator=generator).to(self.labels.device)
-            for start in range(0, n, batch_size):
-                yield self.index(order[start:start + batch_size])
-        else:
-            for start in range(0, n, batch_size):
-                yield self.index(slice(start, start + batch_size))
+        device = self.labels.device
+        order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+        for start in range(0, n, batch_size):
+            if order is not None:
+                ids = order[start:start + batch_size]
+                batch = self.index(ids)
+            else:
+                batch = self.index(slice(start, start + batch_size))
+                ids = torch.arange(start, start + len(batch), device=device)
+            batch.ids = ids
+            yield batch

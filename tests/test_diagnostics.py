@@ -1,0 +1,112 @@
+"""Imbalance diagnostics: exact Shapley values, imbalance degree, linear probes, modality gap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmbench.config import ModelConfig
+from mmbench.data.store import load_split
+from mmbench.diagnostics import linear_probe, masked_accuracy, shapley
+from mmbench.metrics import imbalance_degree, shapley_values
+from mmbench.models.multimodal import ModelSpec, build_model
+from mmbench.training import train_run
+
+
+def test_two_player_shapley_matches_the_closed_form():
+    v = {frozenset(): 0.1, frozenset("a"): 0.6, frozenset("b"): 0.3, frozenset("ab"): 0.8}
+    phi = shapley_values(v, ["a", "b"])
+    assert phi["a"] == pytest.approx(0.5 * (0.6 - 0.1) + 0.5 * (0.8 - 0.3))
+    assert phi["b"] == pytest.approx(0.5 * (0.3 - 0.1) + 0.5 * (0.8 - 0.6))
+
+
+def test_shapley_axioms_on_three_players():
+    rng = np.random.default_rng(0)
+    players = ["a", "b", "c"]
+    subsets = [frozenset(s) for s in ([], ["a"], ["b"], ["c"], ["a", "b"], ["a", "c"], ["b", "c"], players)]
+    # c is a dummy player: adding it never changes the value
+    base = {s: rng.random() for s in subsets if "c" not in s}
+    v = {s: base[s - {"c"}] for s in subsets}
+    phi = shapley_values(v, players)
+    assert sum(phi.values()) == pytest.approx(v[frozenset(players)] - v[frozenset()])  # efficiency
+    assert phi["c"] == pytest.approx(0.0)  # dummy
+    swapped = {frozenset({"a": "b", "b": "a"}.get(p, p) for p in s): x for s, x in v.items()}
+    phi_swapped = shapley_values(swapped, players)
+    assert phi_swapped["a"] == pytest.approx(phi["b"])  # symmetry
+
+
+def test_imbalance_degree():
+    assert imbalance_degree({"a": 0.3, "b": 0.3}) == 0.0
+    assert imbalance_degree({"a": 0.4, "b": 0.0}) == 1.0
+    assert imbalance_degree({"a": 0.3, "b": 0.1}) == pytest.approx(0.5)
+
+
+def test_a_modality_the_model_ignores_gets_zero_shapley(data_dir):
+    raw = load_split("tiny", "test", data_dir)
+    data = raw.with_inputs({**raw.inputs, "vector": torch.nn.functional.one_hot(raw.labels, 3).float()})
+    model = build_model(ModelSpec(data.meta.modalities, 3, ModelConfig(hidden_dim=8, feature_dim=3)))
+    model.encoders["vector"] = torch.nn.Identity()
+    model.encoders["vector"].out_dim = 3
+    with torch.no_grad():  # the head reads the label from vector and ignores image
+        model.fusion.fc.weight.zero_()
+        model.fusion.fc.weight[:, :3] = 5 * torch.eye(3)
+    result = shapley(model, data)
+    full, none = masked_accuracy(model, data, []), masked_accuracy(model, data, ["vector", "image"])
+    assert full == 1.0 and none < 0.5
+    assert result["shapley_image"] == pytest.approx(0.0)
+    assert result["shapley_vector"] == pytest.approx(full - none)
+    assert result["imbalance"] == pytest.approx(1.0)
+
+
+def test_probe_chooses_C_on_validation(data_dir, monkeypatch):
+    import mmbench.diagnostics as diagnostics
+
+    splits = {s: load_split("tiny", s, data_dir) for s in ("train", "val", "test")}
+    model = build_model(ModelSpec(splits["train"].meta.modalities, 3, ModelConfig(hidden_dim=16, feature_dim=8)))
+    seen = []
+    real = diagnostics.LogisticRegression
+
+    class Recording(real):
+        def fit(self, x, y):
+            seen.append((self.C, len(y)))
+            return super().fit(x, y)
+
+    monkeypatch.setattr(diagnostics, "LogisticRegression", Recording)
+    result = linear_probe(model, splits, "vector")
+    assert [c for c, _ in seen] == list(diagnostics.PROBE_C)
+    assert all(n == len(splits["train"]) for _, n in seen)  # fitted on train only
+    assert result["C"] in diagnostics.PROBE_C and 0 <= result["test"] <= 1
+
+
+def test_probe_reads_a_separable_encoder_perfectly(data_dir):
+    def label_coded(d):  # the input carries its label: an identity encoder is perfectly separable
+        return d.with_inputs({**d.inputs, "vector": torch.nn.functional.one_hot(d.labels, 3).float()})
+
+    splits = {s: label_coded(load_split("tiny", s, data_dir)) for s in ("train", "val", "test")}
+    model = build_model(ModelSpec(splits["train"].meta.modalities, 3, ModelConfig(hidden_dim=16, feature_dim=8)))
+    model.encoders["vector"] = torch.nn.Identity()
+    assert linear_probe(model, splits, "vector")["test"] == 1.0
+
+
+def test_run_records_gap_ratios_shapley_and_probes(make_cfg):
+    folder, _ = train_run(make_cfg("joint", epochs=3))
+    gap = folder.load_arrays("gap.npz")
+    probs = gap["true_class_prob"].astype(np.float64)
+    assert probs.shape == (3, len(gap["labels"]), 2) and list(gap["modalities"]) == ["vector", "image"]
+    assert np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()
+    metrics = folder.read_metrics()
+    for epoch in range(3):  # the logged ratio is the epoch's summed true-class probabilities, vector over image
+        expected = probs[epoch, :, 0].sum() / probs[epoch, :, 1].sum()
+        assert metrics.loc[epoch, "imbalance_ratio_vector"] == pytest.approx(expected, rel=1e-2)
+    test = folder.read_summary()["test"]
+    assert {"shapley_vector", "shapley_image", "imbalance", "probe_vector", "probe_image"} <= set(test)
+    assert test["shapley_vector"] + test["shapley_image"] == pytest.approx(
+        test["acc"] - masked_accuracy_of_nothing(folder), abs=1e-6)
+
+
+def masked_accuracy_of_nothing(folder):
+    from mmbench.training import load_trained
+
+    _, _, model, test = load_trained(folder)
+    return masked_accuracy(model, test, ["vector", "image"])
