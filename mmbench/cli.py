@@ -167,6 +167,24 @@ def report(
     _out("wrote " + ", ".join(str(p) for p in paths))
 
 
+@app.command()
+def probe(
+    runs: Annotated[list[str], typer.Argument(help="Run ids or run folders.")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    data_dir: DataDir = None,
+    results_dir: ResultsDir = "results",
+) -> None:
+    """Linear-probe each frozen encoder of trained runs (C chosen on val, accuracy on test)."""
+    from mmbench.results import resolve_run
+    from mmbench.training import probe_run
+
+    for ref in runs:
+        folder = resolve_run(ref, results_dir)
+        probes = probe_run(folder, device, data_dir)
+        cells = "  ".join(f"{m} {p['test']:.3f} (C={p['C']:g})" for m, p in probes.items())
+        _out(f"probed [bold]{folder.run_id}[/]: {escape(cells)}")
+
+
 @app.command("list")
 def list_(
     kind: Annotated[str | None, typer.Argument(help="methods, datasets, attacks, encoders, fusions, protocols, executors.")] = None,
