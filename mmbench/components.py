@@ -37,6 +37,8 @@ _BUILTINS = {
                       "fused cross-entropy plus each unimodal head's cross-entropy"),
         "ogm_ge": ("mmbench.methods.ogm_ge:OGMGE",
                    "OGM-GE (CVPR 2022): shrink the dominant encoder's gradients, plus gradient noise"),
+        "gmm_gap": ("mmbench.methods.gmm_gap:GMMGap",
+                    "GMM-separated per-sample modality gap, adaptive loss and purification (reconstructed)"),
     },
     ATTACKS: {
         "gaussian": ("mmbench.attacks.noise:gaussian",

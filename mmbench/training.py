@@ -248,6 +248,8 @@ def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFo
         folder.save_model({k: v.cpu() for k, v in result.best_state.items()})
     folder.save_arrays("gap.npz", true_class_prob=torch.stack(result.true_class_prob).numpy(),
                        modalities=np.array(data["train"].modalities), labels=data["train"].labels.numpy())
+    if trainer.state.artifacts:
+        folder.save_arrays("artifacts.npz", **{k: np.asarray(v) for k, v in trainer.state.artifacts.items()})
     test_data = data["test"].to(device)
     eval_batch = cfg.optim.batch_size * 4
     test = evaluate(trainer.model, method, test_data, eval_batch, masking=True)

@@ -49,6 +49,11 @@ class TrainState:
     val: Any = None  # MultimodalData
     batch_size: int = 64
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: per-sample true-class probability of each modality's head in the last finished epoch,
+    #: ``[N_train, M]`` in ``train.modalities`` order (NaN where a modality has no head)
+    true_class_prob: torch.Tensor | None = None
+    #: arrays the method wants kept in the run folder (saved as ``artifacts.npz``)
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 class Method:
