@@ -7,6 +7,8 @@ per-sample Python. Same config and seed -> identical ``metrics.csv``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import random
 import time
@@ -82,7 +84,7 @@ class Trainer:
     """Trains ``model`` with ``method``'s hooks and keeps the state with the best validation accuracy."""
 
     def __init__(self, method: Method, model: torch.nn.Module, optim: OptimConfig, device: torch.device,
-                 seed: int = 0, progress=None):
+                 seed: int = 0, progress=None, checkpoint=None):
         self.method, self.model, self.cfg, self.device = method, model.to(device), optim, device
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
         self.scheduler = build_scheduler(self.optimizer, optim)
@@ -90,14 +92,22 @@ class Trainer:
         self.state = TrainState(num_epochs=optim.epochs, model=self.model, batch_size=optim.batch_size,
                                 generator=torch.Generator(device=device).manual_seed(seed + 1))
         self.progress = progress  # callable(epoch, step, total_steps, row) or None
+        # callable(trainer, epoch, (best_epoch, best_acc, best_state), seconds, probs) after each epoch
+        self.checkpoint = checkpoint
 
-    def fit(self, train: MultimodalData, val: MultimodalData) -> FitResult:
+    def fit(self, train: MultimodalData, val: MultimodalData, resume: dict | None = None) -> FitResult:
+        """Train every epoch; ``resume``: a checkpoint (:mod:`mmbench.checkpoint`) to continue after its epoch."""
         train, val = train.to(self.device), val.to(self.device)
         self.state.train, self.state.val = train, val
         history, seconds, probs = self.state.history, [], []
         best_epoch, best_acc, best_state = -1, -math.inf, None
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
-        for epoch in range(self.cfg.epochs):
+        first = 0
+        if resume is not None:
+            from mmbench.checkpoint import restore_trainer
+
+            first, (best_epoch, best_acc, best_state) = restore_trainer(self, resume, seconds, probs)
+        for epoch in range(first, self.cfg.epochs):
             start = time.perf_counter()
             self.state.epoch, self.state.epoch_logs = epoch, {}
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -114,6 +124,8 @@ class Trainer:
             if row["val_acc"] > best_acc:
                 best_epoch, best_acc = epoch, row["val_acc"]
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.checkpoint is not None:
+                self.checkpoint(self, epoch, (best_epoch, best_acc, best_state), seconds, probs)
             if self.progress:
                 self.progress(epoch, steps_per_epoch * (epoch + 1), steps_per_epoch * self.cfg.epochs, row)
         if best_state is None:
@@ -223,8 +235,62 @@ def probe_run(folder: RunFolder, device: str = "cpu", data_dir: str | None = Non
     return probes
 
 
-def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFolder, bool]:
-    """Train one run and write its folder; returns ``(folder, trained)`` (False: already complete)."""
+class _RunGuard(contextlib.ExitStack):
+    folder: RunFolder | None = None  # set once this process holds the run and has started writing it
+
+
+def train_run(cfg: RunConfig, force: bool = False, progress=None, resume: bool = False) -> tuple[RunFolder, bool]:
+    """Train one run and write its folder; returns ``(folder, trained)`` (False: already complete).
+
+    ``resume``: continue from the run's last epoch checkpoint if there is one (same final
+    result as an uninterrupted run). While training, the run folder is locked and
+    ``status.json`` says ``running``; an error leaves ``failed`` / ``diverged`` there with the
+    message and traceback. On success ``summary.json`` is written last and the checkpoint removed.
+    """
+    with _RunGuard() as guard:
+        try:
+            return _train_run(cfg, force, progress, resume, guard)
+        except BaseException as e:
+            if guard.folder is not None:
+                guard.folder.write_failure(e)
+            raise
+
+
+def _checkpointer(folder: RunFolder, epochs: int):
+    """The Trainer's per-epoch callback: write ``checkpoint.pt``, then ``status.json`` (running, epoch)."""
+    from mmbench.checkpoint import NotCheckpointable, to_bytes, trainer_state
+
+    off: list[str] = []
+
+    def save(trainer: Trainer, epoch: int, best: tuple, seconds: list, probs: list) -> None:
+        if not off:
+            try:
+                data = to_bytes({**trainer_state(trainer, epoch, best, seconds, probs), "run_id": folder.run_id})
+            except NotCheckpointable as e:
+                off.append(f"{e}; override Method.state_dict/load_state_dict to save it")
+                logging.getLogger("mmbench").warning("run %s trains without checkpoints: %s", folder.run_id, off[0])
+            else:
+                folder.save_checkpoint(data)
+        folder.write_status("running", epoch=epoch + 1, epochs=epochs, **({"checkpoints": off[0]} if off else {}))
+
+    return save
+
+
+def load_checkpoint(folder: RunFolder) -> dict | None:
+    """The run's verified checkpoint, or None when there is none (a damaged one is an error)."""
+    from mmbench.checkpoint import from_file
+
+    path = folder.path / "checkpoint.pt"
+    if not path.exists():
+        return None
+    ckpt = from_file(path)
+    if ckpt.get("run_id") != folder.run_id:
+        raise MMBenchError(f"checkpoint {path} belongs to run {ckpt.get('run_id')!r}, not {folder.run_id!r}; "
+                           "delete it to train the run from the start")
+    return ckpt
+
+
+def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunGuard) -> tuple[RunFolder, bool]:
     cfg, method = complete_config(cfg)
     cfg.output.data_dir = str(default_data_dir(cfg.output.data_dir).resolve())  # later attacks find it from anywhere
     folder = RunFolder.for_config(cfg)
@@ -236,13 +302,19 @@ def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFo
     spec = model_spec(cfg, data["train"])
     method.check_spec(spec)
     model = method.build_model(spec)
+    guard.enter_context(folder.lock(timeout=2))
+    if folder.complete and not force:  # finished by another process meanwhile
+        return folder, False
+    guard.folder = folder
     folder.write_config(cfg)
     folder.write_env(str(device))
     (folder.path / "summary.json").unlink(missing_ok=True)
-    trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress)
+    ckpt = load_checkpoint(folder) if resume and not force else None
+    folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
+    trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress, _checkpointer(folder, cfg.optim.epochs))
     start = time.perf_counter()
-    result = trainer.fit(data["train"], data["val"])
-    train_seconds = time.perf_counter() - start
+    result = trainer.fit(data["train"], data["val"], resume=ckpt)
+    train_seconds = time.perf_counter() - start + (sum(ckpt["seconds"]) if ckpt else 0.0)
     folder.write_metrics(result.history)
     if cfg.output.save_model:
         folder.save_model({k: v.cpu() for k, v in result.best_state.items()})
@@ -268,6 +340,10 @@ def train_run(cfg: RunConfig, force: bool = False, progress=None) -> tuple[RunFo
         "train_seconds": train_seconds,
         "seconds_per_epoch": float(np.mean(result.epoch_seconds)), "device": str(device),
         "probe": probes,
+        "resumed_from_epoch": ckpt["epoch"] + 1 if ckpt else None,
+        "sha256": folder.checksums(["config.yaml", "metrics.csv", "model.pt", "gap.npz", "artifacts.npz"]),
     }
     folder.write_summary(summary)
+    for name in ("checkpoint.pt", "status.json"):
+        (folder.path / name).unlink(missing_ok=True)
     return folder, True

@@ -10,11 +10,12 @@ import torch
 
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_meta, load_split, prepare
-from mmbench.data.types import ModalitySpec
+from mmbench.data.types import MODALITY_KINDS, ModalitySpec
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import predict
 from mmbench.methods.base import TrainState, build_method
-from mmbench.models.multimodal import ModelOutput, ModelSpec, build_model
+from mmbench.models.encoders import DEFAULT_ENCODER
+from mmbench.models.multimodal import ModelOutput, ModelSpec, build_encoder, build_model
 from mmbench.registry import DATASETS, ENCODERS, FUSIONS, METHODS
 from mmbench.training import load_trained, train_run
 
@@ -101,14 +102,46 @@ def test_fusion_forward_masking_and_decomposition(fusion, data_dir):
     assert torch.allclose(nothing.logits, nothing.logits[:1].expand_as(nothing.logits))
 
 
+KIND_SPECS = {  # one modality of every kind, as the store describes it
+    "vector": ModalitySpec("v", "vector", (12,)),
+    "image": ModalitySpec("i", "image", (2, 8, 8)),
+    "sequence": ModalitySpec("s", "sequence", (3, 20)),
+    "video": ModalitySpec("f", "video", (2, 3, 8, 8), "uint8", 120.0, 50.0),
+    "text": ModalitySpec("t", "text", (7,), "int64", vocab_size=30),
+}
+
+
+def example_batch(spec: ModalitySpec, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    if spec.kind == "text":
+        x = torch.randint(1, spec.vocab_size, (n, *spec.shape), generator=g)
+        x[:, 4:] = 0  # padding
+        return x
+    if spec.dtype == "uint8":
+        return torch.randint(0, 256, (n, *spec.shape), generator=g, dtype=torch.uint8)
+    return torch.randn(n, *spec.shape, generator=g)
+
+
 @pytest.mark.parametrize("encoder", ENCODERS.names())
-@pytest.mark.parametrize("kind, shape", [("vector", (12,)), ("image", (2, 8, 8)), ("sequence", (3, 20))])
-def test_encoder_maps_to_feature_dim(encoder, kind, shape):
-    if encoder == "cnn" and kind != "image" or encoder == "conv1d" and kind != "sequence":
-        pytest.skip("convolutional encoders take their own input rank")
-    enc = ENCODERS.get(encoder)(shape, 8, 16, 2, 0.0)
-    x = torch.randn(5, *shape)
-    assert enc(x).shape == (5, 8)
+@pytest.mark.parametrize("kind", list(KIND_SPECS))
+def test_encoder_maps_to_feature_dim(encoder, kind):
+    """Every encoder maps every kind it declares to [B, feature_dim], and refuses the others clearly."""
+    spec = KIND_SPECS[kind]
+    assert set(KIND_SPECS) == set(MODALITY_KINDS)
+    cfg = ModelConfig(hidden_dim=16, feature_dim=8, depth=2)
+    if kind not in getattr(ENCODERS.get(encoder), "kinds", MODALITY_KINDS):
+        with pytest.raises(MMBenchError, match="takes .* modalities"):
+            build_encoder(spec, encoder, cfg)
+        return
+    enc = build_encoder(spec, encoder, cfg)
+    out = enc(example_batch(spec, 5))
+    assert out.shape == (5, 8) and torch.isfinite(out).all()
+    out.sum().backward()
+
+
+@pytest.mark.parametrize("kind", list(KIND_SPECS))
+def test_every_kind_has_a_default_encoder_that_accepts_it(kind):
+    assert kind in ENCODERS.get(DEFAULT_ENCODER[kind]).kinds
 
 
 @pytest.mark.parametrize("name", [n for n in DATASETS.names() if DATASETS.get(n).embedded])

@@ -99,6 +99,28 @@ class Method:
     def predict(self, model: MultimodalModel, batch) -> ModelOutput:
         return model(batch)
 
+    # -- checkpointing ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The method's internal state for per-epoch checkpoints (resume = uninterrupted run).
+
+        Generic default, so methods need no code: every instance attribute except ``params``,
+        made of tensors, numbers, strings, ``None``, lists, tuples and dicts (also numpy
+        arrays and scalars, ``nn.Module`` / optimizer attributes by their ``state_dict()``,
+        ``torch.Generator`` by its state). Anything else (e.g. a fitted scikit-learn object)
+        raises :class:`mmbench.checkpoint.NotCheckpointable`; then the run trains without
+        checkpoints (a resume restarts it). Override both methods to store such state yourself.
+        """
+        from mmbench.checkpoint import encode
+
+        return {k: encode(v, f"{type(self).__name__}.{k}") for k, v in vars(self).items() if k != "params"}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (modules and generators are loaded in place)."""
+        from mmbench.checkpoint import decode
+
+        for k, v in state.items():
+            setattr(self, k, decode(v, getattr(self, k, None)))
+
 
 def build_method(cfg: MethodConfig) -> Method:
     """Instantiate the method named in ``cfg`` with validated parameters (unknown keys are errors)."""

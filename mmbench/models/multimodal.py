@@ -65,14 +65,28 @@ class MultimodalModel(nn.Module):
         features = {m: self.encoders[m](inputs[m]) for m in present}
         if feature_hook is not None:
             features = {m: feature_hook(m, f) for m, f in features.items()}
+        ref = inputs[next(iter(inputs))]
+        logits, unimodal = self.fuse(features, ref.shape[0], ref.device)
+        return ModelOutput(logits, features, unimodal)
+
+    def fuse(self, features: dict[str, torch.Tensor], batch_size: int | None = None,
+             device: torch.device | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Fused and unimodal logits from the features of the modalities present (the others count as zeros).
+
+        Re-fusing a subset of already computed features is how coalition values are measured
+        without running the encoders again.
+        """
+        present = [m for m in self.encoders if m in features]
         if len(present) < len(self.encoders):
-            ref = inputs[next(iter(inputs))]
-            zeros = torch.zeros(ref.shape[0], self._feature_dim(), device=ref.device, dtype=torch.float32)
+            if features:
+                ref = next(iter(features.values()))
+                batch_size, device = ref.shape[0], ref.device
+            zeros = torch.zeros(batch_size, self._feature_dim(), device=device)
             features = {m: features.get(m, zeros) for m in self.encoders}
         logits, unimodal = self.fusion(features, present)
         if self.heads is not None:
             unimodal = {m: self.heads[m](features[m]) for m in present}
-        return ModelOutput(logits, {m: features[m] for m in present}, unimodal)
+        return logits, unimodal
 
     def _feature_dim(self) -> int:
         return next(iter(self.encoders.values())).out_dim
@@ -89,7 +103,59 @@ class MultimodalModel(nn.Module):
 
 
 def build_encoder(spec: ModalitySpec, name: str, cfg: ModelConfig) -> nn.Module:
-    return ENCODERS.get(name)(spec.shape, cfg.feature_dim, cfg.hidden_dim, cfg.depth, cfg.dropout)
+    """The encoder ``name`` for one modality, adapted to how its data is stored.
+
+    - the encoder must accept the modality's kind (its ``kinds``), else a clear error;
+    - ``text``: the encoder also gets ``vocab_size``;
+    - uint8 pixels (0-255): scaled by the training mean/std inside the model (:class:`Standardize`),
+      whatever the tensor's dtype, so corrupted float copies on the same scale are treated alike;
+    - ``video`` ``[T, C, H, W]`` given to an image encoder: the encoder runs on every frame and the
+      features are averaged over frames (:class:`FramePool`), as the OGM-GE line pools its visual
+      ResNet over frames.
+    """
+    from mmbench.errors import MMBenchError
+
+    cls = ENCODERS.get(name)
+    kinds = getattr(cls, "kinds", None)
+    if kinds is not None and spec.kind not in kinds:
+        fits = [n for n in ENCODERS.names() if spec.kind in getattr(ENCODERS.get(n), "kinds", (spec.kind,))]
+        raise MMBenchError(f"encoder {name!r} takes {', '.join(kinds)} modalities, not {spec.name!r} ({spec.kind}); "
+                           f"set model.encoders.{spec.name} to one of: {', '.join(fits)}")
+    frames = spec.kind == "video" and not getattr(cls, "takes_video", False)
+    shape = spec.shape[1:] if frames else spec.shape
+    kwargs = {"vocab_size": spec.vocab_size or 0} if spec.kind == "text" else {}
+    encoder = cls(shape, cfg.feature_dim, cfg.hidden_dim, cfg.depth, cfg.dropout, **kwargs)
+    if frames:
+        encoder = FramePool(encoder)
+    if spec.dtype == "uint8":
+        encoder = Standardize(encoder, spec.mean, spec.std)
+    return encoder
+
+
+class Standardize(nn.Module):
+    """``encoder((x - mean) / std)`` on float values: for pixels stored as uint8 on the 0-255 scale."""
+
+    def __init__(self, encoder: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.encoder = encoder
+        self.mean, self.std = float(mean), float(std) or 1.0
+        self.out_dim = encoder.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder((x.float() - self.mean) / self.std)
+
+
+class FramePool(nn.Module):
+    """Runs an image encoder on each frame of ``[B, T, C, H, W]`` and averages the features over frames."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.out_dim = encoder.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        return self.encoder(x.reshape(b * t, *x.shape[2:])).view(b, t, -1).mean(1)
 
 
 def build_model(spec: ModelSpec) -> MultimodalModel:
