@@ -1,0 +1,193 @@
+"""AIM: Adaptive Intra-Network Modulation for balanced multimodal learning.
+
+Shen, Chen, Zhang. arXiv 2508.19769 (2025). No official code is known; only the abstract
+(v1, v3) and secondary summaries were available, so the mechanics are mmbench reconstructions.
+
+From the abstract [V-abs]: imbalance comes from intra-network optimisation bias (parameters
+and depths converge at different paces). AIM decouples the dominant modality's
+*under-optimised parameters* into **Auxiliary Blocks** and has the model rely on these
+performance-degraded blocks during joint training with the weak modality, so the weak
+modality is not suppressed and the under-optimised parameters get targeted optimisation;
+it measures the imbalance **at each depth** and sets the **modulation strength per depth**
+(PAM: parameter-adaptive, DAM: depth-adaptive modulation); Depth-Adaptive Prototypes (DAP)
+score each depth's sub-network [V-sec].
+
+Reconstruction [INF] (methods.md §4.2), every choice a parameter:
+- *Depth blocks*: an encoder's layer sequence split after each activation (``mlp``, ``cnn``,
+  ``conv1d``; an encoder may instead define ``blocks()``); block outputs are average-pooled
+  to vectors for scoring.
+- *Per-depth performance* (a documented proxy for DAP): at each epoch start, class-mean
+  prototypes of every depth's pooled features on a ``prototype_fraction`` of the training
+  set (no gradients, eval mode, as PMR does); ``s^m_d`` = mean true-class probability of
+  ``softmax(-distance)`` on that subset.
+- *Dominant modality* = the highest last-depth score; per-depth imbalance
+  ``rho_d = s^dom_d / mean_{weak} s^weak_d``; DAM strength ``lambda_d = tanh(alpha * max(rho_d - 1, 0))``,
+  capped at ``max_fraction``.
+- *PAM / Auxiliary Blocks*: in the dominant encoder's depth-d block, the fraction ``lambda_d`` of
+  weights (tensors with ``ndim >= 2``) with the smallest running mean of ``|grad|`` are the
+  under-optimised parameters. The auxiliary path runs the dominant encoder with **only those
+  weights active** (the others masked to zero: performance-degraded; biases and norms kept),
+  is fused with the weak modalities' features, and adds ``aux_weight * CE`` to the loss: the
+  weak modalities must carry that prediction, and the under-optimised parameters get gradient.
+- ``weak_boost``: the weak encoders' gradients are multiplied by ``1 + mean_d lambda_d``.
+Per-depth scores, ``rho_d``, ``lambda_d`` and the auxiliary loss are logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from mmbench.errors import MMBenchError
+from mmbench.methods.base import Method
+from mmbench.methods.modulation import encoder_parameters, scale_gradients
+from mmbench.registry import METHODS
+
+ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU)
+
+
+def depth_blocks(encoder: nn.Module) -> list[nn.Module]:
+    """The encoder as a list of blocks, each ending with an activation."""
+    if hasattr(encoder, "blocks"):
+        return list(encoder.blocks())
+    net = getattr(encoder, "net", None)
+    if not isinstance(net, nn.Sequential):
+        raise MMBenchError(f"aim needs encoders made of depth blocks; {type(encoder).__name__} has neither "
+                           "a sequential `net` nor `blocks()`")
+    blocks, current = [], []
+    for layer in net:
+        current.append(layer)
+        if isinstance(layer, ACTIVATIONS):
+            blocks.append(nn.Sequential(*current))
+            current = []
+    if current:
+        blocks.append(nn.Sequential(*current))
+    return blocks
+
+
+def pooled(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).mean(2) if x.dim() > 2 else x
+
+
+def prototype_scores(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Mean true-class probability of ``softmax(-distance to class means)`` (PMR's prototype classifier)."""
+    onehot = F.one_hot(labels, num_classes).float()
+    counts = onehot.sum(0).clamp_min(1)
+    prototypes = onehot.T @ features / counts[:, None]
+    p = torch.softmax(-torch.cdist(features, prototypes), 1)
+    return p.gather(1, labels[:, None]).mean().item()
+
+
+@METHODS.register("aim")
+class AIM(Method):
+    """AIM (arXiv 2508.19769): depth-adaptive auxiliary blocks of the dominant encoder (reconstructed)."""
+
+    @dataclass(frozen=True)
+    class Params:
+        alpha: float = 1.0
+        aux_weight: float = 1.0
+        max_fraction: float = 0.5
+        prototype_fraction: float = 0.1
+        grad_momentum: float = 0.9
+        warmup_epochs: int = 1
+        weak_boost: bool = True
+        reconstructed: tuple[str, ...] = ("depth performance proxy for DAP", "under-optimised selection",
+                                          "auxiliary path", "modulation strength", "all defaults")
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.dominant: str | None = None
+        self.strength: list[float] = []
+        self.grad_ema: dict[str, torch.Tensor] = {}
+        self.masks: dict[str, torch.Tensor] = {}  # parameter name in the dominant encoder -> keep mask
+
+    # -- measuring ---------------------------------------------------------------------
+    @torch.no_grad()
+    def depth_scores(self, model, data) -> dict[str, list[float]]:
+        model.eval()
+        n = max(int(len(data) * self.params.prototype_fraction), 4 * data.meta.num_classes)
+        subset = data.index(slice(0, min(n, len(data))))
+        scores = {}
+        for m in model.encoders:
+            x, per_depth = subset.inputs[m], []
+            for block in depth_blocks(model.encoders[m]):
+                x = block(x)
+                per_depth.append(prototype_scores(pooled(x), subset.labels, data.meta.num_classes))
+            scores[m] = per_depth
+        model.train()
+        return scores
+
+    def on_epoch_start(self, state):
+        p = self.params
+        if state.train is None or len(state.model.encoders) < 2:
+            return
+        scores = self.depth_scores(state.model, state.train)
+        self.dominant = max(scores, key=lambda m: scores[m][-1])
+        weak = [m for m in scores if m != self.dominant]
+        self.strength = []
+        for d, s_dom in enumerate(scores[self.dominant]):
+            s_weak = sum(scores[m][min(d, len(scores[m]) - 1)] for m in weak) / len(weak)
+            rho = s_dom / max(s_weak, 1e-12)
+            self.strength.append(min(float(torch.tanh(torch.tensor(p.alpha * max(rho - 1, 0.0)))), p.max_fraction))
+            state.epoch_logs[f"rho_d{d}"] = rho
+        for m, per_depth in scores.items():
+            state.epoch_logs.update({f"score_{m}_d{d}": s for d, s in enumerate(per_depth)})
+        state.epoch_logs.update({f"lambda_d{d}": lam for d, lam in enumerate(self.strength)})
+        self.masks = self.under_optimised_masks(state.model) if state.epoch >= p.warmup_epochs else {}
+
+    def under_optimised_masks(self, model) -> dict[str, torch.Tensor]:
+        """Per weight tensor of the dominant encoder: True for the ``lambda_d`` share with the smallest running |grad|."""
+        masks = {}
+        for d, block in enumerate(depth_blocks(model.encoders[self.dominant])):
+            fraction = self.strength[d]
+            for name, param in block.named_parameters():
+                key = f"{d}.{name}"
+                ema = self.grad_ema.get(f"{self.dominant}:{key}")
+                if param.ndim < 2 or ema is None or fraction <= 0:
+                    continue
+                ema = ema.flatten()
+                k = max(int(fraction * ema.numel()), 1)
+                keep = torch.zeros_like(ema, dtype=torch.bool)
+                keep[torch.topk(ema, k, largest=False).indices] = True
+                masks[key] = keep.view_as(param)
+        return masks
+
+    # -- training ----------------------------------------------------------------------
+    def auxiliary_features(self, model, batch) -> torch.Tensor:
+        """The dominant encoder with only its under-optimised weights active."""
+        x = batch.inputs[self.dominant]
+        for d, block in enumerate(depth_blocks(model.encoders[self.dominant])):
+            params = {n: (q * self.masks[f"{d}.{n}"] if f"{d}.{n}" in self.masks else q)
+                      for n, q in block.named_parameters()}
+            x = functional_call(block, params, (x,))
+        return x
+
+    def loss(self, model, batch, out, state):
+        loss = F.cross_entropy(out.logits, batch.labels)
+        if not self.masks:
+            return loss, {}
+        features = dict(out.features)
+        features[self.dominant] = self.auxiliary_features(model, batch)
+        aux_logits, _ = model.fuse(features)
+        aux = F.cross_entropy(aux_logits, batch.labels)
+        return loss + self.params.aux_weight * aux, {"aux_loss": aux.item()}
+
+    @torch.no_grad()
+    def after_backward(self, model, batch, out, state):
+        mom = self.params.grad_momentum
+        for m, encoder in model.encoders.items():  # every encoder: the dominant one may change
+            for d, block in enumerate(depth_blocks(encoder)):
+                for name, param in block.named_parameters():
+                    if param.grad is not None and param.ndim >= 2:
+                        key, g = f"{m}:{d}.{name}", param.grad.abs()
+                        self.grad_ema[key] = mom * self.grad_ema[key] + (1 - mom) * g if key in self.grad_ema else g.clone()
+        if self.params.weak_boost and self.strength:
+            boost = 1 + sum(self.strength) / len(self.strength)
+            for m in model.encoders:
+                if m != self.dominant:
+                    scale_gradients(encoder_parameters(model, m, "all"), boost)
+        return {}
