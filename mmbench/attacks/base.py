@@ -1,22 +1,191 @@
 """The attack contract: a pure, seeded, vectorised function of one modality's batch.
 
-``fn(x, level, generator, spec) -> x'`` where ``x`` is ``[N, ...]``, ``level`` the strength,
-``generator`` the only source of randomness and ``spec`` the modality's
-:class:`~mmbench.data.types.ModalitySpec` (kind, training statistics). Register with
-``@register_attack("name", kinds=("vector", "image", "sequence"))``.
+``fn(x, level, generator, spec, *, <options>) -> x'``
+
+- ``x``: one modality's ``[N, ...]`` tensor; never modified in place. Its dtype is kept: ``uint8``
+  images are corrupted in float, clipped to [0, 255] and cast back; token ids (``int64``) stay ids.
+- ``level``: the strength, in the unit each attack documents; ``level = 0`` returns ``x`` unchanged.
+- ``generator``: the only source of randomness (same seed, same output).
+- ``spec``: the modality's :class:`~mmbench.data.types.ModalitySpec` (kind, dtype, training
+  mean/std; for text the special token ids, see :func:`token_id`).
+- ``options``: keyword-only parameters with defaults (``gaussian(..., unit="pixel")``); a
+  protocol sets them per step. Unknown options are errors (:func:`check_options`).
+
+Register with ``@register_attack("name", kinds=("vector", "image", "sequence"))``. Two kinds of
+attack need more than a tensor, and declare it:
+
+- ``needs_model=True`` (``fgsm``, ``pgd``): the function also receives ``ctx``, an
+  :class:`AttackContext` with the model, the method, the other modalities and the labels of the
+  samples being attacked; the runner passes it.
+- ``output="mask"`` (``missing``): the function returns a boolean ``[N]``: which samples lose the
+  modality. The runner evaluates those samples through the model's masking (``model(batch,
+  mask=[...])``), never by feeding zeros.
+
+``stochastic=False`` marks an attack whose output does not depend on the generator (``fgsm``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from mmbench.data.types import MODALITY_KINDS
+import torch
+
+from mmbench.data.types import MODALITY_KINDS, ModalitySpec
+from mmbench.errors import MMBenchError
 from mmbench.registry import ATTACKS
 
+#: every modality kind an attack may declare (``text``: token ids ``[L]``, int64)
+KNOWN_KINDS: tuple[str, ...] = tuple(dict.fromkeys((*MODALITY_KINDS, "text")))
+OUTPUTS = ("tensor", "mask")
+#: token-id defaults when neither the modality spec nor the options name them: padding 0 and
+#: unknown 1, the ``<pad>=0, <unk>=1`` convention of most word vocabularies
+DEFAULT_TOKEN_IDS = {"pad": 0, "unk": 1}
 
-def register_attack(name: str, kinds: tuple[str, ...] = MODALITY_KINDS) -> Callable:
+
+def register_attack(name: str, kinds: tuple[str, ...] = MODALITY_KINDS, *, needs_model: bool = False,
+                    output: str = "tensor", stochastic: bool = True) -> Callable:
+    bad = [k for k in kinds if k not in KNOWN_KINDS]
+    if bad or output not in OUTPUTS:
+        raise ValueError(f"attack {name!r}: kinds must be among {KNOWN_KINDS} and output in {OUTPUTS}")
+
     def decorator(fn: Callable) -> Callable:
-        fn.kinds = kinds
+        fn.kinds = tuple(kinds)
+        fn.needs_model = needs_model
+        fn.output = output
+        fn.stochastic = stochastic
         return ATTACKS.register(name)(fn)
 
     return decorator
+
+
+def kinds_of(fn: Callable) -> tuple[str, ...]:
+    return tuple(getattr(fn, "kinds", MODALITY_KINDS))
+
+
+def attack_options(fn: Callable) -> dict[str, Any]:
+    """The options an attack accepts (its keyword-only parameters) with their defaults."""
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name != "ctx"}
+
+
+def check_options(name: str, fn: Callable, options: dict[str, Any]) -> None:
+    valid = attack_options(fn)
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(valid), n=2, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise MMBenchError(f"unknown option {unknown[0]!r} for attack {name!r}; {hint}"
+                           f"valid: {', '.join(valid) or 'none'}")
+
+
+@dataclass
+class AttackContext:
+    """What a gradient attack needs besides the tensor: the samples' other inputs and labels.
+
+    ``inputs`` and ``labels`` hold exactly the samples passed as ``x`` (same order);
+    ``inputs[modality]`` is the tensor being attacked.
+    """
+
+    model: torch.nn.Module
+    method: Any  # mmbench.methods.base.Method
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    modality: str
+    meta: Any = None  # DatasetMeta
+    batch_size: int = 512
+
+
+# -- helpers shared by the attack families ---------------------------------------------
+
+
+def uniform(shape: tuple[int, ...] | torch.Size, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(tuple(shape), generator=generator, device=generator.device)
+
+
+def normal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(tuple(shape), generator=generator, device=generator.device)
+
+
+def per_sample(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A ``[N]`` mask viewed so that it broadcasts over ``x``'s sample dimension."""
+    return mask.view(-1, *[1] * (x.dim() - 1)).to(x.device)
+
+
+def is_uint8(x: torch.Tensor) -> bool:
+    return x.dtype == torch.uint8
+
+
+def work(x: torch.Tensor) -> torch.Tensor:
+    """The float tensor an attack computes in (a new tensor for integer inputs, ``x`` itself otherwise)."""
+    return x if x.is_floating_point() else x.float()
+
+
+def restore(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Back to ``like``'s dtype: ``uint8`` rounded and clipped to [0, 255], other integers rounded."""
+    if like.is_floating_point():
+        return y.to(like.dtype)
+    if like.dtype == torch.uint8:
+        return y.round().clamp(0, 255).to(torch.uint8)
+    return y.round().to(like.dtype)
+
+
+def channel_shared_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """``x``'s shape with the channel dimension (``-3`` of ``[..., C, H, W]``) set to 1."""
+    shape = list(x.shape)
+    if x.dim() >= 4:
+        shape[-3] = 1
+    return tuple(shape)
+
+
+def sigma_for(level: float, spec: ModalitySpec, x: torch.Tensor, unit: str, pixel_max: float = 1.0) -> float:
+    """A noise scale in the data's units.
+
+    ``std``: ``level`` x the modality's training std (the data's own scale; the default);
+    ``absolute``: ``level`` in the data's units; ``pixel``: ``level`` on the 0–255 pixel scale,
+    i.e. ``level`` for ``uint8`` data and ``level / 255 * pixel_max`` for float images stored
+    in ``[0, pixel_max]`` (QMF's convention).
+    """
+    if unit == "std":
+        return float(level) * float(spec.std)
+    if unit == "absolute":
+        return float(level)
+    if unit == "pixel":
+        return float(level) if is_uint8(x) else float(level) / 255.0 * float(pixel_max)
+    raise MMBenchError(f"unit must be std, absolute or pixel, got {unit!r}")
+
+
+def token_id(spec: ModalitySpec, which: str, override: int | str | None = None) -> int:
+    """A special token id of a text modality: ``pad``, ``unk`` or ``blank``.
+
+    Looked up, in order: an explicit integer ``override``; the spec's attribute ``<which>_id``
+    (``blank_id``, ``unk_id``, ``pad_id``); the key in a dict the spec carries -- ``tokens``
+    (:class:`~mmbench.data.types.ModalitySpec`'s ``{"pad": 0, "unk": 1, "blank": 2}``), or
+    ``special_tokens``, ``vocab``, ``info``, ``extra``. ``blank`` falls back to ``unk`` (QMF
+    replaces words by ``_``, which a fixed vocabulary usually maps to its unknown token), and the
+    defaults are :data:`DEFAULT_TOKEN_IDS` (pad 0, unk 1).
+    """
+    if isinstance(override, int) and not isinstance(override, bool):
+        return override
+    if isinstance(override, str):
+        which = override
+    keys = [which] + (["unk"] if which == "blank" else [])
+    for key in keys:
+        for name in (f"{key}_id", f"{key}_token_id"):
+            value = getattr(spec, name, None)
+            if isinstance(value, int):
+                return value
+            for holder in ("tokens", "special_tokens", "vocab", "info", "extra"):
+                d = getattr(spec, holder, None)
+                if isinstance(d, dict):
+                    for k in (name, key):
+                        if isinstance(d.get(k), int):
+                            return d[k]
+    key = "unk" if which == "blank" else which
+    if key not in DEFAULT_TOKEN_IDS:
+        raise MMBenchError(f"unknown special token {which!r}; use pad, unk, blank or an integer id")
+    return DEFAULT_TOKEN_IDS[key]

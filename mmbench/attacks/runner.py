@@ -1,14 +1,38 @@
-"""Evaluate a trained run on corrupted test data, for every attack, level and attack seed."""
+"""Evaluate a trained run on corrupted test data, for every attack curve, level and attack seed.
+
+One trained model is loaded once; each (curve, level, attack seed) costs one corruption of the
+test tensors (vectorised, only the selected samples are touched) and one test-set forward pass.
+Levels at which every step is the identity reuse the clean evaluation.
+
+Randomness: every draw comes from a generator derived from the attack seed and a key naming
+the curve, the step and the modality (:func:`derived_generator`), never from the level. So
+the same samples are hit and the same standard-normal noise is scaled at every level of a
+curve (smooth curves), and each modality's corruption depends only on the attack seed -- not
+on which other modalities are attacked (the clean-variant rule of ``protocols.md`` §1.6).
+
+Sample selection: a step corrupts the samples whose uniform draw ``u < fraction``. Without
+``independent`` all steps and modalities of a curve share one draw per sample (the same
+samples; with different fractions the smaller set is inside the larger); with ``independent``
+each (step, modality) draws its own (QMF RGB-D: 25 % both, 25 % each alone, 25 % clean).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
+from mmbench.attacks.base import AttackContext, check_options, kinds_of
+from mmbench.attacks.protocols import Condition, Protocol, Step, resolve_protocol
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError
-from mmbench.evaluation import evaluate
+from mmbench.evaluation import evaluate, predict
+from mmbench.metrics import accuracy, macro_f1
 from mmbench.registry import ATTACKS, unknown_name_message
 from mmbench.results import RunFolder
 from mmbench.training import load_trained
@@ -16,50 +40,294 @@ from mmbench.training import load_trained
 ROW_KEY = ["run_id", "protocol", "protocol_version", "attack", "modalities", "level", "fraction", "attack_seed"]
 
 
-def corrupt(data: MultimodalData, attack: Callable, level: float, modalities: list[str], fraction: float,
-            generator: torch.Generator) -> MultimodalData:
-    """Apply ``attack`` to the chosen modalities of a ``fraction`` of the samples (the same samples for all)."""
-    n = len(data)
-    hit = torch.rand(n, generator=generator, device=generator.device).to(data.labels.device) < fraction
+def derive_seed(seed: int, key: str) -> int:
+    """A stable 63-bit seed from an attack seed and a key (same on every platform and run)."""
+    digest = hashlib.blake2b(f"{int(seed)}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2 ** 63 - 1)
+
+
+def derived_generator(seed: int, key: str, device: torch.device | str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, key))
+
+
+@dataclass
+class Curve:
+    """One attack curve on a run's data: named steps, each on its resolved modalities."""
+
+    name: str
+    steps: list[tuple[Step, list[str]]]
+    independent: bool
+    modalities: list[str]
+    fraction: float  # the nominal share of samples, recorded in the rows
+    label: str = ""  # the rows' ``modalities``: "all" or the corrupted modalities joined by "+"
+
+    def describe(self) -> str:
+        return " + ".join(f"{st.attack}[{'+'.join(ms)}]" for st, ms in self.steps)
+
+
+@dataclass
+class Corruption:
+    """A corrupted copy of the data plus the samples that lose a modality (``missing``)."""
+
+    data: MultimodalData
+    missing: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> bool [N]
+    shares: dict[str, float] = field(default_factory=dict)  # modality -> share of samples changed
+
+
+def _uniform(n: int, seed: int, key: str, device) -> torch.Tensor:
+    g = derived_generator(seed, key, device)
+    return torch.rand(n, generator=g, device=g.device).to(device)
+
+
+def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: float, seed: int,
+                independent: bool = False, key: str = "", model: torch.nn.Module | None = None,
+                method: Any = None, batch_size: int = 512) -> Corruption:
+    """Run ``steps`` (in order) at protocol level ``eps``; see the module doc for the sampling rules."""
+    n, device = len(data), data.labels.device
     inputs = dict(data.inputs)
-    for m in modalities:
-        x = inputs[m]
-        noisy = attack(x, level, generator, data.meta.modalities[m])
-        inputs[m] = torch.where(hit.view(-1, *[1] * (x.dim() - 1)), noisy, x)
-    return data.with_inputs(inputs)
+    lost: dict[str, torch.Tensor] = {}
+    shared: torch.Tensor | None = None
+    for i, (st, mods) in enumerate(steps):
+        fn = ATTACKS.get(st.attack)
+        level, fraction = st.attack_level(eps), st.sample_fraction(eps)
+        if level == 0 or fraction <= 0:
+            continue  # level 0 is the identity by the attack contract
+        for m in mods:
+            if fraction >= 1:
+                idx = None
+            else:
+                if independent:
+                    u = _uniform(n, seed, f"{key}/select/{i}/{m}", device)
+                else:
+                    shared = _uniform(n, seed, f"{key}/select", device) if shared is None else shared
+                    u = shared
+                idx = torch.nonzero(u < fraction).squeeze(1)
+                if idx.numel() == 0:
+                    continue
+            g = derived_generator(seed, f"{key}/attack/{i}/{m}", device)
+            x = inputs[m]
+            sub = x if idx is None else x[idx]
+            kwargs = dict(st.options)
+            if getattr(fn, "needs_model", False):
+                if model is None:
+                    raise MMBenchError(f"attack {st.attack!r} needs the trained model")
+                kwargs["ctx"] = AttackContext(model, method, {k: (v if idx is None else v[idx]) for k, v in inputs.items()},
+                                              data.labels if idx is None else data.labels[idx], m, data.meta, batch_size)
+            out = fn(sub, level, g, data.meta.modalities[m], **kwargs)
+            if getattr(fn, "output", "tensor") == "mask":
+                gone = out.to(device).bool() if idx is None else torch.zeros(n, dtype=torch.bool, device=device).index_fill(
+                    0, idx[out.to(device).bool()], True)
+                lost[m] = lost[m] | gone if m in lost else gone
+            elif idx is None:
+                inputs[m] = out
+            else:
+                new = x.clone()
+                new[idx] = out
+                inputs[m] = new
+    shares = {}
+    for m in data.inputs:
+        changed = (inputs[m] != data.inputs[m]).reshape(n, -1).any(1) if inputs[m] is not data.inputs[m] else None
+        if m in lost:
+            changed = lost[m] if changed is None else changed | lost[m]
+        shares[m] = changed.float().mean().item() if changed is not None and n else 0.0
+    return Corruption(data.with_inputs(inputs), lost, shares)
 
 
-def attack_run(folder: RunFolder, attacks: list[str], levels: list[float], attack_seeds: list[int],
-               modalities: list[str] | None = None, fraction: float = 1.0, protocol: str = "custom",
+def corrupt(data: MultimodalData, attack: Callable | str, level: float, modalities: list[str], fraction: float,
+            generator: torch.Generator, independent: bool = False, **options) -> MultimodalData:
+    """Apply one attack to the chosen modalities of a ``fraction`` of the samples.
+
+    Without ``independent`` the same samples in every modality. Seeded by one draw from
+    ``generator``. (Attacks that mask or need the model go through :func:`attack_run`.)
+    """
+    name = attack if isinstance(attack, str) else attack.registry_name
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device).item())
+    return apply_steps(data, [(Step(name, fraction=fraction, options=options), list(modalities))], level, seed,
+                       independent, key=name).data
+
+
+def evaluate_corruption(model: torch.nn.Module, method: Any, c: Corruption, batch_size: int = 512) -> dict[str, float]:
+    """Metrics on corrupted data; samples that lost modalities are predicted with those modalities masked.
+
+    The per-modality head of a missing modality makes no prediction on those samples: it counts as wrong.
+    """
+    data = c.data
+    lost = {m: v for m, v in c.missing.items() if bool(v.any())}
+    if not lost:
+        return evaluate(model, method, data, batch_size)
+    if "mask" not in inspect.signature(model.forward).parameters:
+        raise MMBenchError(f"attack 'missing' needs a model that masks modalities (forward(batch, mask=...)); "
+                           f"{type(model).__name__} does not")
+    names = list(lost)
+    code = sum(lost[m].long() << j for j, m in enumerate(names))
+    n, y = len(data), data.labels
+    logits: torch.Tensor | None = None
+    unimodal: dict[str, torch.Tensor] = {}
+    for value in torch.unique(code).tolist():
+        idx = torch.nonzero(code == value).squeeze(1)
+        mask = [m for j, m in enumerate(names) if value >> j & 1]
+        fused, heads = predict(model, method, data.index(idx), batch_size, mask=mask)
+        if logits is None:
+            logits = torch.zeros(n, fused.shape[1], device=fused.device)
+        logits[idx] = fused
+        for m, z in heads.items():
+            unimodal.setdefault(m, torch.full((n, z.shape[1]), float("nan"), device=z.device))[idx] = z
+    k = data.meta.num_classes
+    pred = logits.argmax(1)
+    metrics = {"acc": accuracy(pred, y), "f1": macro_f1(pred, y, k), "loss": F.cross_entropy(logits, y).item()}
+    for m, z in unimodal.items():
+        present = ~torch.isnan(z).any(1)
+        metrics[f"acc_{m}"] = ((z.nan_to_num(0).argmax(1) == y) & present).float().mean().item()
+    for m in names:  # a head whose modality is missing on every sample
+        metrics.setdefault(f"acc_{m}", 0.0)
+    return metrics
+
+
+def _resolve_target(target: tuple[str, ...], data: MultimodalData, where: str) -> list[str]:
+    out: list[str] = []
+    for t in target:
+        if t == "all":
+            out += data.modalities
+        elif t.startswith("kind:"):
+            out += [m for m in data.modalities if data.meta.modalities[m].kind == t[5:]]
+        elif t in data.modalities:
+            out.append(t)
+        else:
+            raise MMBenchError(f"{where}: " + unknown_name_message("modality", t, data.modalities))
+    return list(dict.fromkeys(out))
+
+
+def _nominal_fraction(steps: list[tuple[Step, list[str]]]) -> float:
+    return max(st.fraction for st, _ in steps)
+
+
+def build_curves(data: MultimodalData, *, attacks: list[str] | None = None, protocol: Protocol | None = None,
+                 modalities: list[str] | None = None, fraction: float | None = None,
+                 independent: bool | None = None, options: dict[str, Any] | None = None) -> list[Curve]:
+    """The attack curves to evaluate on ``data``: one per attack (ad hoc) or per protocol condition/modality."""
+    for m in modalities or []:
+        if m not in data.modalities:
+            raise MMBenchError(unknown_name_message("modality of the run", m, data.modalities))
+    curves: list[Curve] = []
+    if protocol is None:
+        fraction = 1.0 if fraction is None else float(fraction)
+        if not 0 < fraction <= 1:
+            raise MMBenchError(f"--fraction must be in (0, 1], got {fraction:g}")
+        chosen = list(modalities or data.modalities)
+        for name in attacks or []:
+            fn = ATTACKS.get(name)
+            check_options(name, fn, options or {})
+            st = Step(name, tuple(chosen), fraction=fraction, options=dict(options or {}))
+            label = "+".join(chosen) if modalities else "all"
+            curves.append(Curve(name, [(st, chosen)], bool(independent), chosen, fraction, label))
+    else:
+        if fraction is not None or options:
+            raise MMBenchError(f"protocol {protocol.name!r} fixes the fraction and the attack options; "
+                               "drop --fraction, or write your own protocol file")
+        for cond in protocol.conditions:
+            curves += _condition_curves(cond, data, modalities, independent, protocol.name)
+        if not curves:
+            kinds = sorted({s.kind for s in data.meta.modalities.values()})
+            raise MMBenchError(f"protocol {protocol.name!r} applies to none of the run's modalities "
+                               f"({', '.join(data.modalities)}; kinds {', '.join(kinds)})")
+    for cv in curves:
+        for st, mods in cv.steps:
+            fn = ATTACKS.get(st.attack)
+            bad = [m for m in mods if data.meta.modalities[m].kind not in kinds_of(fn)]
+            if bad:
+                raise MMBenchError(f"attack {st.attack!r} applies to {', '.join(kinds_of(fn))} modalities, "
+                                   f"not {bad[0]!r} ({data.meta.modalities[bad[0]].kind}); choose --modalities")
+            if getattr(fn, "needs_model", False) and len(mods) != 1:
+                raise MMBenchError(f"attack {st.attack!r} perturbs one modality; choose it with --modalities "
+                                   f"(one of {', '.join(mods)})")
+    return curves
+
+
+def _condition_curves(cond: Condition, data: MultimodalData, only: list[str] | None, independent: bool | None,
+                      protocol: str) -> list[Curve]:
+    steps = []
+    for j, st in enumerate(cond.steps):
+        mods = _resolve_target(st.target, data, f"protocol {protocol!r}, condition {cond.name!r}, step {j}")
+        mods = [m for m in mods if only is None or m in only]
+        if mods:
+            steps.append((st, mods))
+    if not steps:
+        return []
+    indep = cond.independent if independent is None else independent
+    reached = [m for m in data.modalities if any(m in ms for _, ms in steps)]
+
+    def label(mods: list[str]) -> str:
+        return "all" if set(mods) == set(data.modalities) else "+".join(mods)
+
+    if cond.split == "per_modality":
+        out = []
+        for m in reached:
+            mine = [(st, [m]) for st, ms in steps if m in ms]
+            out.append(Curve(cond.name, mine, indep, [m], _nominal_fraction(mine), label([m])))
+        return out
+    return [Curve(cond.name, steps, indep, reached, _nominal_fraction(steps), label(reached))]
+
+
+def _is_identity(curve: Curve, eps: float) -> bool:
+    return all(st.attack_level(eps) == 0 or st.sample_fraction(eps) <= 0 for st, _ in curve.steps)
+
+
+def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list[float] | None = None,
+               attack_seeds: list[int] | tuple[int, ...] = (0,), modalities: list[str] | None = None,
+               fraction: float | None = None, protocol: str | Protocol | None = None,
                protocol_version: str = "1", device: str = "cpu", data_dir: str | None = None,
-               progress: Callable | None = None) -> list[dict]:
-    """Rows of corrupted-test metrics; also merged into the run's ``attack.csv``."""
-    if not 0 < fraction <= 1:
+               progress: Callable | None = None, independent: bool | None = None,
+               options: dict[str, Any] | None = None) -> list[dict]:
+    """Rows of corrupted-test metrics; also merged into the run's ``attack.csv``.
+
+    Ad hoc: ``attacks`` at ``levels`` on ``modalities`` (default all) of a ``fraction`` of samples
+    (``independent``: each modality its own samples), recorded as protocol ``custom`` (or the
+    string ``protocol`` with ``protocol_version``: a label). Without ``attacks``, ``protocol`` (a
+    :class:`Protocol`, a registered ``NAME[@VERSION][:VARIANT]`` or a YAML path) gives the
+    conditions and levels (``levels`` overrides them; ``modalities`` restricts them).
+    Each row: run id, protocol, version, attack (curve), modalities, level, fraction, attack seed,
+    the steps, the realised share of samples changed per modality (``hit_<m>``) and the metrics.
+    """
+    label = "custom"
+    if isinstance(protocol, str) and protocol not in ("", "custom") and not attacks:
+        protocol = resolve_protocol(protocol)
+    elif not isinstance(protocol, Protocol):
+        label = protocol or "custom"  # with ``attacks``, a string only labels the rows (sweep grids)
+        protocol = None
+    if protocol is None and not attacks:
+        raise MMBenchError("name the noise to apply (--noise gaussian) or a protocol (--protocol qmf)")
+    if protocol is not None and attacks:
+        raise MMBenchError("give attacks (--noise) or a protocol (--protocol), not both")
+    if protocol is None and fraction is not None and not 0 < fraction <= 1:
         raise MMBenchError(f"--fraction must be in (0, 1], got {fraction}")
     cfg, method, model, test = load_trained(folder, device, data_dir)
-    chosen = modalities or test.modalities
-    for m in chosen:
-        if m not in test.modalities:
-            raise MMBenchError(unknown_name_message(f"modality of run {folder.run_id}", m, test.modalities))
-    fns = {name: ATTACKS.get(name) for name in attacks}
-    for name, fn in fns.items():
-        bad = [m for m in chosen if test.meta.modalities[m].kind not in fn.kinds]
-        if bad:
-            raise MMBenchError(f"attack {name!r} applies to {', '.join(fn.kinds)} modalities, "
-                               f"not {bad[0]!r} ({test.meta.modalities[bad[0]].kind}); choose --modalities")
-    rows = []
+    curves = build_curves(test, attacks=attacks, protocol=protocol, modalities=modalities, fraction=fraction,
+                          independent=independent, options=options)
+    if levels is None:
+        levels = list(protocol.levels) if protocol is not None else [0.0, 0.5, 1.0, 2.0]
+    batch_size = cfg.optim.batch_size * 4
     base = {"run_id": folder.run_id, "dataset": cfg.data.dataset, "method": cfg.method.name, "seed": cfg.seed,
-            "protocol": protocol, "protocol_version": protocol_version,
-            "modalities": "+".join(chosen) if modalities else "all",
-            "fraction": fraction}
-    total, done = len(fns) * len(levels) * len(attack_seeds), 0
-    for name, fn in fns.items():
+            "protocol": protocol.name if protocol else label,
+            "protocol_version": protocol.version_label if protocol else protocol_version,
+            "variant": protocol.variant if protocol else ""}
+    clean: dict[str, float] | None = None
+    rows = []
+    total, done = len(curves) * len(levels) * len(attack_seeds), 0
+    for curve in curves:
+        label = curve.label
+        key = f"{curve.name}:{label}"
         for level in levels:
             for seed in attack_seeds:
-                generator = torch.Generator(device=test.labels.device).manual_seed(seed)
-                noisy = corrupt(test, fn, level, chosen, fraction, generator)
-                metrics = evaluate(model, method, noisy, cfg.optim.batch_size * 4)
-                rows.append({**base, "attack": name, "level": float(level), "attack_seed": seed, **metrics})
+                if _is_identity(curve, level):
+                    if clean is None:
+                        clean = evaluate(model, method, test, batch_size)
+                    metrics, shares = clean, {m: 0.0 for m in test.modalities}
+                else:
+                    c = apply_steps(test, curve.steps, level, seed, curve.independent, key, model, method, batch_size)
+                    metrics, shares = evaluate_corruption(model, method, c, batch_size), c.shares
+                rows.append({**base, "attack": curve.name, "modalities": label, "level": float(level),
+                             "fraction": curve.fraction, "attack_seed": int(seed), "independent": curve.independent,
+                             "steps": curve.describe(), **{f"hit_{m}": s for m, s in shares.items()}, **metrics})
                 done += 1
                 if progress:
                     progress(done, total)
