@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,14 +16,46 @@ from mmbench.errors import MMBenchError
 Arrays = dict[str, np.ndarray]
 
 
+class UnreadableSample(Exception):
+    """A raw file of one sample is missing or corrupt. The store skips the sample (recording its name and
+    the reason in ``meta.json``) or stops with a clear error, as the dataset's ``on_error`` option says."""
+
+
+@dataclass
+class SampleStream:
+    """One split produced sample by sample, for datasets that need not fit in memory.
+
+    ``load(i)`` returns sample ``i``'s arrays (every name in :attr:`Prepared.layout`) or raises
+    :class:`UnreadableSample`. The store appends each array to its ``.npy`` file as it comes.
+    """
+
+    ids: list[str]  # sample names, in order (recorded when a sample is skipped)
+    labels: np.ndarray  # [N] class index of every listed sample
+    load: Callable[[int], dict[str, np.ndarray]]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 @dataclass
 class Prepared:
-    """Arrays per split (``train``, ``val``, ``test``), ready to be written by the store."""
+    """Arrays per split (``train``, ``val``, ``test``), ready to be written by the store.
 
-    splits: dict[str, tuple[Arrays, np.ndarray]]
+    A split is either in-memory ``(inputs, labels)`` or a :class:`SampleStream`; streamed splits need
+    ``layout`` (array name -> per-sample shape and dtype). Layout names that are not modalities (not in
+    ``kinds``) are auxiliary per-sample arrays, e.g. ``text_lengths``: written and checksummed, not loaded
+    for training. ``files`` are small text files written beside ``meta.json`` (e.g. a vocabulary).
+    """
+
+    splits: dict[str, tuple[Arrays, np.ndarray] | SampleStream]
     classes: list[str]
-    kinds: dict[str, str]  # modality -> vector | image | sequence
+    kinds: dict[str, str]  # modality -> one of MODALITY_KINDS
     info: dict[str, Any] = field(default_factory=dict)
+    layout: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    vocab_sizes: dict[str, int] = field(default_factory=dict)  # text modality -> number of token ids
+    tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # text modality -> special token ids
+    files: dict[str, str] = field(default_factory=dict)  # file name -> text content
+    skip_unreadable: bool = False  # streamed samples raising UnreadableSample: skip and record, or stop
 
 
 class DatasetBuilder:
@@ -97,3 +130,44 @@ def standardize(splits: dict[str, tuple[Arrays, np.ndarray]], modalities: list[s
         for inputs, _ in splits.values():
             inputs[m] = ((inputs[m] - mean) / std).astype(np.float32)
     return {"standardize": {"modalities": modalities, "statistics": "train split, per feature"}}
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers for builders that read raw files sample by sample
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawSample:
+    """One listed sample of a raw dataset: its name, class index, and what its loader needs (paths, text)."""
+
+    id: str
+    label: int
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def stream(samples: list[RawSample], load: Callable[[RawSample], dict[str, np.ndarray]]) -> SampleStream:
+    return SampleStream([r.id for r in samples], np.array([r.label for r in samples], dtype=np.int64),
+                        lambda i: load(samples[i]))
+
+
+def carve_val_samples(train: list[RawSample], val_fraction: float, seed: int
+                      ) -> tuple[list[RawSample], list[RawSample], dict[str, Any]]:
+    """Stratified validation samples carved out of ``train``; returns (train, val, record)."""
+    kept, carved = split_indices(np.array([r.label for r in train], dtype=np.int64), val_fraction, seed)
+    record = {"method": "stratified", "seed": seed, "val_fraction": val_fraction, "val_from": "train"}
+    return [train[i] for i in kept], [train[i] for i in carved], record
+
+
+def check_choice(option: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise MMBenchError(f"option {option}={value!r} must be one of: {', '.join(map(str, choices))}")
+
+
+def check_class_count(dataset: str, found: list[str], expected: int, variants: str = "") -> None:
+    """``expected`` 0 accepts any count; otherwise a different count is a clear error, never silent."""
+    if expected and len(found) != expected:
+        hint = f" ({variants})" if variants else ""
+        raise MMBenchError(f"{dataset}: the raw files hold {len(found)} classes, expected {expected}{hint}; "
+                           f"check the download, or pass -o num_classes={len(found)} to accept them "
+                           f"(-o num_classes=0 accepts any count)")

@@ -33,7 +33,7 @@ class CsvViewsDataset(DatasetBuilder):
 
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
-        files = _view_files(root, modalities)
+        files = self.view_files(root, modalities)
         splits = {}
         for split, suffix in (("train", "tr"), ("test", "te")):
             labels = _read(root / f"labels_{suffix}.csv").reshape(-1)
@@ -50,14 +50,29 @@ class CsvViewsDataset(DatasetBuilder):
             if x.shape[1] != widths[n]:
                 raise MMBenchError(f"view {n!r} has {widths[n]} columns in _tr but {x.shape[1]} in _te")
         num_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
-        classes_file = root / "classes.txt"
-        classes = (classes_file.read_text().split() if classes_file.exists()
-                   else [str(k) for k in range(num_classes)])
+        classes = self.class_names(root, num_classes)
+        self.check(root, splits, classes)
         o = self.options
-        info = {"source": f"csv views in {root}", "files": files, "split": carve_val(splits, o.val_fraction, o.seed)}
+        info = {"source": f"csv views in {root}", "files": files, **self.info(),
+                "split": carve_val(splits, o.val_fraction, o.seed)}
         if o.standardize:
             info["preprocessing"] = standardize(splits, list(files))
         return Prepared(splits, classes, {n: "vector" for n in files}, info)
+
+    # presets of this layout (brca, rosmap) override these
+    def view_files(self, root: Path, modalities: list[str] | None) -> dict[str, str]:
+        """View name -> file stem."""
+        return _view_files(root, modalities)
+
+    def class_names(self, root: Path, num_classes: int) -> list[str]:
+        classes_file = root / "classes.txt"
+        return classes_file.read_text().split() if classes_file.exists() else [str(k) for k in range(num_classes)]
+
+    def check(self, root: Path, splits: dict, classes: list[str]) -> None:
+        """Extra checks of the read arrays (none for plain csv_views)."""
+
+    def info(self) -> dict:
+        return {}
 
 
 def _view_files(root: Path, modalities: list[str] | None) -> dict[str, str]:

@@ -7,12 +7,16 @@ preprocessing, and a SHA-256 of every array, verified on load.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import torch
 from mmbench import __version__
 from mmbench.config import coerce
 from mmbench.config import data_dir as default_data_dir
-from mmbench.data.base import DatasetBuilder, Prepared
+from mmbench.data.base import DatasetBuilder, Prepared, SampleStream, UnreadableSample
 from mmbench.data.types import MODALITY_KINDS, DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS, unknown_name_message
@@ -32,8 +36,11 @@ SPLITS = ("train", "val", "test")
 
 def prepare(dataset: str, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
             name: str | None = None, modalities: list[str] | None = None,
-            options: dict[str, Any] | None = None, force: bool = False) -> Path:
-    """Build ``dataset`` from ``root`` (or its embedded source) and write it as ``name``."""
+            options: dict[str, Any] | None = None, force: bool = False, workers: int | None = None) -> Path:
+    """Build ``dataset`` from ``root`` (or its embedded source) and write it as ``name``.
+
+    ``workers``: threads reading raw files ahead for datasets prepared sample by sample (see :func:`write`).
+    """
     builder_cls: type[DatasetBuilder] = DATASETS.get(dataset)
     name = name or dataset
     target = default_data_dir(data_dir) / name
@@ -48,7 +55,7 @@ def prepare(dataset: str, root: str | os.PathLike | None = None, data_dir: str |
     prepared.info.setdefault("options", dataclasses.asdict(builder.options))
     if root is not None:
         prepared.info.setdefault("root", str(Path(root).resolve()))
-    write(target, name, dataset, prepared)
+    write(target, name, dataset, prepared, workers=workers)
     return target
 
 
@@ -68,28 +75,67 @@ def _options(builder_cls: type[DatasetBuilder], options: dict[str, Any], dataset
     return builder_cls.Options(**kwargs)
 
 
-def write(target: Path, name: str, builder: str, prepared: Prepared) -> None:
-    """Write all arrays and meta.json into a temporary folder, then move it into place."""
+def write(target: Path, name: str, builder: str, prepared: Prepared, progress: bool | None = None,
+          workers: int | None = None) -> None:
+    """Write all arrays and meta.json into a temporary folder, then move it into place.
+
+    In-memory splits are saved as they are. Streamed splits (:class:`SampleStream`) are appended one
+    sample at a time to their ``.npy`` files, so preparing needs memory for a few samples, not for
+    the dataset; a sample whose raw files are unreadable is skipped and recorded in
+    ``info["skipped"]`` when ``prepared.skip_unreadable``, else it stops the preparation with its name.
+    ``progress``: show a progress bar for streamed splits (default: when stderr is a terminal).
+    ``workers``: threads that read and transform samples ahead (default: up to 4, one per CPU); the
+    written arrays do not depend on it.
+    """
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     _validate(prepared, builder)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     try:
-        checksums = {}
-        for split, (inputs, labels) in prepared.splits.items():
-            (tmp / split).mkdir()
-            for key, arr in {**inputs, "labels": labels}.items():
-                rel = f"{split}/{key}.npy"
-                np.save(tmp / rel, np.ascontiguousarray(arr), allow_pickle=False)
-                checksums[rel] = sha256(tmp / rel)
-        train_inputs = prepared.splits["train"][0]
+        checksums: dict[str, str] = {}
+        stats: dict[str, tuple[tuple[int, ...], str, float, float]] = {}
+        sizes: dict[str, int] = {}
+        skipped: list[dict[str, str]] = []
+        streamed = sum(len(d) for d in prepared.splits.values() if isinstance(d, SampleStream))
+        with _progress(builder, streamed, progress) as advance:
+            for split in SPLITS:
+                data = prepared.splits[split]
+                (tmp / split).mkdir()
+                if isinstance(data, SampleStream):
+                    sizes[split], split_stats, split_skipped = _write_stream(tmp, split, data, prepared, builder,
+                                                                              advance, workers)
+                    skipped += split_skipped
+                else:
+                    inputs, labels = data
+                    for key, arr in {**inputs, "labels": labels}.items():
+                        np.save(tmp / f"{split}/{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+                    sizes[split] = int(len(labels))
+                    split_stats = {m: (tuple(x.shape[1:]), str(x.dtype), *_moments(x)) for m, x in inputs.items()}
+                if split == "train":
+                    stats = split_stats
+        for path in sorted(tmp.rglob("*.npy")):
+            rel = path.relative_to(tmp).as_posix()
+            checksums[rel] = sha256(path)
+        for file_name, text in prepared.files.items():
+            (tmp / file_name).write_text(text)
+            checksums[file_name] = sha256(tmp / file_name)
+        for split, n in sizes.items():
+            if n == 0:
+                raise MMBenchError(f"{builder}: the {split} split is empty" + (
+                    f" after skipping {len(skipped)} unreadable samples" if skipped else "") + "; check the raw files")
+        info = dict(prepared.info)
+        if skipped or any(isinstance(d, SampleStream) for d in prepared.splits.values()):
+            info["skipped"] = {"count": len(skipped),
+                               "by_split": {s: sum(r["split"] == s for r in skipped) for s in SPLITS},
+                               "samples": skipped}
+        aux = [k for k in prepared.layout if k not in prepared.kinds]
+        if aux:
+            info["aux_arrays"] = aux
         specs = {}
-        for m, x in train_inputs.items():
-            x64 = np.asarray(x, dtype=np.float64)
-            specs[m] = ModalitySpec(m, prepared.kinds[m], tuple(x.shape[1:]), str(x.dtype),
-                                    float(x64.mean()), float(x64.std()) or 1.0)
-        meta = DatasetMeta(name, builder, tuple(prepared.classes), specs,
-                           {s: int(len(prepared.splits[s][1])) for s in SPLITS}, prepared.info, checksums,
-                           __version__)
+        for m, (shape, dtype, mean, std) in stats.items():
+            specs[m] = ModalitySpec(m, prepared.kinds[m], shape, dtype, mean, std or 1.0,
+                                    prepared.vocab_sizes.get(m), prepared.tokens.get(m))
+        meta = DatasetMeta(name, builder, tuple(prepared.classes), specs, sizes, info, checksums, __version__)
         (tmp / "meta.json").write_text(json.dumps(meta.to_dict(), indent=2))
         if target.exists():
             old = target.with_name(f".{name}.old")
@@ -103,11 +149,177 @@ def write(target: Path, name: str, builder: str, prepared: Prepared) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _moments(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of all entries of an in-memory array (float64)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    return float(x64.mean()), float(x64.std())
+
+
+class _RunningMoments:
+    """Mean and variance of all entries over samples added one at a time (Chan et al.'s pairwise update)."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, value: np.ndarray) -> None:
+        v = np.asarray(value, dtype=np.float64)
+        n = v.size
+        if not n:
+            return
+        mean = float(v.mean())
+        m2 = float(np.square(v - mean).sum())
+        delta = mean - self.mean
+        total = self.count + n
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count else 0.0
+
+
+def _write_stream(tmp: Path, split: str, stream: SampleStream, prepared: Prepared, builder: str, advance,
+                  workers: int) -> tuple[int, dict[str, tuple[tuple[int, ...], str, float, float]], list[dict[str, str]]]:
+    """Append every sample of ``stream`` to its ``.npy`` files; returns (kept count, train stats, skipped)."""
+    n = len(stream)
+    layout = prepared.layout
+    writers = {key: _RowWriter(tmp / f"{split}/{key}.npy", dtype, shape, n) for key, (shape, dtype) in layout.items()}
+    labels = np.empty(n, dtype=np.int64)
+    moments = {m: _RunningMoments() for m in prepared.kinds}
+    skipped, kept = [], 0
+    try:
+        for i, sample in _load_all(stream, workers):
+            if isinstance(sample, UnreadableSample):
+                if not prepared.skip_unreadable:
+                    raise MMBenchError(f"{builder}: {split} sample {stream.ids[i]!r}: {sample}; fix or remove it, or "
+                                       "prepare with -o on_error=skip to skip unreadable samples (recorded in "
+                                       "meta.json)") from None
+                skipped.append({"split": split, "id": stream.ids[i], "reason": str(sample)})
+                advance()
+                continue
+            for key, writer in writers.items():
+                value = np.asarray(sample[key])
+                if value.shape != writer.row:
+                    raise ValueError(f"{builder}: {split} sample {stream.ids[i]!r}: {key} has shape {value.shape}, "
+                                     f"layout says {writer.row}")
+                writer.append(value)
+                if key in moments:
+                    moments[key].add(value)
+            labels[kept] = stream.labels[i]
+            kept += 1
+            advance()
+    finally:
+        for writer in writers.values():
+            writer.close()
+    np.save(tmp / f"{split}/labels.npy", labels[:kept], allow_pickle=False)
+    stats = {m: (tuple(layout[m][0]), str(np.dtype(layout[m][1])), r.mean, r.std) for m, r in moments.items()}
+    return kept, stats, skipped
+
+
+class _RowWriter:
+    """A ``.npy`` file written one row at a time (plain appends: memory use does not grow with the file).
+
+    The header announces ``n`` rows; when fewer are written (skipped samples) it is rewritten in
+    place: numpy pads headers so that the row count can change without moving the data.
+    """
+
+    def __init__(self, path: Path, dtype: str, row: tuple[int, ...], n: int):
+        self.dtype, self.row = np.dtype(dtype), tuple(row)
+        self.file = open(path, "wb")
+        self.rows = 0
+        self._header(n)
+        self.offset = self.file.tell()
+
+    def _header(self, n: int) -> None:
+        np.lib.format.write_array_header_1_0(self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                         "fortran_order": False, "shape": (n, *self.row)})
+
+    def append(self, value: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(value, dtype=self.dtype).tobytes())
+        self.rows += 1
+
+    def close(self) -> None:
+        if self.file.closed:
+            return
+        end = self.file.tell()
+        self.file.seek(0)
+        self._header(self.rows)
+        if self.file.tell() != self.offset:  # cannot happen with numpy's padded headers; never write a bad file
+            self.file.close()
+            raise RuntimeError(f"{self.file.name}: the .npy header changed length when its row count was updated")
+        self.file.seek(end)
+        self.file.close()
+
+
+def _load_all(stream: SampleStream, workers: int):
+    """``(i, arrays or the UnreadableSample raised)`` in order; ``workers`` threads load ahead (a bounded
+    window, so at most a few samples wait in memory). Torch runs single-threaded meanwhile: per-sample
+    transforms are small, and thread hand-offs would cost more than they gain."""
+
+    def load(i: int):
+        try:
+            return stream.load(i)
+        except UnreadableSample as e:
+            return e
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if workers <= 1:
+            for i in range(len(stream)):
+                yield i, load(i)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            pending: collections.deque = collections.deque()
+            for i in range(len(stream)):
+                pending.append((i, pool.submit(load, i)))
+                if len(pending) >= 4 * workers:
+                    j, future = pending.popleft()
+                    yield j, future.result()
+            while pending:
+                j, future = pending.popleft()
+                yield j, future.result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def _progress(builder: str, total: int, enabled: bool | None):
+    """``advance()`` callback for streamed samples; a rich progress bar when enabled."""
+    from mmbench.ui import console
+
+    if enabled is None:
+        enabled = console.is_terminal
+    if not total or not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(f"preparing {builder}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(builder, total=total)
+        yield lambda: bar.advance(task)
+
+
 def _validate(prepared: Prepared, builder: str) -> None:
     if set(prepared.splits) != set(SPLITS):
         raise ValueError(f"{builder} must produce the splits {SPLITS}, got {sorted(prepared.splits)}")
     k = len(prepared.classes)
-    for split, (inputs, labels) in prepared.splits.items():
+    for m, kind in prepared.kinds.items():
+        if kind not in MODALITY_KINDS:
+            raise ValueError(f"{builder}: modality {m!r} needs a kind in {MODALITY_KINDS}")
+    for split, data in prepared.splits.items():
+        if isinstance(data, SampleStream):
+            labels = np.asarray(data.labels)
+            missing = [m for m in prepared.kinds if m not in prepared.layout]
+            if missing:
+                raise ValueError(f"{builder}: streamed split {split} needs a layout for {missing}")
+            if len(labels) != len(data.ids):
+                raise ValueError(f"{builder}: {split} stream has {len(data.ids)} ids but {len(labels)} labels")
+            inputs = {}
+        else:
+            inputs, labels = data
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise MMBenchError(f"{builder}: {split} labels must be a 1-D integer array")
         if len(labels) and (labels.min() < 0 or labels.max() >= k):

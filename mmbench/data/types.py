@@ -8,26 +8,48 @@ from typing import Any
 
 import torch
 
-MODALITY_KINDS = ("vector", "image", "sequence")
+MODALITY_KINDS = ("vector", "image", "sequence", "video", "text")
+"""What a modality's per-sample array is:
+
+- ``vector`` ``[D]`` float;
+- ``image`` ``[C, H, W]``: float (e.g. a log spectrogram ``[1, F, T]``), or uint8 pixels on the 0-255 scale;
+- ``sequence`` ``[C, T]`` float;
+- ``video`` ``[T, C, H, W]`` uint8 frames (0-255); image encoders run on every frame and average the features;
+- ``text`` ``[L]`` int64 token ids, 0 = padding (``ModalitySpec.vocab_size``; ``ModalitySpec.tokens``
+  names the special ids, e.g. ``{"pad": 0, "unk": 1, "blank": 2}``).
+
+Encoders see stored values; pixels stored as uint8 are scaled by the training mean/std inside the
+model (:func:`mmbench.models.multimodal.build_encoder`), so a float tensor on the same 0-255 scale
+(e.g. a corrupted copy) is treated the same way.
+"""
 
 
 @dataclass(frozen=True)
 class ModalitySpec:
     name: str
-    kind: str  # vector [D] | image [C,H,W] | sequence [C,T]
+    kind: str  # one of MODALITY_KINDS: vector [D] | image [C,H,W] | sequence [C,T] | video [T,C,H,W] | text [L]
     shape: tuple[int, ...]
     dtype: str = "float32"
     mean: float = 0.0  # training-split statistics, the scale attacks use
     std: float = 1.0
+    vocab_size: int | None = None  # text: number of token ids (0 = padding)
+    tokens: dict[str, int] | None = field(default=None, hash=False)  # text: special ids, e.g. {pad, unk, blank}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "shape": list(self.shape), "dtype": self.dtype,
-                "mean": self.mean, "std": self.std}
+        d = {"name": self.name, "kind": self.kind, "shape": list(self.shape), "dtype": self.dtype,
+             "mean": self.mean, "std": self.std}
+        if self.vocab_size is not None:
+            d["vocab_size"] = self.vocab_size
+        if self.tokens is not None:
+            d["tokens"] = dict(self.tokens)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModalitySpec:
+        vocab, tokens = d.get("vocab_size"), d.get("tokens")
         return cls(d["name"], d["kind"], tuple(d["shape"]), d.get("dtype", "float32"),
-                   float(d.get("mean", 0.0)), float(d.get("std", 1.0)))
+                   float(d.get("mean", 0.0)), float(d.get("std", 1.0)), int(vocab) if vocab is not None else None,
+                   {k: int(v) for k, v in tokens.items()} if tokens is not None else None)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,203 @@
+"""Image + text datasets in the MMBT / QMF jsonl layout: MVSA-Single and UPMC Food-101.
+
+Raw layout (QMF's ``datasets/<task>/``): ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` with one JSON
+object per line, ``{"id", "label", "text", "img"}``, where ``img`` is the image path relative to the
+folder of the jsonl files. ``prepare`` stores
+
+- ``image``: uint8 RGB ``[3, S, S]`` (kind ``image``); by default the shorter side is resized to
+  ``S / 0.875`` and the centre ``S x S`` kept, QMF's Resize(256) + CenterCrop(224) at ``S = 224``
+  (``-o image_size=224``; the default 64 is for CPU work);
+- ``text``: token ids ``[max_tokens]`` int64, 0 = padding (kind ``text``), with ``text_lengths``
+  (tokens kept per sample) as an auxiliary array, and the vocabulary in ``text_vocab.txt``
+  (one token per line, line number = id). The vocabulary is built on the training split only:
+  0 ``<pad>``, 1 ``<unk>``, 2 ``_`` (the blank QMF's text-blanking noise writes), then words with at
+  least ``min_freq`` occurrences by decreasing frequency, at most ``max_vocab`` ids. QMF uses the
+  BERT word-piece vocabulary; mmbench has no BERT, so its text encoders (embedding_bag,
+  transformer) are trained from scratch on this word vocabulary.
+
+Classes are the sorted label names (QMF takes them in order of first appearance in train.jsonl).
+``dev.jsonl`` is the validation split; without it a stratified one is carved from train.
+A missing or unreadable image stops the preparation (``on_error=error``, the default) or is skipped
+and recorded in ``meta.json`` (``on_error=skip``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmbench.data.base import (
+    DatasetBuilder,
+    Prepared,
+    RawSample,
+    carve_val_samples,
+    check_choice,
+    check_class_count,
+    stream,
+)
+from mmbench.data.media import CROP_FRACTION, Vocabulary, load_image
+from mmbench.errors import MMBenchError
+from mmbench.registry import DATASETS
+
+MODALITIES = ("image", "text")
+SPECIAL_TOKENS = {"pad": 0, "unk": 1, "blank": 2}
+JSONL_LAYOUT = ("ROOT/train.jsonl, ROOT/dev.jsonl (optional), ROOT/test.jsonl: one "
+                '{"id", "label", "text", "img"} object per line, img relative to ROOT')
+
+
+@dataclass
+class TextImageOptions:
+    image_size: int = 64  # images stored as image_size x image_size (224: QMF's setting)
+    resize: str = "crop"  # crop: shorter side to size/0.875, centre crop (QMF); stretch: resize to size x size
+    max_tokens: int = 64  # tokens kept per text (longer texts are truncated; the share is recorded)
+    min_freq: int = 1  # words seen fewer times in train map to <unk>
+    max_vocab: int = 20000  # ids, including <pad>, <unk> and _
+    val_fraction: float = 0.1  # only without dev.jsonl
+    seed: int = 0
+    on_error: str = "error"  # error or skip (and record) on a missing / unreadable image
+
+
+class JsonlTextImageDataset(DatasetBuilder):
+    """Shared pipeline for the MMBT/QMF jsonl layout."""
+
+    Options = TextImageOptions
+    dataset = ""
+    source = ""
+    citation = ""
+    fixed_classes: tuple[str, ...] | None = None
+
+    def expected_classes(self) -> int:
+        return 0
+
+    def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
+        assert root is not None
+        o = self.options
+        mods = list(modalities or MODALITIES)
+        for m in mods:
+            check_choice("--modalities", m, MODALITIES)
+        check_choice("on_error", o.on_error, ("error", "skip"))
+        check_choice("resize", o.resize, ("crop", "stretch"))
+        if o.image_size < 8 or o.max_tokens < 1 or o.max_vocab < 4 or o.min_freq < 1:
+            raise MMBenchError("options need image_size >= 8, max_tokens >= 1, max_vocab >= 4 and min_freq >= 1")
+        records = {}
+        for split, name in (("train", "train.jsonl"), ("val", "dev.jsonl"), ("test", "test.jsonl")):
+            path = root / name
+            if path.is_file():
+                records[split] = _read_jsonl(path)
+            elif split != "val":
+                raise MMBenchError(f"{self.dataset}: {path} not found; expected layout: {JSONL_LAYOUT}")
+        classes = list(self.fixed_classes) if self.fixed_classes else sorted({r["label"] for r in records["train"]})
+        check_class_count(self.dataset, classes, self.expected_classes())
+        samples = {}
+        for split, rows in records.items():
+            unknown = sorted({r["label"] for r in rows} - set(classes))
+            if unknown:
+                raise MMBenchError(f"{self.dataset}: {split} labels {unknown[:3]} are not among the classes "
+                                   f"{', '.join(classes[:6])}{'...' if len(classes) > 6 else ''}")
+            samples[split] = [RawSample(str(r["id"]), classes.index(r["label"]),
+                                        {"image": root / r["img"], "text": r["text"]}) for r in rows]
+        if "val" in samples:
+            split_record: dict[str, Any] = {"source_splits": "train.jsonl / dev.jsonl / test.jsonl (MMBT/QMF)"}
+        else:
+            samples["train"], samples["val"], split_record = carve_val_samples(samples["train"], o.val_fraction,
+                                                                               o.seed)
+            split_record["source_splits"] = "train.jsonl / test.jsonl; val carved from train"
+        vocab = Vocabulary.build((r.source["text"] for r in samples["train"]), o.min_freq, o.max_vocab)
+        truncated = {s: sum(vocab.encode(r.source["text"], o.max_tokens)[2] for r in rows)
+                     for s, rows in samples.items()} if "text" in mods else {}
+        layout: dict[str, tuple[tuple[int, ...], str]] = {}
+        if "image" in mods:
+            layout["image"] = ((3, o.image_size, o.image_size), "uint8")
+        if "text" in mods:
+            layout["text"] = ((o.max_tokens,), "int64")
+            layout["text_lengths"] = ((), "int64")
+
+        def load(sample: RawSample) -> dict[str, np.ndarray]:
+            out = {}
+            if "image" in layout:
+                out["image"] = load_image(sample.source["image"], o.image_size, "RGB", o.resize)
+            if "text" in layout:
+                ids, length, _ = vocab.encode(sample.source["text"], o.max_tokens)
+                out["text"], out["text_lengths"] = ids, np.int64(length)
+            return out
+
+        preprocessing: dict[str, Any] = {}
+        if "image" in mods:
+            preprocessing["image"] = {
+                "size": [o.image_size, o.image_size], "dtype": "uint8, 0-255 RGB",
+                "resize": (f"shorter side to size/{CROP_FRACTION:.3f}, centre crop (Resize(256)+CenterCrop(224) "
+                           "at 224)" if o.resize == "crop" else "stretch to size x size") + ", bilinear",
+                "normalisation": "inside the model: (x - train mean) / train std"}
+        if "text" in mods:
+            preprocessing["text"] = {
+                "tokenizer": "lower-cased words and punctuation (regex \\w+|[^\\w\\s])",
+                "vocabulary": "train split only", "vocab_size": len(vocab), "min_freq": o.min_freq,
+                "max_vocab": o.max_vocab, "max_tokens": o.max_tokens, "special_tokens": SPECIAL_TOKENS,
+                "blank_token": "_ (QMF's text-blanking word)", "vocab_file": "text_vocab.txt",
+                "truncated_texts": truncated, "lengths": "text_lengths.npy per split (tokens kept)"}
+        info = {"source": self.source, "citation": self.citation, "split": split_record, "layout": JSONL_LAYOUT,
+                "preprocessing": preprocessing, "on_error": o.on_error}
+        if "text" in mods:
+            info["text"] = {"special_tokens": SPECIAL_TOKENS, "vocab_file": "text_vocab.txt"}
+        return Prepared({s: stream(samples[s], load) for s in ("train", "val", "test")}, classes,
+                        {m: m for m in mods}, info, layout,
+                        vocab_sizes={"text": len(vocab)} if "text" in mods else {},
+                        tokens={"text": dict(SPECIAL_TOKENS)} if "text" in mods else {},
+                        files={"text_vocab.txt": vocab.text()} if "text" in mods else {},
+                        skip_unreadable=o.on_error == "skip")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MMBenchError(f"{path}:{line_no}: not a JSON object ({e.msg})") from None
+            missing = [k for k in ("id", "label", "text", "img") if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise MMBenchError(f"{path}:{line_no}: missing {', '.join(missing)}; each line needs "
+                                   '{"id", "label", "text", "img"}')
+            if not isinstance(row["label"], str):
+                raise MMBenchError(f"{path}:{line_no}: label must be a class name (one label per sample)")
+            rows.append(row)
+    if not rows:
+        raise MMBenchError(f"{path} holds no samples")
+    return rows
+
+
+@DATASETS.register("mvsa_single")
+class MvsaSingleDataset(JsonlTextImageDataset):
+    """MVSA-Single: tweet image + text sentiment, 3 classes, MMBT/QMF jsonl splits (needs --root)."""
+
+    dataset = "mvsa_single"
+    source = ("https://mcrlab.net/research/mvsa-sentiment-analysis-on-multi-view-social-data/ (data); "
+              "splits: https://github.com/QingyangZhang/QMF (datasets/MVSA_Single/*.jsonl)")
+    citation = ("Niu, T., Zhu, S., Pang, L. & El Saddik, A. (2016). Sentiment Analysis on Multi-View Social "
+                "Data. MultiMedia Modeling (MMM).")
+    fixed_classes = ("negative", "neutral", "positive")
+
+
+@DATASETS.register("food101")
+class Food101Dataset(JsonlTextImageDataset):
+    """UPMC Food-101: recipe web-page image + text, 101 classes, MMBT/QMF jsonl splits (needs --root)."""
+
+    dataset = "food101"
+    source = ("https://visiir.isir.upmc.fr/ (UPMC Food-101); splits: https://github.com/QingyangZhang/QMF "
+              "(datasets/food101/*.jsonl, from MMBT)")
+    citation = ("Wang, X., Kumar, D., Thome, N., Cord, M. & Precioso, F. (2015). Recipe recognition with "
+                "large multimodal food dataset. ICME Workshops.")
+
+    @dataclass
+    class Options(TextImageOptions):
+        num_classes: int = 101  # 0 = accept any count
+
+    def expected_classes(self) -> int:
+        return self.options.num_classes
