@@ -15,3 +15,7 @@ class TrainingDiverged(MMBenchError):
         )
         self.epoch = epoch
         self.step = step
+
+
+class ResultsNotWritable(MMBenchError):
+    """A results file cannot be written (permissions, read-only or full disk): fatal for a sweep."""

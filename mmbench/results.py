@@ -7,12 +7,18 @@ exists) and ``attack.csv``. Every file is written to a temporary name and rename
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import io
 import json
 import os
 import platform
+import socket
 import subprocess
 import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +27,51 @@ import yaml
 
 from mmbench import __version__
 from mmbench.config import RunConfig, dump_yaml
-from mmbench.errors import MMBenchError
+from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write to a temporary name in the same folder, fsync, rename: readers see the old or the new file.
+
+    An ``OSError`` (no permission, read-only file system, disk full) becomes
+    :class:`ResultsNotWritable`; the temporary file is removed and the old file is untouched.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        reason = e.strerror or type(e).__name__
+        hint = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+        raise ResultsNotWritable(f"cannot write {path} ({reason}); {hint} or choose another "
+                                 f"--results-dir; results written before are intact") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,6 +80,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_csv(path: Path, df: pd.DataFrame) -> None:
     atomic_write_text(path, df.to_csv(index=False))
+
+
+_HELD: set[str] = set()  # run folders whose lock this process holds
+
+
+class RunLocked(MMBenchError):
+    """Another process is training this run."""
 
 
 class RunFolder:
@@ -64,6 +107,118 @@ class RunFolder:
     def complete(self) -> bool:
         return (self.path / "summary.json").exists()
 
+    # -- status of runs that are not complete (failures are data) ------------------------
+    def write_status(self, status: str, **fields: Any) -> None:
+        """``status.json``: ``running`` (with the last finished ``epoch``), ``failed``, ``diverged``
+        or ``interrupted``, with ``error`` and ``traceback``; ``summary.json`` supersedes it."""
+        record = {"run_id": self.run_id, "status": status, "updated": time.time(), "host": socket.gethostname(),
+                  "pid": os.getpid(), **fields}
+        atomic_write_text(self.path / "status.json", json.dumps(record, indent=2, default=str))
+
+    def write_failure(self, exc: BaseException, **fields: Any) -> None:
+        """Record why the run stopped; never raises (the original error matters more)."""
+        if isinstance(exc, TrainingDiverged):
+            status, fields = "diverged", {"epoch": exc.epoch, "step": exc.step, **fields}
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            status = "interrupted"
+        else:
+            status = "failed"
+        previous = self.read_status() or {}
+        for key in ("epoch", "epochs", "checkpoints"):  # how far the run got, unless the error says
+            if previous.get(key) is not None:
+                fields.setdefault(key, previous[key])
+        with contextlib.suppress(Exception):
+            self.write_status(status, error=f"{type(exc).__name__}: {exc}",
+                              traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                              **fields)
+
+    def read_status(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / "status.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def status(self) -> str:
+        """``complete``, ``diverged``, ``failed``, ``running``, ``interrupted`` (killed or stopped
+        mid-way; a resume continues it) or ``pending`` (nothing written yet)."""
+        if self.complete:
+            return "complete"
+        record = self.read_status()
+        if record is None:
+            return "interrupted" if (self.path / "config.yaml").exists() else "pending"
+        if record.get("status") == "running" and not self.locked():
+            return "interrupted"
+        return record.get("status", "failed")
+
+    # -- exclusive use: one process trains a run at a time --------------------------------
+    def locked(self) -> bool:
+        """Whether another process holds the run's lock (see :meth:`lock`)."""
+        if str(self.path.resolve()) in _HELD or not self.path.is_dir():
+            return str(self.path.resolve()) in _HELD
+        try:
+            with self.lock(timeout=0, clean=False):
+                return False
+        except RunLocked:
+            return True
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float | None = None, clean: bool = True):
+        """Hold an exclusive ``flock`` on the run folder (released by the OS if the process dies).
+
+        ``timeout``: seconds to wait (``None``: forever; 0: fail at once with :class:`RunLocked`).
+        Re-entrant within a process. With ``clean``, temporary files left by a killed writer are
+        removed on entry.
+        """
+        import fcntl
+
+        key = str(self.path.resolve())
+        if key in _HELD:
+            yield self
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as e:
+            raise ResultsNotWritable(f"cannot create run folder {self.path} ({e.strerror}); "
+                                     "make the results directory writable or choose another --results-dir") from e
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RunLocked(f"run {self.run_id} is being trained by another process; "
+                                        "wait for it or stop it") from None
+                    time.sleep(0.05)
+            _HELD.add(key)
+            try:
+                for tmp in self.path.glob(".*.tmp") if clean else ():
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                yield self
+            finally:
+                _HELD.discard(key)
+        finally:
+            os.close(fd)
+
+    # -- checksums ----------------------------------------------------------------------
+    def checksums(self, names: list[str]) -> dict[str, str]:
+        """SHA-256 of the named files that exist (recorded in ``summary.json``)."""
+        return {n: file_sha256(self.path / n) for n in names if (self.path / n).exists()}
+
+    def verify(self, name: str) -> None:
+        """Check ``name`` against the SHA-256 in ``summary.json``; a mismatch is an error."""
+        try:
+            expected = self.read_summary().get("sha256", {}).get(name)
+        except (OSError, ValueError):
+            return
+        if expected is not None and file_sha256(self.path / name) != expected:
+            raise MMBenchError(f"checksum mismatch for {self.path / name}: the file changed after training; "
+                               f"train the run again with --force")
+
     # -- writing ------------------------------------------------------------------------
     def write_config(self, cfg: RunConfig) -> None:
         atomic_write_text(self.path / "config.yaml", dump_yaml(cfg.to_dict()))
@@ -83,6 +238,10 @@ class RunFolder:
         buf = io.BytesIO()
         torch.save(state_dict, buf)
         atomic_write_bytes(self.path / "model.pt", buf.getvalue())
+
+    def save_checkpoint(self, data: bytes) -> None:
+        """``checkpoint.pt`` (see :mod:`mmbench.checkpoint`); removed when the run completes."""
+        atomic_write_bytes(self.path / "checkpoint.pt", data)
 
     def save_arrays(self, name: str, **arrays) -> None:
         """A compressed ``.npz`` of plain arrays (no pickles)."""
@@ -134,6 +293,7 @@ class RunFolder:
         path = self.path / "model.pt"
         if not path.exists():
             raise MMBenchError(f"{path} is missing; train the run again (output.save_model must be true)")
+        self.verify("model.pt")
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a damaged file
@@ -166,6 +326,44 @@ def run_folders(results_dir: str | os.PathLike) -> list[RunFolder]:
     """Complete run folders under ``results_dir`` (incomplete ones are skipped)."""
     runs = Path(results_dir) / "runs"
     return [RunFolder(p) for p in sorted(runs.iterdir()) if (p / "summary.json").exists()] if runs.exists() else []
+
+
+def all_run_folders(results_dir: str | os.PathLike) -> list[RunFolder]:
+    """Every run folder under ``results_dir``, complete or not (see :attr:`RunFolder.status`)."""
+    runs = Path(results_dir) / "runs"
+    return [RunFolder(p) for p in sorted(runs.iterdir()) if p.is_dir() and not p.name.startswith(".")] \
+        if runs.exists() else []
+
+
+def run_statuses(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per run folder that is **not** complete: run_id, dataset, method, seed, status
+    (failed, diverged, running, interrupted), epoch, error. ``report`` counts these by status;
+    it reads results only from complete runs (:func:`run_folders`)."""
+    rows = []
+    for folder in all_run_folders(results_dir):
+        status = folder.status
+        if status in ("complete", "pending"):
+            continue
+        record = folder.read_status() or {}
+        row = {"run_id": folder.run_id, "dataset": None, "modalities": None, "method": None, "seed": None,
+               "status": status, "epoch": record.get("epoch"), "error": record.get("error")}
+        with contextlib.suppress(Exception):
+            cfg = folder.read_config()
+            row.update(dataset=cfg.data.dataset, modalities=cfg.data.modalities, method=cfg.method.name,
+                       seed=cfg.seed)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["run_id", "dataset", "modalities", "method", "seed", "status", "epoch",
+                                       "error"])
+
+
+def status_counts(results_dir: str | os.PathLike) -> dict[str, int]:
+    """``{"complete": n, "failed": n, "diverged": n, "running": n, "interrupted": n}``."""
+    counts = dict.fromkeys(("complete", "failed", "diverged", "running", "interrupted"), 0)
+    for folder in all_run_folders(results_dir):
+        status = folder.status
+        if status != "pending":
+            counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def resolve_run(ref: str, results_dir: str | os.PathLike) -> RunFolder:

@@ -1,0 +1,128 @@
+"""Sweep throughput: the same 24-run grid on ``mfeat`` (pix+mor) with each executor.
+
+Runs the grid (joint, joint_uni, ogm_ge, unimodal(pix) x 6 seeds, the dataset's default
+recipe) three times into fresh results folders: ``inline`` (this process, torch's default
+threads), ``process`` (2 workers, 1 thread each) and ``ray`` (a local instance with 2 CPUs,
+``num_cpus=1`` per run). Prints runs/minute, the speed-up over ``inline`` and the scaling
+efficiency (speed-up / 2), and Ray's per-task overhead: the round trip of an empty task, and per
+run the driver-observed time minus the time spent inside the task. Wall times include starting
+the process pool's workers; Ray's cluster start is shown separately. Target on 2 cores:
+``process`` and ``ray`` >= 1.7x ``inline``. Usage:
+
+    python benchmarks/sweep_scaling.py [--epochs N] [--seeds 6] [--executors inline,process,ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+GRID = """\
+datasets:
+  - {{name: mfeat, modalities: [pix, mor]}}
+methods:
+  - joint
+  - joint_uni
+  - ogm_ge
+  - {{name: unimodal, modality: pix}}
+seeds: {seeds}
+{extra}
+"""
+
+
+def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers: int) -> dict:
+    from mmbench.sweep import expand, make_executor, run_sweep
+
+    grid = expand(grid_path, results, data_dir)
+    start = time.perf_counter()
+    executor = make_executor(name, None if name == "inline" else workers)
+    setup = time.perf_counter() - start
+    submitted: dict[str, float] = {}
+    overheads: list[float] = []
+
+    def on_event(kind, run, result, report):
+        now = time.perf_counter()
+        if kind == "start":
+            submitted[run.run_id] = now
+        elif kind == "finish":
+            overheads.append(now - submitted[run.run_id] - result.seconds)
+
+    report = run_sweep(grid, executor, on_event=on_event)
+    wall = time.perf_counter() - start
+    assert report.complete == len(grid.runs) and not report.failed, report
+    return {"executor": name, "runs": len(grid.runs), "wall": wall, "setup": setup,
+            "task_seconds": sum(r.seconds for r in report.results),
+            "overhead_ms": 1000 * statistics.median(overheads)}
+
+
+def ray_round_trip_ms(n: int = 200) -> float:
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def noop():
+        return None
+
+    ray.get(noop.remote())
+    start = time.perf_counter()
+    for _ in range(n):
+        ray.get(noop.remote())
+    return 1000 * (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=None, help="override the dataset's default epochs (30)")
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--executors", default="inline,process,ray")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+
+    from mmbench.data.store import prepare
+
+    tmp = Path(tempfile.mkdtemp(prefix="sweep-scaling-"))
+    data_dir = args.data_dir or str(tmp / "data")
+    prepare("mfeat", data_dir=data_dir)
+    extra = f"set: {{optim.epochs: {args.epochs}}}" if args.epochs else ""
+    grid_path = tmp / "grid.yaml"
+    grid_path.write_text(GRID.format(seeds=args.seeds, extra=extra))
+    cores = len(os.sched_getaffinity(0))
+    print(f"{cores} cores; load average before: {os.getloadavg()[0]:.2f}")
+
+    rows, ray_init, round_trip = [], None, None
+    for name in args.executors.split(","):
+        if name == "ray":
+            import ray
+
+            start = time.perf_counter()
+            ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+            ray_init = time.perf_counter() - start
+        rows.append(timed_sweep(name, str(grid_path), str(tmp / f"results-{name}"), data_dir, args.workers))
+        if name == "ray":
+            round_trip = ray_round_trip_ms()
+            ray.shutdown()
+        print(f"  {name}: {rows[-1]['wall']:.1f}s", flush=True)
+
+    base = next((r["wall"] for r in rows if r["executor"] == "inline"), None)
+    print(f"\n{rows[0]['runs']}-run grid on mfeat[pix+mor] (4 methods x {args.seeds} seeds), "
+          f"{args.workers} workers\n")
+    print("| executor | wall s | runs/min | speed-up vs inline | scaling efficiency | "
+          "median per-run overhead ms |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        speedup = base / r["wall"] if base else float("nan")
+        eff = speedup / (1 if r["executor"] == "inline" else args.workers)
+        print(f"| {r['executor']} | {r['wall']:.1f} | {60 * r['runs'] / r['wall']:.1f} | {speedup:.2f}x | "
+              f"{eff:.0%} | {r['overhead_ms']:.1f} |")
+    if ray_init is not None:
+        print(f"\nRay: local instance start {ray_init:.1f}s (not in the wall time); "
+              f"empty-task round trip {round_trip:.2f} ms")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
