@@ -1,0 +1,345 @@
+"""Report plots, headless (matplotlib ``Figure`` objects, no pyplot state, Agg when saved).
+
+Each function takes plain pandas/numpy data and returns a ``Figure`` (or ``None`` when there is
+nothing to draw), so the report, notebooks and tests call them the same way:
+
+- :func:`plot_modality_dynamics` — per-modality validation accuracy over epochs, one panel per
+  method (the imbalance dynamics, from ``metrics.csv``);
+- :func:`plot_robustness_curves` — accuracy against attack level per method with ±1 std bands;
+- :func:`plot_shapley_bars` — Shapley contribution of each modality per method;
+- :func:`plot_coefficients` — any ``coeff_*`` / ``weight_*`` / ``ratio_*`` column of ``metrics.csv``
+  over training (OGM-GE's coefficient and ratio, CAL W^m, QMF weights ...);
+- :func:`plot_gap_histograms` — modality-gap histograms with a 2-component Gaussian mixture
+  (the one stored in the run's ``gap*.npz``, else fitted here with scikit-learn).
+
+Colours are the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies);
+past seven series the line style changes too. Accuracies are drawn in percent.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+SERIES = OKABE_ITO[:7]  # black is kept for the fused prediction and mixtures
+LINESTYLES = ["-", "--", "-.", ":"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+COEFF_PREFIXES = ("coeff_", "weight_", "ratio_")
+GAP_KEYS = ("gap", "gaps", "G", "g", "values", "samples")
+
+
+def style(i: int) -> dict:
+    """Colour, line style and marker of the i-th series."""
+    return {"color": SERIES[i % len(SERIES)], "linestyle": LINESTYLES[(i // len(SERIES)) % len(LINESTYLES)],
+            "marker": MARKERS[i % len(MARKERS)]}
+
+
+def _grid(n: int, ncols: int = 3, width: float = 4.3, height: float = 3.2, sharey: bool = True):
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=sharey, squeeze=False)).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, list(axes[:n])
+
+
+def _band(ax, x, mean, std, st: dict, label: str, markers: bool = False) -> None:
+    ax.plot(x, mean, color=st["color"], linestyle=st["linestyle"], marker=st["marker"] if markers else None,
+            markersize=4, linewidth=1.8, label=label)
+    if np.any(np.isfinite(std)):
+        s = np.nan_to_num(std)
+        ax.fill_between(x, mean - s, mean + s, color=st["color"], alpha=0.18, linewidth=0)
+
+
+def _seed_stats(df: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g = df.groupby(x)[y]
+    mean, std = g.mean(), g.std(ddof=1)
+    return mean.index.to_numpy(float), mean.to_numpy(float), std.reindex(mean.index).to_numpy(float)
+
+
+def _legend(fig: Figure, axes, ncol: int | None = None) -> None:
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center",
+                   ncol=ncol or min(len(labels), 6), frameon=False)
+
+
+def _n_seeds(df: pd.DataFrame) -> str:
+    n = df.groupby("method")["seed"].nunique() if "seed" in df.columns and not df.empty else pd.Series(dtype=int)
+    if n.empty:
+        return ""
+    lo, hi = int(n.min()), int(n.max())
+    return f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+
+
+def plot_modality_dynamics(history: pd.DataFrame, title: str) -> Figure | None:
+    """Per method, validation accuracy of each unimodal head and of the fused prediction over epochs.
+
+    ``history``: one row per run × epoch with ``method``, ``seed``, ``epoch``, ``val_acc`` and
+    ``val_acc_<modality>`` columns (``metrics.csv`` rows).
+    """
+    if history is None or history.empty or "epoch" not in history.columns:
+        return None
+    heads = [c for c in history.columns if c.startswith("val_acc_") and not c.startswith("val_acc_masked_")
+             and history[c].notna().any()]
+    if not heads:
+        return None
+    modalities = [c[len("val_acc_"):] for c in heads]
+    methods = list(dict.fromkeys(history["method"]))
+    fig, axes = _grid(len(methods))
+    for ax, method in zip(axes, methods):
+        h = history[history["method"] == method]
+        for i, (col, m) in enumerate(zip(heads, modalities)):
+            if h[col].notna().any():
+                x, mean, std = _seed_stats(h.dropna(subset=[col]), "epoch", col)
+                _band(ax, x + 1, mean * 100, std * 100, style(i), f"head: {m}")
+        if "val_acc" in h.columns and h["val_acc"].notna().any():
+            x, mean, std = _seed_stats(h, "epoch", "val_acc")
+            _band(ax, x + 1, mean * 100, std * 100, {"color": "#000000", "linestyle": "--", "marker": None},
+                  "fused")
+        ax.set_title(method, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in axes[:: min(3, len(axes))]:
+        ax.set_ylabel("validation accuracy (%)")
+    fig.suptitle(f"{title} (mean ± 1 std over {_n_seeds(history)})", fontsize=12)
+    _legend(fig, axes)
+    return fig
+
+
+def plot_coefficients(history: pd.DataFrame, title: str, prefixes: tuple[str, ...] = COEFF_PREFIXES) -> Figure | None:
+    """Each method's logged ``coeff_*`` / ``weight_*`` / ``ratio_*`` columns over epochs, one panel per family."""
+    if history is None or history.empty or "epoch" not in history.columns:
+        return None
+    cols = [c for c in history.columns if c.startswith(prefixes)]
+    panels = []
+    for method in dict.fromkeys(history["method"]):
+        h = history[history["method"] == method]
+        for prefix in prefixes:
+            fam = [c for c in cols if c.startswith(prefix) and h[c].notna().any()]
+            if fam:
+                panels.append((method, prefix, fam, h))
+    if not panels:
+        return None
+    suffixes = list(dict.fromkeys(c.split("_", 1)[1] for _, _, fam, _ in panels for c in fam))
+    fig, axes = _grid(len(panels), sharey=False)
+    for ax, (method, prefix, fam, h) in zip(axes, panels):
+        for col in fam:
+            suffix = col.split("_", 1)[1]
+            x, mean, std = _seed_stats(h.dropna(subset=[col]), "epoch", col)
+            _band(ax, x + 1, mean, std, style(suffixes.index(suffix)), suffix)
+        name = {"coeff_": "coefficient", "weight_": "weight", "ratio_": "ratio"}.get(prefix, prefix.rstrip("_"))
+        ax.set_title(f"{method}: {name}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"{name} (unitless, epoch mean)")
+        ax.grid(alpha=0.3)
+    shown = history[history["method"].isin({p[0] for p in panels})]
+    fig.suptitle(f"{title} (mean ± 1 std over {_n_seeds(shown)})", fontsize=12)
+    _legend(fig, axes)
+    return fig
+
+
+def plot_robustness_curves(curves: pd.DataFrame, title: str) -> Figure | None:
+    """Accuracy against attack level, one panel per attack curve, one line per method.
+
+    ``curves``: one row per run × curve × level with ``method``, ``seed``, ``curve``, ``level`` and
+    ``acc`` (already averaged over attack seeds).
+    """
+    if curves is None or curves.empty:
+        return None
+    names = list(dict.fromkeys(curves["curve"]))
+    methods = sorted(dict.fromkeys(curves["method"]), key=str)
+    fig, axes = _grid(len(names), ncols=2, width=5.2 if len(names) > 1 else 7.0, height=3.6)
+    for ax, name in zip(axes, names):
+        c = curves[curves["curve"] == name]
+        for i, method in enumerate(methods):
+            m = c[c["method"] == method]
+            if m.empty:
+                continue
+            x, mean, std = _seed_stats(m, "level", "acc")
+            _band(ax, x, mean * 100, std * 100, style(i), method, markers=True)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("attack level (attack units)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title} (mean ± 1 std over training seeds)", fontsize=12)
+    _legend(fig, axes, ncol=min(len(methods), 4))
+    return fig
+
+
+def plot_shapley_bars(runs: pd.DataFrame, title: str, prefix: str = "test_shapley_") -> Figure | None:
+    """Grouped bars: each modality's Shapley contribution to test accuracy per method (mean ± std over seeds)."""
+    if runs is None or runs.empty:
+        return None
+    cols = [c for c in runs.columns if c.startswith(prefix) and runs[c].notna().any()]
+    if not cols:
+        return None
+    modalities = [c[len(prefix):] for c in cols]
+    runs = runs[runs[cols].notna().any(axis=1)]
+    g = runs.groupby("method", sort=False)[cols]
+    mean, std = g.mean() * 100, g.std(ddof=1) * 100
+    methods = list(mean.index)
+    fig = Figure(figsize=(max(7.0, 1.3 * len(methods) * max(1, len(cols)) / 2 + 2), 4.2), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(cols)
+    x = np.arange(len(methods))
+    for i, (col, m) in enumerate(zip(cols, modalities)):
+        ax.bar(x + (i - (len(cols) - 1) / 2) * width, mean[col].to_numpy(float), width,
+               yerr=np.nan_to_num(std[col].to_numpy(float)), capsize=3, color=SERIES[i % len(SERIES)],
+               label=m, edgecolor="white")
+    ax.axhline(0, color="#000000", linewidth=0.8)
+    ax.set_xticks(x, methods, rotation=20 if len(methods) > 3 else 0, ha="right" if len(methods) > 3 else "center")
+    ax.set_ylabel("Shapley value (accuracy points, %)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="modality", frameon=False)
+    fig.suptitle(f"{title} (mean ± 1 std over seeds)", fontsize=12)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Modality gap
+# ---------------------------------------------------------------------------------------
+
+
+def fit_gmm(samples: np.ndarray, components: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """A 1-D Gaussian mixture (scikit-learn): ``weights``, ``means``, ``stds``."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(samples, dtype=float).reshape(-1, 1)
+    gm = GaussianMixture(components, random_state=seed).fit(x)
+    return {"weights": gm.weights_.ravel(), "means": gm.means_.ravel(), "stds": np.sqrt(gm.covariances_.ravel())}
+
+
+def _last(a: np.ndarray, dims: int = 1) -> np.ndarray:
+    """The last epoch of a per-epoch array (leading axis) when it has more than ``dims`` axes."""
+    a = np.asarray(a, dtype=float)
+    return a[-1] if a.ndim > dims else a
+
+
+GMM_NAMES = {"weights": ("weights", "weight", "pi"), "means": ("means", "mean", "mu"),
+             "stds": ("stds", "std", "sigma"), "variances": ("variances", "variance", "var", "covariances", "covariance")}
+
+
+def gap_from_arrays(data: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str]:
+    """(per-sample gap, axis label) from arrays saved by a run.
+
+    - ``true_class_prob`` ``[epochs, N, M]`` or ``[N, M]`` (the trainer's ``gap.npz``): the last epoch,
+      ``G = p(y|m_1) − p(y|m_2)`` for the first two modalities (names from ``modalities``);
+    - else an array named ``gap``/``gaps``/``G``/``values``/``samples`` (2-D: one row per epoch, last used).
+    """
+    if "true_class_prob" in data:
+        p = _last(data["true_class_prob"], dims=2)
+        if p.ndim == 2 and p.shape[1] >= 2:
+            names = [str(m) for m in data.get("modalities", [])] or ["m1", "m2"]
+            names = names if len(names) >= 2 else ["m1", "m2"]
+            return p[:, 0] - p[:, 1], f"modality gap G = p(y|{names[0]}) − p(y|{names[1]})"
+    key = next((k for k in GAP_KEYS if k in data), None)
+    if key is None:
+        return None, ""
+    return _last(data[key]).ravel(), "modality gap G"
+
+
+def gmm_from_arrays(data: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """A stored mixture: ``weights``, ``means`` and ``stds`` or ``variances`` (optionally ``gmm_``-prefixed;
+    per-epoch rows: the last)."""
+    def first(kind):
+        for name in GMM_NAMES[kind]:
+            for key in (name, f"gmm_{name}"):
+                if key in data:
+                    return _last(data[key]).ravel()
+        return None
+
+    w, mu, sd = first("weights"), first("means"), first("stds")
+    if sd is None:
+        var = first("variances")
+        sd = np.sqrt(var) if var is not None else None
+    if w is None or mu is None or sd is None or not (len(w) == len(mu) == len(sd)):
+        return None
+    return {"weights": w, "means": mu, "stds": sd}
+
+
+def load_gap_file(path: str | Path, extra: str | Path | None = None
+                  ) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, str]:
+    """(samples, mixture or None, axis label) from a run's ``gap*.npz`` (and a mixture stored in ``extra``,
+    e.g. the method's ``artifacts.npz``); ``(None, None, "")`` when it holds no gap."""
+    data: dict[str, np.ndarray] = {}
+    for f in (extra, path):
+        if f is None or not Path(f).exists():
+            continue
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                data.update({k: z[k] for k in z.files})
+        except (OSError, ValueError):
+            continue
+    samples, label = gap_from_arrays(data)
+    if samples is None:
+        return None, None, ""
+    samples = samples[np.isfinite(samples)]
+    return samples, gmm_from_arrays(data), label
+
+
+def _normal_pdf(x: np.ndarray, mu: float, sd: float) -> np.ndarray:
+    return np.exp(-0.5 * ((x - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+
+
+def plot_gap_histograms(gaps: list[tuple], title: str, xlabel: str = "modality gap G") -> Figure | None:
+    """One panel per ``(label, samples, mixture[, axis label])``: density histogram, the mixture's
+    components and their sum. A missing mixture is fitted here (2 components)."""
+    gaps = [(g[0], np.asarray(g[1], dtype=float), g[2], g[3] if len(g) > 3 and g[3] else xlabel)
+            for g in gaps if g[1] is not None and len(g[1]) > 1]
+    if not gaps:
+        return None
+    fig, axes = _grid(len(gaps), ncols=2, width=5.0, height=3.4, sharey=False)
+    for ax, (label, samples, gmm, xlab) in zip(axes, gaps):
+        gmm = gmm or fit_gmm(samples)
+        ax.hist(samples, bins=min(60, max(10, len(samples) // 20)), density=True, color="#56B4E9", alpha=0.55,
+                edgecolor="white", label="samples")
+        lo, hi = np.min(samples), np.max(samples)
+        pad = 0.1 * (hi - lo or 1.0)
+        x = np.linspace(lo - pad, hi + pad, 400)
+        total = np.zeros_like(x)
+        for k, (w, mu, sd) in enumerate(zip(gmm["weights"], gmm["means"], gmm["stds"])):
+            sd = max(float(sd), 1e-6)
+            y = float(w) * _normal_pdf(x, float(mu), sd)
+            total += y
+            ax.plot(x, y, linestyle="--", color=[OKABE_ITO[3], OKABE_ITO[0], OKABE_ITO[2]][k % 3], linewidth=1.6,
+                    label=f"component {k + 1}: π={float(w):.2f}, μ={float(mu):.2f}, σ={sd:.2f}")
+        ax.plot(x, total, color="#000000", linewidth=1.8, label="mixture")
+        ax.set_title(f"{label} (n={len(samples)})", fontsize=10)
+        ax.set_xlabel(xlab)
+        ax.set_ylabel("density")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """PNG bytes; the bounding box grows to hold a long title or legend instead of cutting it."""
+    title = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""
+    width_chars = int(fig.get_figwidth() * 9)  # about 9 characters of a 12 pt title per inch
+    if title and len(title) > width_chars:
+        fig.suptitle(textwrap.fill(title, width_chars), fontsize=12)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white", bbox_inches="tight", pad_inches=0.15)
+    return buf.getvalue()
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "plot"
