@@ -86,6 +86,7 @@ def train(
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
     force: Annotated[bool, typer.Option(help="Train again even if the run is complete.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue a partial run from its last epoch checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train with a method; pick the checkpoint on val; evaluate on test; write a run folder."""
@@ -100,7 +101,7 @@ def train(
         cfg = resolve(recipe, flags, set_)
         label = f"{cfg.data.dataset} {cfg.method.name} seed {cfg.seed}"
         with training_progress(label, enabled=not quiet and sys.stderr.isatty()) as progress:
-            folder, trained = train_run(cfg, force=force, progress=progress)
+            folder, trained = train_run(cfg, force=force, progress=progress, resume=resume)
         _report_run(folder, trained)
 
 
@@ -116,10 +117,19 @@ def _report_run(folder, trained: bool) -> None:
 def attack(
     runs: Annotated[list[str] | None, typer.Argument(help="Run ids or run folders.")] = None,
     noise: Annotated[str, typer.Option(help="Comma-separated attacks (no default: name it), e.g. gaussian.")] = "",
-    levels: Annotated[str, typer.Option(help="Comma-separated levels.")] = "0,0.5,1,2",
-    modalities: Annotated[str | None, typer.Option(help="Modalities to corrupt together (default: all).")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="A published protocol NAME[@VERSION][:VARIANT] (qmf, qmf_rgbd, multibench; mmbench list protocols) "
+             "or a protocol YAML file, instead of --noise.")] = None,
+    levels: Annotated[str | None, typer.Option(
+        help="Comma-separated levels (default: 0,0.5,1,2, or the protocol's).")] = None,
+    modalities: Annotated[str | None, typer.Option(help="Modalities to corrupt (default: all; with --protocol: "
+                                                        "restricts it).")] = None,
     attack_seeds: Annotated[int, typer.Option(help="Number of attack seeds (0..N-1).")] = 1,
-    fraction: Annotated[float, typer.Option(help="Share of test samples corrupted.")] = 1.0,
+    fraction: Annotated[float | None, typer.Option(help="Share of test samples corrupted (default 1).")] = None,
+    independent: Annotated[bool | None, typer.Option(
+        "--independent/--same-samples",
+        help="Corrupt each modality on its own random samples, or all on the same samples "
+             "(default: same samples; a protocol's own choice).")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Attack every complete run in --results-dir.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
     data_dir: DataDir = None,
@@ -129,18 +139,26 @@ def attack(
     from mmbench.attacks.runner import attack_run
     from mmbench.results import resolve_run, run_folders
 
-    if not noise:
-        raise MMBenchError("name the noise to apply: --noise gaussian (see mmbench list attacks)")
+    if not noise and not protocol:
+        raise MMBenchError("name the noise to apply: --noise gaussian (see mmbench list attacks), "
+                           "or a protocol: --protocol qmf (see mmbench list protocols)")
+    if noise and protocol:
+        raise MMBenchError("give --noise or --protocol, not both")
     if not runs and not all_runs:
         raise MMBenchError("give run ids or folders, or --all to attack every run in --results-dir")
+    if protocol:
+        from mmbench.attacks.protocols import resolve_protocol
+
+        protocol = resolve_protocol(protocol)  # validated once, before any run is loaded
     folders = run_folders(results_dir) if all_runs else [resolve_run(r, results_dir) for r in runs]
-    levels_f, attacks = _floats(levels, "--levels"), _split(noise)
+    levels_f, attacks = (_floats(levels, "--levels") if levels else None), _split(noise)
     for folder in folders:
         rows = attack_run(folder, attacks, levels_f, list(range(attack_seeds)), _split(modalities), fraction,
-                          device=device, data_dir=data_dir)
+                          protocol=protocol, device=device, data_dir=data_dir, independent=independent)
         by_level = {}
         for r in rows:
-            by_level.setdefault((r["attack"], r["level"]), []).append(r["acc"])
+            name = r["attack"] if r["modalities"] == "all" else f"{r['attack']}:{r['modalities']}"
+            by_level.setdefault((name, r["level"]), []).append(r["acc"])
         cells = "  ".join(f"{a}@{lv:g} {sum(v) / len(v):.3f}" for (a, lv), v in by_level.items())
         _out(f"attacked [bold]{folder.run_id}[/]: {escape(cells)}")
 
@@ -148,23 +166,40 @@ def attack(
 @app.command()
 def report(
     results_dir: Annotated[str, typer.Argument(help="Results folder with runs/.")] = "results",
-    out: Annotated[str | None, typer.Option(help="Where to write leaderboard.csv/.md (default: RESULTS_DIR).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Only datasets starting with this.")] = None,
-    method: Annotated[str | None, typer.Option(help="Only methods starting with this.")] = None,
+    out: Annotated[str | None, typer.Option(help="Where to write the files (default: RESULTS_DIR).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only these datasets: comma-separated prefixes or wildcards.")] = None,
+    method: Annotated[str | None, typer.Option(help="Only these methods: comma-separated prefixes or wildcards.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metrics to show, comma-separated names or wildcards "
+                                                    "(acc, f1, 'probe_*', 'gaussian@*'); the first ranks the rows.")] = None,
+    group_by: Annotated[str | None, typer.Option("--group-by", help="Row keys, default dataset,method; any config "
+                                                 "key too, e.g. dataset,method,model.fusion.")] = None,
+    format_: Annotated[list[str] | None, typer.Option("--format", help="csv, md, html, latex, json; repeat or "
+                                                      "comma-separate (default csv,md,html).")] = None,
+    reference: Annotated[str, typer.Option(help="Method the others are compared with, paired by seed.")] = "joint",
+    ci: Annotated[str, typer.Option(help="95% interval of the mean over seeds: t or bootstrap.")] = "t",
+    alpha: Annotated[float, typer.Option(help="Significance level of the † marker (Holm-corrected paired t-test).")] = 0.05,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots (plots/*.png, embedded in the HTML).")] = True,
 ) -> None:
-    """Leaderboards (CSV, Markdown) with mean ± std over seeds, and a table in the terminal."""
-    from mmbench.report import formatted, write_leaderboard
+    """Leaderboards with mean ± std, 95% intervals and paired tests over seeds; plots; CSV, Markdown, HTML, LaTeX, JSON."""
+    from mmbench.report import ReportOptions, build_report, parse_formats, terminal_tables, write_report
     from mmbench.ui import console, rich_table
 
     if not Path(results_dir).exists():
         raise MMBenchError(f"results folder {results_dir!r} does not exist; train some runs first")
-    table, paths = write_leaderboard(results_dir, out, dataset, method)
-    if table.empty:
-        raise MMBenchError(f"no complete runs in {results_dir}/runs; train some runs first")
-    for name, group in formatted(table, sep="±").groupby("dataset", sort=False):
-        group = group.loc[:, (group != "–").any()]  # drop columns with no value for this dataset
-        console.print(rich_table(group.drop(columns="dataset"), f"{name} (test %, mean ± std)"))
-    _out("wrote " + ", ".join(str(p) for p in paths))
+    formats = parse_formats(format_)
+    options = ReportOptions(dataset=dataset, method=method, metrics=_split(metric), group_by=_split(group_by),
+                            reference=reference, ci=ci, alpha=alpha)
+    result = build_report(results_dir, options)
+    if result.empty:
+        raise MMBenchError(f"no complete runs in {results_dir}/runs" + (" match the filters" if dataset or method else "")
+                           + "; train some runs first")
+    paths = write_report(result, out or results_dir, formats, plots=plots)
+    for title, table in terminal_tables(result):
+        console.print(rich_table(table, title))
+    for warning in result.warnings:
+        _out(f"[yellow]warning:[/] {escape(warning)}")
+    _out("wrote " + ", ".join(str(p) for p in paths if p.parent.name != "plots")
+         + (f" and {sum(p.parent.name == 'plots' for p in paths)} plots" if any(p.parent.name == "plots" for p in paths) else ""))
 
 
 @app.command()
@@ -183,6 +218,33 @@ def probe(
         probes = probe_run(folder, device, data_dir)
         cells = "  ".join(f"{m} {p['test']:.3f} (C={p['C']:g})" for m, p in probes.items())
         _out(f"probed [bold]{folder.run_id}[/]: {escape(cells)}")
+
+
+@app.command()
+def sweep(
+    grid: Annotated[str, typer.Argument(help="Grid YAML: datasets, methods (parameter lists), seeds, set, grid, attack.")],
+    executor: Annotated[str, typer.Option(help="inline, process or ray (mmbench list executors).")] = "inline",
+    max_parallel: Annotated[int | None, typer.Option(help="Runs at once (process: workers; ray: tasks in flight).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster: auto or ray://HOST:PORT (default: a local instance).")] = None,
+    shared_fs: Annotated[bool, typer.Option("--shared-fs/--no-shared-fs", help="Ray workers write the results directory "
+                                            "(shared filesystem), or return the files for the driver to write.")] = True,
+    retries: Annotated[int, typer.Option(help="Try a failed run again up to N times (diverged runs are not retried).")] = 0,
+    resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue partial runs from their last epoch, or "
+                                         "train them from the start.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and how many are done; run nothing.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key in every run: key=value.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda for every run.")] = None,
+    data_dir: DataDir = None,
+    results_dir: ResultsDir = "results",
+    quiet: Annotated[bool, typer.Option(help="No live progress bar (one line per finished run).")] = False,
+) -> None:
+    """Run a grid of datasets x methods x seeds; complete runs are skipped, partial ones resumed."""
+    from mmbench.sweep import main as run_grid
+
+    report = run_grid(grid, executor, max_parallel, address, shared_fs, retries, resume, dry_run, set_, data_dir,
+                      results_dir, device, live=False if quiet else None)
+    if report is not None and report.failed:
+        raise typer.Exit(1)
 
 
 @app.command("list")
