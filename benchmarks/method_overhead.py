@@ -25,7 +25,8 @@ def one(method: str, dataset: str, epochs: int, data_dir: str, modalities: str |
     from mmbench.training import Trainer, complete_config, load_run_data, model_spec, seed_everything
 
     torch.set_num_threads(2)
-    sets = [f"method.modality={next(iter(load_meta(dataset, data_dir).modalities))}"] if method == "unimodal" else []
+    first = modalities.split(",")[0] if modalities else next(iter(load_meta(dataset, data_dir).modalities))
+    sets = [f"method.modality={first}"] if method == "unimodal" else []
     flags = {"data.dataset": dataset, "method.name": method, "optim.epochs": epochs, "output.data_dir": data_dir,
              "data.modalities": modalities.split(",") if modalities else None}
     cfg, m = complete_config(resolve(flags=flags, sets=sets))
