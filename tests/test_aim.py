@@ -12,16 +12,17 @@ from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
 from mmbench.methods.aim import depth_blocks
 from mmbench.methods.base import TrainState, build_method
-from mmbench.models.encoders import CNNEncoder, MLPEncoder
+from mmbench.models.encoders import CNNEncoder, MLPEncoder, ResNet18Encoder
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import train_run
 
 
-@pytest.mark.parametrize("encoder, shape", [(MLPEncoder, (12,)), (CNNEncoder, (1, 8, 8))])
-def test_depth_blocks_compose_to_the_encoder(encoder, shape):
+@pytest.mark.parametrize("encoder, shape, depth", [(MLPEncoder, (12,), 3), (CNNEncoder, (1, 8, 8), 3),
+                                                   (ResNet18Encoder, (3, 16, 16), 5)])
+def test_depth_blocks_compose_to_the_encoder(encoder, shape, depth):
     enc = encoder(shape, 8, 16, 2, 0.0).eval()
     blocks = depth_blocks(enc)
-    assert len(blocks) == 3  # two hidden stages plus the projection
+    assert len(blocks) == depth  # mlp/cnn: two hidden stages plus the projection; resnet18: stem and 4 stages
     x = torch.randn(5, *shape)
     y = x
     for b in blocks:
