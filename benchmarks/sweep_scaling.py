@@ -1,15 +1,21 @@
 """Sweep throughput: the same 24-run grid on ``mfeat`` (pix+mor) with each executor.
 
 Runs the grid (joint, joint_uni, ogm_ge, unimodal(pix) x 6 seeds, the dataset's default
-recipe) three times into fresh results folders: ``inline`` (this process, torch's default
-threads), ``process`` (2 workers, 1 thread each) and ``ray`` (a local instance with 2 CPUs,
-``num_cpus=1`` per run). Prints runs/minute, the speed-up over ``inline`` and the scaling
-efficiency (speed-up / 2), and Ray's per-task overhead: the round trip of an empty task, and per
-run the driver-observed time minus the time spent inside the task. Wall times include starting
-the process pool's workers; Ray's cluster start is shown separately. Target on 2 cores:
-``process`` and ``ray`` >= 1.7x ``inline``. Usage:
+recipe: 30 epochs) into fresh results folders with ``inline`` (this process, torch's default
+threads), ``process`` (2 workers, every thread pool of a worker at 1 thread) and ``ray`` (a local
+instance with 2 CPUs, ``num_cpus=1`` per run). ``inline:1`` is a diagnostic row: inline with torch
+and BLAS at 1 thread. ``--repeat N`` runs the executors in rounds (inline, process, ray, inline,
+...) and reports the median wall time of each.
 
-    python benchmarks/sweep_scaling.py [--epochs N] [--seeds 6] [--executors inline,process,ray]
+Prints runs/minute, the speed-up over ``inline`` and the scaling efficiency (speed-up / workers),
+the mean time of a run inside its task, the seconds of the wall time not spent inside tasks
+(``wall - task seconds / workers``: worker start-up and imports, idle tail), and Ray's per-task
+overhead: the round trip of an empty task, and per run the driver-observed time minus the time
+spent inside the task. Wall times include starting the process pool's workers and the first
+import of torch, mmbench and torch._dynamo in each worker; Ray's cluster start is shown
+separately. Target on 2 cores: ``process`` and ``ray`` >= 1.7x ``inline``. Usage:
+
+    python benchmarks/sweep_scaling.py [--epochs N] [--seeds 6] [--repeat 3] [--executors inline,process,ray]
 """
 
 from __future__ import annotations
@@ -35,11 +41,17 @@ seeds: {seeds}
 
 
 def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers: int) -> dict:
-    from mmbench.sweep import expand, make_executor, run_sweep
+    from mmbench.sweep import _set_threads, expand, make_executor, run_sweep
 
     grid = expand(grid_path, results, data_dir)
+    executor_name, _, threads = name.partition(":")
+    if threads:  # inline:1
+        import torch
+
+        previous = torch.get_num_threads()
+        _set_threads(int(threads))
     start = time.perf_counter()
-    executor = make_executor(name, None if name == "inline" else workers)
+    executor = make_executor(executor_name, None if executor_name == "inline" else workers)
     setup = time.perf_counter() - start
     submitted: dict[str, float] = {}
     overheads: list[float] = []
@@ -53,9 +65,14 @@ def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers:
 
     report = run_sweep(grid, executor, on_event=on_event)
     wall = time.perf_counter() - start
+    if threads:
+        _set_threads(previous)
     assert report.complete == len(grid.runs) and not report.failed, report
-    return {"executor": name, "runs": len(grid.runs), "wall": wall, "setup": setup,
-            "task_seconds": sum(r.seconds for r in report.results),
+    task_seconds = sum(r.seconds for r in report.results)
+    capacity = 1 if executor_name == "inline" else workers
+    return {"executor": name, "runs": len(grid.runs), "wall": wall, "setup": setup, "task_seconds": task_seconds,
+            "capacity": capacity, "per_run": task_seconds / len(grid.runs),
+            "outside": wall - task_seconds / capacity, "workers": len({r.worker for r in report.results}),
             "overhead_ms": 1000 * statistics.median(overheads)}
 
 
@@ -78,7 +95,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the dataset's default epochs (30)")
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--executors", default="inline,process,ray")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over the executors; the median is reported")
+    parser.add_argument("--executors", default="inline,process,ray", help="inline, inline:1, process, ray")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
 
@@ -93,34 +111,45 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     print(f"{cores} cores; load average before: {os.getloadavg()[0]:.2f}")
 
-    rows, ray_init, round_trip = [], None, None
-    for name in args.executors.split(","):
-        if name == "ray":
-            import ray
+    names = args.executors.split(",")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    ray_init, round_trip = [], []
+    for round_ in range(args.repeat):
+        for name in names:
+            if name == "ray":
+                import ray
 
-            start = time.perf_counter()
-            ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
-            ray_init = time.perf_counter() - start
-        rows.append(timed_sweep(name, str(grid_path), str(tmp / f"results-{name}"), data_dir, args.workers))
-        if name == "ray":
-            round_trip = ray_round_trip_ms()
-            ray.shutdown()
-        print(f"  {name}: {rows[-1]['wall']:.1f}s", flush=True)
+                start = time.perf_counter()
+                ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+                ray_init.append(time.perf_counter() - start)
+            results = tmp / f"results-{name.replace(':', '-')}-{round_}"
+            runs[name].append(timed_sweep(name, str(grid_path), str(results), data_dir, args.workers))
+            if name == "ray":
+                round_trip.append(ray_round_trip_ms())
+                ray.shutdown()
+            print(f"  round {round_ + 1} {name}: {runs[name][-1]['wall']:.1f}s", flush=True)
 
+    def median_row(rows: list[dict]) -> dict:
+        return sorted(rows, key=lambda r: r["wall"])[len(rows) // 2]
+
+    rows = [median_row(runs[n]) for n in names]
     base = next((r["wall"] for r in rows if r["executor"] == "inline"), None)
+    repeat = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
     print(f"\n{rows[0]['runs']}-run grid on mfeat[pix+mor] (4 methods x {args.seeds} seeds), "
-          f"{args.workers} workers\n")
-    print("| executor | wall s | runs/min | speed-up vs inline | scaling efficiency | "
-          "median per-run overhead ms |")
-    print("|---|---|---|---|---|---|")
+          f"{args.workers} workers{repeat}\n")
+    print("| executor | wall s | runs/min | speed-up vs inline | scaling efficiency | s/run in task | "
+          "wall outside tasks s | worker processes | median per-run overhead ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         speedup = base / r["wall"] if base else float("nan")
-        eff = speedup / (1 if r["executor"] == "inline" else args.workers)
-        print(f"| {r['executor']} | {r['wall']:.1f} | {60 * r['runs'] / r['wall']:.1f} | {speedup:.2f}x | "
-              f"{eff:.0%} | {r['overhead_ms']:.1f} |")
-    if ray_init is not None:
-        print(f"\nRay: local instance start {ray_init:.1f}s (not in the wall time); "
-              f"empty-task round trip {round_trip:.2f} ms")
+        eff = speedup / r["capacity"]
+        each = ", ".join(f"{x['wall']:.1f}" for x in runs[r["executor"]])
+        walls = f" ({each})" if args.repeat > 1 else ""
+        print(f"| {r['executor']} | {r['wall']:.1f}{walls} | {60 * r['runs'] / r['wall']:.1f} | {speedup:.2f}x | "
+              f"{eff:.0%} | {r['per_run']:.2f} | {r['outside']:.1f} | {r['workers']} | {r['overhead_ms']:.1f} |")
+    if ray_init:
+        print(f"\nRay: local instance start {statistics.median(ray_init):.1f}s (not in the wall time); "
+              f"empty-task round trip {statistics.median(round_trip):.2f} ms")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -191,8 +191,9 @@ def report(
                             reference=reference, ci=ci, alpha=alpha)
     result = build_report(results_dir, options)
     if result.empty:
+        left = ", ".join(f"{n} {s}" for s, n in result.statuses.items())
         raise MMBenchError(f"no complete runs in {results_dir}/runs" + (" match the filters" if dataset or method else "")
-                           + "; train some runs first")
+                           + (f" ({left}; see each run's status.json)" if left else "") + "; train some runs first")
     paths = write_report(result, out or results_dir, formats, plots=plots)
     for title, table in terminal_tables(result):
         console.print(rich_table(table, title))

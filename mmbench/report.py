@@ -22,9 +22,15 @@ over attack seeds, f_0 the clean accuracy; the test accuracy when the sweep has 
 - ``relative`` = trapezoid area under f over the levels divided by the level range: the mean
   accuracy along the curve. MultiBench's relative robustness (Δx = 0.1 over 0 … 0.9) equals
   this times the range; mmbench does not min-max normalise against MultiBench's 18 reference models;
-- ``effective`` = mean_i [(f_i − f_0) − (R_i − R_0)], R the reference method's mean curve on the
-  same block and attack: MultiBench's effective robustness (with the reference method in place
-  of late fusion) divided by the number of levels. Positive: the method degrades more slowly.
+- ``effective`` = mean_i [(f_i − f_0) − (R_i − R_0)], R the late-fusion mean curve on the same
+  block and attack: MultiBench's effective robustness divided by the number of levels. Late
+  fusion is the block's ``joint`` runs with ``model.fusion=late`` (:func:`late_fusion_entry`);
+  a block without them falls back to the ``--reference`` method, with a warning. Positive: the
+  method degrades more slowly than late fusion.
+
+Row labels: a method that uses the configured fusion (no architecture of its own) and was trained
+with a fusion other than its dataset's default is labelled with it, e.g. ``joint(fusion=late)``,
+unless ``model.fusion`` is one of the ``--group-by`` keys.
 
 Writers: :func:`write_report` (CSV, Markdown, HTML, LaTeX, JSON, PNG plots) and
 :func:`write_leaderboard` (CSV and Markdown, the quick path the demo uses).
@@ -47,7 +53,7 @@ import pandas as pd
 
 from mmbench.errors import MMBenchError
 from mmbench.registry import METHODS, unknown_name_message
-from mmbench.results import run_folders
+from mmbench.results import incomplete_note, run_folders
 from mmbench.stats import CONFIDENCE, holm, interval, paired_tests
 
 FORMATS = ("csv", "md", "html", "latex", "json")
@@ -62,6 +68,7 @@ SECTION_TITLES = {"leaderboard": "Leaderboard", "modalities": "Per modality", "r
                   "cost": "Cost", "published": "Published vs reproduced"}
 MARK = "†"  # significant difference from the reference
 WARN = "⚠"  # fewer than 3 seeds
+RECONSTRUCTED = "‡"  # the method has parts mmbench reconstructed
 
 
 # ---------------------------------------------------------------------------------------
@@ -70,13 +77,15 @@ WARN = "⚠"  # fewer than 3 seeds
 
 
 def method_label(name: str, params: dict) -> str:
-    """``name``, plus the parameters that differ from the method's defaults: ``unimodal(modality=image)``."""
+    """``name``, plus the parameters that differ from the method's defaults: ``unimodal(modality=image)``;
+    a method whose ``reconstructed`` parameter lists parts mmbench had to reconstruct gets the mark ``‡``."""
     try:
-        defaults = asdict(METHODS.get(name).Params())
+        defaults = json.loads(json.dumps(asdict(METHODS.get(name).Params())))  # tuples compare as saved: lists
     except Exception:  # noqa: BLE001 - a plugin that is gone: show every parameter
         defaults = {}
-    changed = {k: v for k, v in params.items() if k not in defaults or defaults[k] != v}
-    return f"{name}({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else name
+    changed = {k: v for k, v in params.items() if k != "reconstructed" and (k not in defaults or defaults[k] != v)}
+    base = name + (RECONSTRUCTED if params.get("reconstructed") else "")
+    return f"{base}({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else base
 
 
 def dataset_label(dataset: str, modalities: list[str] | None) -> str:
@@ -383,10 +392,10 @@ def robustness_rows(runs: pd.DataFrame, curves: pd.DataFrame, reference: str | N
         order = np.argsort(levels)
         full[run_id, curve] = (levels[order], accs[order], g["block"].iloc[0], g["entry"].iloc[0],
                                g.iloc[0][["protocol", "attack", "modalities"]].to_dict())
-    # the reference's mean curve per block and attack curve
+    # the reference's mean curve per block and attack curve: late fusion, else the --reference
     ref_curves: dict[tuple[str, str], pd.Series] = {}
-    if reference is not None:
-        refs = {b: reference_for(g["entry"], reference) for b, g in runs.groupby("block", sort=False)}
+    refs = {b: effective_reference(g, reference)[0] for b, g in runs.groupby("block", sort=False)}
+    if any(r is not None for r in refs.values()):
         by_key: dict[tuple[str, str], list[pd.Series]] = {}
         for (_run, curve), (levels, accs, block, entry, _) in full.items():
             if entry == refs.get(block):
@@ -415,6 +424,24 @@ def robustness_rows(runs: pd.DataFrame, curves: pd.DataFrame, reference: str | N
 # ---------------------------------------------------------------------------------------
 
 
+def late_fusion_entry(runs: pd.DataFrame) -> str | None:
+    """The entry of one block's runs that is late fusion: ``joint`` runs with ``model.fusion=late``
+    (MultiBench's reference for effective robustness); ``None`` when there is none or more than one."""
+    if not {"config.method.name", "config.model.fusion", "entry"} <= set(runs.columns):
+        return None
+    late = runs[(runs["config.method.name"] == "joint") & (runs["config.model.fusion"] == "late")]
+    entries = list(dict.fromkeys(late["entry"]))
+    return entries[0] if len(entries) == 1 else None
+
+
+def effective_reference(runs: pd.DataFrame, reference: str | None) -> tuple[str | None, bool]:
+    """(entry, is late fusion): the reference of effective robustness in one block's runs."""
+    late = late_fusion_entry(runs)
+    if late is not None:
+        return late, True
+    return reference_for(runs["entry"], reference), False
+
+
 def reference_for(entries, reference: str | None) -> str | None:
     """The entry of a block that is the reference: the exact label, else the one label of that method."""
     entries = list(dict.fromkeys(entries))
@@ -422,7 +449,7 @@ def reference_for(entries, reference: str | None) -> str | None:
         return None
     if reference in entries:
         return reference
-    same_base = [e for e in entries if str(e).split("(")[0] == reference]
+    same_base = [e for e in entries if str(e).split("(")[0].rstrip(RECONSTRUCTED) == reference]
     return same_base[0] if len(same_base) == 1 else None
 
 
@@ -563,7 +590,43 @@ def leaderboard(runs: pd.DataFrame, attacks: pd.DataFrame | None = None, group_b
 
 
 def _with_blocks(runs: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
-    return runs.assign(block=_block_labels(runs, grouping), entry=runs[grouping.entry].astype(str))
+    entry = runs[grouping.entry].astype(str)
+    if grouping.entry == "method" and "config.model.fusion" not in grouping.columns:
+        entry = _with_fusion(runs, entry)
+    return runs.assign(block=_block_labels(runs, grouping), entry=entry)
+
+
+def _with_fusion(runs: pd.DataFrame, labels: pd.Series) -> pd.Series:
+    """Method labels plus ``fusion=F`` for runs of a method that uses the configured fusion, trained
+    with a fusion other than its dataset's default: ``joint(fusion=late)``, ``ogm_ge(alpha=0.1, fusion=gated)``.
+    Methods with an architecture of their own (``build_model``) keep their label."""
+    if not {"config.method.name", "config.model.fusion", "config.data.dataset"} <= set(runs.columns):
+        return labels
+    from mmbench.config import ModelConfig, load_catalog
+    from mmbench.methods.base import Method
+
+    try:
+        catalog = load_catalog()
+    except (OSError, ValueError):
+        catalog = {}
+
+    def default_fusion(dataset: str) -> str:
+        entry = catalog.get(dataset) or {}
+        return str(((entry.get("defaults") or {}).get("model") or {}).get("fusion", ModelConfig.fusion))
+
+    def generic(name: str) -> bool:
+        try:
+            return getattr(METHODS.get(name), "build_model", None) is Method.build_model
+        except Exception:  # noqa: BLE001 - a plugin that is gone
+            return False
+
+    out = []
+    for label, name, fusion, dataset in zip(labels, runs["config.method.name"], runs["config.model.fusion"],
+                                            runs["config.data.dataset"]):
+        if isinstance(fusion, str) and fusion != default_fusion(str(dataset)) and generic(str(name)):
+            label = f"{label[:-1]}, fusion={fusion})" if label.endswith(")") else f"{label}(fusion={fusion})"
+        out.append(label)
+    return pd.Series(out, index=labels.index)
 
 
 # ---------------------------------------------------------------------------------------
@@ -667,6 +730,7 @@ class Report:
     primary: str
     warnings: list[str] = field(default_factory=list)
     generated: str = ""
+    statuses: dict[str, int] = field(default_factory=dict)  # runs left out: failed, diverged, running, interrupted
 
     @property
     def blocks(self) -> list[str]:
@@ -699,12 +763,15 @@ def build_report(results_dir: str | os.PathLike, options: ReportOptions | None =
     options = options or ReportOptions()
     runs, attacks, warnings = _collect(results_dir)
     runs, attacks = filter_runs(runs, attacks, options.dataset, options.method)
+    statuses = incomplete_statuses(results_dir, options)
+    note = incomplete_note(statuses)
+    warnings += [note] if note else []
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if runs.empty:
         grouping = Grouping(list(DEFAULT_GROUP_BY), list(DEFAULT_GROUP_BY), "method", ["dataset"])
         empty = pd.DataFrame()
         return Report(str(results_dir), options, grouping, runs, attacks, empty, empty, empty, empty, empty,
-                      "test_acc", warnings, generated)
+                      "test_acc", warnings, generated, statuses)
     grouping = resolve_grouping(runs, options.group_by)
     runs = _with_blocks(runs, grouping)
     warnings += _mixing_warnings(runs, grouping)
@@ -718,8 +785,23 @@ def build_report(results_dir: str | os.PathLike, options: ReportOptions | None =
     wide = widen(stats, grouping, primary)
     published = published_table(runs, stats)
     warnings += _stat_warnings(stats, primary, options.reference, options.ci)
+    warnings += _robust_reference_warnings(runs, curves, options.reference)
     return Report(str(results_dir), options, grouping, runs, attacks, curves, long, stats, wide, published, primary,
-                  warnings, generated)
+                  warnings, generated, statuses)
+
+
+def incomplete_statuses(results_dir: str | os.PathLike, options: ReportOptions) -> dict[str, int]:
+    """How many runs that pass the filters are not complete, by status (failed, diverged, running,
+    interrupted): the tables read complete runs only, these are counted so nothing goes missing unseen."""
+    from mmbench.results import run_statuses
+
+    table = run_statuses(results_dir)
+    if table.empty:
+        return {}
+    labels = pd.Series([dataset_label(d, m) if isinstance(d, str) else "" for d, m in
+                        zip(table["dataset"], table["modalities"])], index=table.index, dtype=object)
+    keep = _matches(labels, options.dataset) & _matches(table["method"].fillna("").astype(str), options.method)
+    return {str(k): int(v) for k, v in table[keep]["status"].value_counts().items()}
 
 
 def _metric_sort_key(metric: str) -> tuple:
@@ -730,6 +812,23 @@ def _metric_sort_key(metric: str) -> tuple:
         curve, _, level = metric.rpartition("@")
         return (2, curve, float(level))
     return (kind, 0, metric)
+
+
+def _robust_reference_warnings(runs: pd.DataFrame, curves: pd.DataFrame, reference: str | None) -> list[str]:
+    """Blocks under attack whose effective robustness is not relative to late fusion."""
+    if curves.empty:
+        return []
+    attacked = set(curves["run_id"])
+    out = []
+    for block, g in runs.groupby("block", sort=False):
+        if not attacked & set(g["run_id"]):
+            continue
+        entry, late = effective_reference(g, reference)
+        if not late:
+            instead = f"relative to {entry!r}" if entry is not None else "not computed"
+            out.append(f"{block}: no late-fusion runs, so effective robustness is {instead}; train the reference "
+                       "with mmbench train --method joint --set model.fusion=late")
+    return out
 
 
 def _stat_warnings(stats: pd.DataFrame, primary: str, reference: str | None, ci: str) -> list[str]:
@@ -953,13 +1052,16 @@ def legend(report: Report) -> list[str]:
         "Bold: best mean in the column for its table (lower is better for cost); rank is by the "
         f"first metric ({pretty_header(report.primary)}); ties share a rank.",
         f"{WARN}: fewer than 3 seeds — intervals and p-values are unreliable.",
+        f"{RECONSTRUCTED}: the method has reconstructed parts, which neither its official code nor its paper's "
+        "available text specifies (its 'reconstructed' parameter and module docstring list them).",
         "acc[m]: the unimodal head of m inside the fused model; only[m]: the fused model with every modality "
         "but m masked; probe[m]: linear probe on the frozen encoder of m; φ[m]: Shapley contribution of m to "
         "test accuracy (percentage points); imbalance: Shapley imbalance degree (max φ − min φ) / Σ|φ|, "
         "unitless, 0 = every modality contributes equally, 1 = one modality carries everything.",
         "Robustness per attack curve: clean = accuracy at level 0; rel. = area under the accuracy-vs-level curve "
         "divided by the level range (mean accuracy along the curve); eff. = mean over levels of the drop from "
-        f"clean minus the reference's drop (positive: degrades more slowly than '{ref}'); worst = lowest accuracy "
+        "clean minus late fusion's drop (MultiBench's effective robustness / number of levels; late fusion = joint "
+        f"with model.fusion=late, else '{ref}'; positive: degrades more slowly); worst = lowest accuracy "
         "over the levels; attack@level = accuracy at that level, mean over attack seeds per run.",
     ]
 

@@ -366,6 +366,20 @@ def status_counts(results_dir: str | os.PathLike) -> dict[str, int]:
     return counts
 
 
+INCOMPLETE = ("failed", "diverged", "running", "interrupted")
+
+
+def incomplete_note(statuses: dict[str, int]) -> str | None:
+    """``"3 runs are not in the tables: 1 failed, 1 diverged, 1 running ..."`` (None when there are none)."""
+    parts = [f"{statuses[s]} {s}" for s in INCOMPLETE if statuses.get(s)]
+    if not parts:
+        return None
+    total = sum(statuses.get(s, 0) for s in INCOMPLETE)
+    return (f"{total} run{'s are' if total > 1 else ' is'} not in the tables: {', '.join(parts)} "
+            "(error and epoch in each run folder's status.json; the same `mmbench sweep` again retries failed "
+            "runs and resumes interrupted ones)")
+
+
 def resolve_run(ref: str, results_dir: str | os.PathLike) -> RunFolder:
     """A run given by folder path or by run id under ``results_dir/runs``."""
     for candidate in (Path(ref), Path(results_dir) / "runs" / ref):

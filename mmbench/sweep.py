@@ -397,7 +397,8 @@ def _label(cfg: RunConfig) -> str:
     from mmbench.report import method_label
 
     data = cfg.data.dataset + (f"[{'+'.join(cfg.data.modalities)}]" if cfg.data.modalities else "")
-    return f"{data} {method_label(cfg.method.name, cfg.method.params)} s{cfg.seed}"
+    params = json.loads(json.dumps(cfg.method.params, default=str))  # tuples as lists, as summary.json has them
+    return f"{data} {method_label(cfg.method.name, params)} s{cfg.seed}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -556,12 +557,26 @@ def _attack(folder: RunFolder, cfg: RunConfig, plans: list[dict[str, Any]]) -> N
                    device=cfg.device)
 
 
+_THREADS: list[int] = []  # the limit this worker process has set (once is enough)
+
+
 def _set_threads(n: int) -> None:
+    """Every CPU thread pool of this worker at ``n`` threads — torch's, OpenMP's and the BLAS libraries
+    of numpy and scipy (probes, GMMs and metrics run there) — so that the workers share the cores
+    instead of each starting one thread per core."""
+    if _THREADS == [n]:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)  # libraries loaded from now on
     import torch
 
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+    with contextlib.suppress(Exception):  # libraries already loaded (numpy's OpenBLAS with torch)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    _THREADS[:] = [n]
 
 
 def _worker_init(threads: int) -> None:

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.attacks.adversarial import fgsm, pgd
-from mmbench.attacks.base import KNOWN_KINDS, AttackContext, attack_options, token_id
+from mmbench.attacks.base import KNOWN_KINDS, AttackContext, attack_options, token_id, uniform
+from mmbench.attacks.multibench import multibench_audio
 from mmbench.attacks.noise import (
     blur,
     dropout,
@@ -29,7 +30,16 @@ from mmbench.attacks.protocols import (
     protocol_from_dict,
     resolve_protocol,
 )
-from mmbench.attacks.runner import apply_steps, attack_run, build_curves, corrupt, evaluate_corruption
+from mmbench.attacks.runner import (
+    Replay,
+    apply_steps,
+    attack_run,
+    build_curves,
+    corrupt,
+    derived_generator,
+    evaluate_corruption,
+    run_curves,
+)
 from mmbench.attacks.text import token_blank, token_swap
 from mmbench.config import ModelConfig, resolve
 from mmbench.data.store import load_split
@@ -381,6 +391,96 @@ def test_a_modality_draws_do_not_depend_on_the_other_modalities_attacked():
     assert torch.equal(alone, both)
 
 
+# -- draws made once per curve and attack seed -----------------------------------------------
+
+
+def _replay_cases(data_dir):
+    tiny = load_split("tiny", "test", data_dir)
+    for name in ATTACKS.names():
+        fn = ATTACKS.get(name)
+        if fn.needs_model:
+            continue
+        for data in (tiny, _text_image(300)):
+            for m in data.modalities:
+                if data.meta.modalities[m].kind in fn.kinds:
+                    yield name, data, m
+
+
+def test_replayed_draws_equal_fresh_draws_at_every_level(data_dir):
+    for name, data, m in _replay_cases(data_dir):
+        for fraction, independent in ((1.0, False), (0.5, True)):
+            st = Step(name, fraction=fraction)
+            replay = Replay()
+            for level in (0.2, 0.5, 0.9):
+                a = apply_steps(data, [(st, [m])], level, 3, independent, key="k", replay=replay)
+                b = apply_steps(data, [(st, [m])], level, 3, independent, key="k")
+                assert torch.equal(a.data.inputs[m], b.data.inputs[m]), (name, m, fraction, level)
+                assert a.missing.keys() == b.missing.keys() and all(torch.equal(a.missing[k], b.missing[k])
+                                                                    for k in a.missing), name
+                assert a.shares == b.shares
+
+
+def test_a_level_sweep_draws_once_per_attack_seed(fitted, monkeypatch):
+    model, method, test = fitted
+    curves = build_curves(test, attacks=["gaussian"], modalities=["vector"])
+    fresh = [run_curves(model, method, test, curves, [lv], [0, 1]) for lv in (0.0, 0.5, 1.0, 2.0)]
+    calls = []
+    real = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: calls.append(a) or real(*a, **k))
+    rows = run_curves(model, method, test, curves, [0.0, 0.5, 1.0, 2.0], [0, 1])
+    assert len(calls) == 2, "one standard-normal draw per attack seed, scaled at every level"
+    assert [(r["level"], r["attack_seed"]) for r in rows] == [(lv, s) for lv in (0.0, 0.5, 1.0, 2.0) for s in (0, 1)]
+    assert [r["acc"] for r in rows] == [r["acc"] for f in fresh for r in f]
+
+
+def test_a_missing_sweep_predicts_each_mask_once(fitted, monkeypatch):
+    import mmbench.attacks.runner as runner
+
+    model, method, test = fitted
+    curve = build_curves(test, attacks=["missing"], modalities=["image"])[0]
+    expected = {}
+    for level in (0.3, 0.6):
+        for seed in (0, 1):
+            c = apply_steps(test, curve.steps, level, seed, curve.independent, key=f"{curve.name}:{curve.label}")
+            expected[level, seed] = evaluate_corruption(model, method, c)
+    calls = []
+    real = runner.predict
+    monkeypatch.setattr(runner, "predict", lambda *a, **k: calls.append(k.get("mask")) or real(*a, **k))
+    rows = run_curves(model, method, test, [curve], [0.3, 0.6], [0, 1])
+    assert sorted(map(tuple, calls)) == [(), ("image",)], "one prediction per mask for the whole sweep"
+    for r in rows:
+        want = expected[r["level"], r["attack_seed"]]
+        assert {k: r[k] for k in want} == pytest.approx(want)
+
+
+def test_replay_falls_back_to_fresh_draws():
+    r = Replay()
+
+    def fresh(key, n):
+        return torch.rand(n, generator=derived_generator(1, key))
+
+    def direct(g):  # draws without the helpers: the runner cannot replay it
+        return torch.rand(5, generator=g)
+
+    assert torch.equal(r.call("d", 1, "cpu", direct), fresh("d", 5))
+    assert torch.equal(r.call("d", 1, "cpu", direct), fresh("d", 5)) and "d" in r.direct
+    size = {"n": 4}
+
+    def changing(g):  # a draw whose shape depends on the call
+        return uniform((size["n"],), g)
+
+    assert torch.equal(r.call("c", 1, "cpu", changing), fresh("c", 4))
+    size["n"] = 6
+    assert torch.equal(r.call("c", 1, "cpu", changing), fresh("c", 6))  # not recorded: drawn afresh
+    assert torch.equal(r.call("c", 1, "cpu", changing), fresh("c", 6))  # recorded again
+
+    def in_place(g):  # an attack may write into its draws: the recording stays intact
+        return uniform((5,), g).mul_(2)
+
+    assert torch.equal(r.call("i", 1, "cpu", in_place), 2 * fresh("i", 5))
+    assert torch.equal(r.call("i", 1, "cpu", in_place), 2 * fresh("i", 5))
+
+
 # -- protocols reproduce their documented numbers --------------------------------------------
 
 
@@ -458,6 +558,68 @@ def test_multibench_curves_per_modality_and_all(data_dir):
     assert all(st.attack_level(0.9) == pytest.approx(0.3) for st, _ in curves["all", ("vector", "image")].steps)
     only = build_curves(test, protocol=p, modalities=["image"])
     assert {(c.name, tuple(c.modalities)) for c in only} == {("visual", ("image",)), ("all", ("image",))}
+
+
+def _audio_visual(n=200):
+    meta = DatasetMeta("d", "x", ("a", "b"), {
+        "audio": ModalitySpec("audio", "image", (1, 8, 30), std=2.0),
+        "visual": ModalitySpec("visual", "video", (2, 3, 6, 6), dtype="uint8", mean=120.0, std=60.0)}, {"test": n})
+    g = gen(7)
+    return MultimodalData({"audio": torch.randn(n, 1, 8, 30, generator=g) + 5,
+                           "visual": torch.randint(0, 256, (n, 2, 3, 6, 6), generator=g, dtype=torch.uint8)},
+                          torch.zeros(n, dtype=torch.long), meta)
+
+
+def test_multibench_audio_one_of_three_noises_on_a_share_p_of_samples():
+    x = torch.randn(6000, 1, 8, 40) + 5
+    spec = ModalitySpec("audio", "image", (1, 8, 40), std=2.0)
+    y = multibench_audio(x, 0.6, gen(0), spec)
+    changed = (y != x).flatten(1).any(1)
+    assert changed.float().mean().item() == pytest.approx(0.6, abs=0.03)  # per sample with probability p
+    assert torch.equal(y[~changed], x[~changed]), "unhit samples stay as they are (MultiBench zeroes them)"
+    zeroed = (y == 0).all(2).squeeze(1)  # [N, T]: whole time steps (every frequency bin) dropped
+    assert torch.equal((y == 0).any(2).squeeze(1), zeroed), "dropout zeroes whole time steps"
+    dropped, noisy = zeroed.any(1), changed & ~zeroed.any(1)
+    assert noisy.float().mean().item() == pytest.approx(0.2, abs=0.03)  # one of three, uniformly
+    assert (y - x)[noisy].std().item() == pytest.approx(0.6 * 2.0, rel=0.05)  # sigma = p x training std
+    assert torch.equal(y[noisy] != x[noisy], torch.ones_like(y[noisy], dtype=torch.bool))
+    runs = []  # dropped samples: single steps (random dropout) or runs of at least 10 (structured)
+    for row in zeroed[dropped][:400].tolist():
+        length = 0
+        for v in row + [False]:
+            if v:
+                length += 1
+            elif length:
+                runs.append(length)
+                length = 0
+    assert 1 in runs and max(runs) >= 10
+
+
+def test_multibench_gives_audio_its_own_noise_and_keeps_the_visual_chain_for_images():
+    data = _audio_visual()
+    curves = {(c.name, tuple(c.modalities)): c for c in build_curves(data, protocol=resolve_protocol("multibench"))}
+    assert set(curves) == {("visual", ("visual",)), ("audio", ("audio",)), ("all", ("audio", "visual"))}
+    assert [st.attack for st, _ in curves["audio", ("audio",)].steps] == ["multibench_audio"]
+    assert {st.attack: ms for st, ms in curves["all", ("audio", "visual")].steps} == {
+        "multibench_visual": ["visual"], "multibench_audio": ["audio"]}
+    assert resolve_protocol("multibench").version_label == "2-affect"
+    old = {(c.name, tuple(c.modalities)) for c in build_curves(data, protocol=resolve_protocol("multibench@1"))}
+    assert ("visual", ("audio",)) in old, "version 1 (the first release) gave spectrograms the visual chain"
+    c = _run_curve(resolve_protocol("multibench"), "audio", data, 0.5)
+    assert torch.equal(c.data.inputs["visual"], data.inputs["visual"])
+    assert 0.3 < c.shares["audio"] < 0.7
+
+
+def test_protocol_targets_leave_modalities_out():
+    data = _audio_visual()
+    p = protocol_from_dict({"name": "x", "version": 1, "levels": [0, 1], "conditions": [
+        {"attack": "dropout", "target": ["all", "!kind:audio"]},
+        {"attack": "gaussian", "target": ["kind:audio"]}]})
+    curves = {c.name: c.modalities for c in build_curves(data, protocol=p)}
+    assert curves == {"dropout": ["visual"], "gaussian": ["audio"]}
+    with pytest.raises(MMBenchError, match="only exclusions"):
+        protocol_from_dict({"name": "x", "version": 1, "levels": [0], "conditions": [
+            {"attack": "dropout", "target": ["!audio"]}]})
 
 
 # -- adversarial ------------------------------------------------------------------------------

@@ -326,6 +326,53 @@ def test_resnet18_is_the_standard_architecture():
     torch.testing.assert_close(x, out)
 
 
+def test_resnet18_runs_channels_last_with_the_values_of_nchw(monkeypatch):
+    resnet = ENCODERS.get("resnet18")
+    torch.manual_seed(0)
+    fast = resnet((3, 32, 32), 16, 0, 0, 0.0)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.ndim == 4)
+    monkeypatch.setattr(resnet, "memory_format", torch.contiguous_format)
+    torch.manual_seed(0)
+    plain = resnet((3, 32, 32), 16, 0, 0, 0.0)
+    assert all(p.is_contiguous() for p in plain.parameters())
+    for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name  # same initial values, same state-dict keys
+    x = torch.randn(6, 3, 32, 32)
+    out_fast, out_plain = fast(x), plain(x)  # training mode: batch statistics
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-4, atol=1e-5)
+    (out_fast ** 2).sum().backward()
+    (out_plain ** 2).sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-4 * b.grad.abs().max().item(), msg=name)
+
+
+def test_cpu_tuning_stops_large_buffers_from_being_faulted_in_every_step():
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    # a 64 MiB tensor allocated and freed 5 times; minor page faults counted after two warm-up rounds
+    code = ("import resource, torch\nfrom mmbench.training import tune_cpu\nprint(tune_cpu())\n"
+            "torch.ones(2 ** 24)\ntorch.ones(2 ** 24)\nr = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(5):\n    torch.ones(2 ** 24)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r)")
+
+    def run(**env):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, **env}).stdout.split("\n")
+        return out[0], int(out[1])
+
+    off, faults_off = run(MMBENCH_CPU_TUNING="0")
+    assert off == "{}"
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the allocator setting is for glibc")
+    on, faults_on = run(MMBENCH_CPU_TUNING="1")
+    assert "M_MMAP_MAX=0" in on
+    assert faults_off > 5 * 2 ** 24 * 4 // 4096 // 2  # the default: every free unmaps, every use faults in
+    assert faults_on < faults_off // 10
+
+
 def test_video_encoder_pools_frames_and_standardises_uint8():
     torch.manual_seed(0)
     spec = ModalitySpec("visual", "video", (3, 3, 16, 16), "uint8", 100.0, 40.0)

@@ -28,6 +28,7 @@ from mmbench.checkpoint import FORMAT, MAGIC, from_file
 from mmbench.cli import main
 from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
+from mmbench.report import build_report
 from mmbench.results import RunFolder, file_sha256, run_folders, status_counts
 from mmbench.training import load_trained, train_run
 
@@ -82,7 +83,7 @@ def _alive(pid: int) -> bool:
 
 
 def _read_complete_runs(results: Path) -> set[str]:
-    """What report does: only runs with summary.json, every file of them readable and whole."""
+    """What report reads: only runs with summary.json, every file of them readable and whole."""
     seen = set()
     for folder in run_folders(results):
         summary = folder.read_summary()
@@ -104,14 +105,21 @@ def test_kill_9_mid_sweep_then_resume_completes_every_run_exactly_once(tmp_path,
     proc = subprocess.Popen([sys.executable, "-m", "mmbench.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     complete: set[str] = set()
+    reported: set[str] = set()
     saw_running = False
     try:
         deadline = time.monotonic() + 240
         while True:
             assert proc.poll() is None, f"sweep ended before it could be killed: {proc.stderr.read().decode()}"
             assert time.monotonic() < deadline, "sweep too slow to reach the kill point"
-            now = _read_complete_runs(results)  # report during a running sweep: complete runs only
+            # report during a running sweep: complete runs only, nothing skipped as damaged
+            rep = build_report(results) if results.exists() else None
+            now = _read_complete_runs(results)
             assert complete <= now
+            if rep is not None:
+                assert complete <= set(rep.runs.get("run_id", [])) <= now
+                assert not [w for w in rep.warnings if "skipped" in w or "ignored" in w], rep.warnings
+                reported |= {s for s, n in rep.statuses.items() if n}
             complete = now
             saw_running |= status_counts(results)["running"] > 0
             partial = [p for p in (results / "runs").glob("*/checkpoint.pt")
@@ -126,7 +134,7 @@ def test_kill_9_mid_sweep_then_resume_completes_every_run_exactly_once(tmp_path,
         if proc.poll() is None:
             proc.kill()
         proc.stderr.close()
-    assert saw_running
+    assert saw_running and "running" in reported  # report counts the runs in progress
     # the pool's workers die with the sweep: nothing goes on writing behind the resumed sweep
     deadline = time.monotonic() + 15
     while any(_alive(pid) for pid in workers if pid) and time.monotonic() < deadline:
@@ -158,6 +166,22 @@ def test_kill_9_mid_sweep_then_resume_completes_every_run_exactly_once(tmp_path,
         assert (after.st_ino, after.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     for run_id, epoch in resumable.items():  # stopped mid-way: continued from its checkpoint, not restarted
         assert RunFolder(results / "runs" / run_id).read_summary()["resumed_from_epoch"] == epoch + 1
+
+    # a run continued after the kill ends exactly where an uninterrupted run (same seed, same threads) ends
+    killed = RunFolder(results / "runs" / next(iter(resumable)))
+    cfg = killed.read_config()
+    cfg.output.results_dir = str(tmp_path / "uninterrupted")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reference, _ = train_run(cfg)
+    finally:
+        torch.set_num_threads(previous)
+    assert reference.run_id == killed.run_id and reference.read_summary()["resumed_from_epoch"] is None
+    assert (reference.path / "metrics.csv").read_bytes() == (killed.path / "metrics.csv").read_bytes()
+    assert reference.read_summary()["test"] == killed.read_summary()["test"]
+    a, b = reference.load_state_dict(), killed.load_state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # -- results directory not writable / disk full ---------------------------------------------
@@ -353,6 +377,11 @@ def test_yaml_files_cannot_run_code(make_cfg, data_dir, tmp_path, monkeypatch, c
     grid.write_text(f"datasets: [tiny]\nmethods: [joint]\nseeds: {evil}\n")
     code, err = cli(monkeypatch, capsys, "sweep", str(grid), "--data-dir", str(data_dir))
     one_line_error(code, err, "is not valid YAML")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"optim:\n  epochs: {evil}\n")
+    code, err = cli(monkeypatch, capsys, "train", "--dataset", "tiny", "--method", "joint", "--recipe", str(recipe),
+                    "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"))
+    one_line_error(code, err, "recipe", "is not valid YAML")
     folder, _ = train_run(make_cfg("joint", sets=["output.probe=false"]))
     (folder.path / "config.yaml").write_text(f"seed: {evil}\n")
     with pytest.raises(MMBenchError, match="not valid YAML"):

@@ -28,6 +28,7 @@ from mmbench.report import (
     display_tables,
     leaderboard,
     method_label,
+    reference_for,
     write_leaderboard,
     write_report,
 )
@@ -251,6 +252,35 @@ def test_robustness_scores_against_hand_computation(tmp_path):
     assert _stats(r, "ogm_ge", "robust_eff[gaussian]")["mean"] > 0  # degrades more slowly than joint
 
 
+def test_effective_robustness_is_relative_to_late_fusion(tmp_path):
+    levels = [0.0, 1.0, 2.0]
+    curves = {("joint", ()): [0.80, 0.60, 0.40], ("joint", ("model.fusion=late",)): [0.78, 0.70, 0.58],
+              ("qmf", ()): [0.79, 0.72, 0.66]}
+    for (method, sets), f in curves.items():
+        for seed in range(2):
+            _fake_run(tmp_path, method, seed, f[0], {}, sets=sets,
+                      attack={(lv, 0): v + seed / 100 for lv, v in zip(levels, f)})
+    r = build_report(tmp_path)
+    assert set(r.stats["entry"]) == {"joint", "joint(fusion=late)", "qmf"}  # qmf has its own architecture
+    late = np.array(curves["joint", ("model.fusion=late",)])
+    for (method, sets), f in curves.items():
+        entry = "joint(fusion=late)" if sets else method
+        f = np.array(f)
+        expected = np.mean((f - f[0]) - (late - late[0]))
+        assert _stats(r, entry, "robust_eff[gaussian]")["mean"] == pytest.approx(expected)
+    assert _stats(r, "joint(fusion=late)", "robust_eff[gaussian]")["mean"] == pytest.approx(0.0)
+    assert _stats(r, "joint", "robust_eff[gaussian]")["mean"] < 0 < _stats(r, "qmf", "robust_eff[gaussian]")["mean"]
+    assert not any("late-fusion" in w for w in r.warnings)
+    # without late-fusion runs: relative to --reference, with a warning
+    shutil.rmtree(tmp_path / "runs")
+    for (method, sets), f in curves.items():
+        if not sets:
+            _fake_run(tmp_path, method, 0, f[0], {}, attack={(lv, 0): v for lv, v in zip(levels, f)})
+    r = build_report(tmp_path)
+    assert _stats(r, "joint", "robust_eff[gaussian]")["mean"] == pytest.approx(0.0)
+    assert any("no late-fusion runs, so effective robustness is relative to 'joint'" in w for w in r.warnings)
+
+
 def test_published_vs_reproduced(tmp_path):
     published = [{"metric": "test_acc", "value": 80.0, "source": "Paper, Table 1"},  # percent, inside
                  {"metric": "f1", "value": 0.9, "std": 0.01, "source": "Paper, Table 2"},  # fraction, outside
@@ -292,7 +322,12 @@ def test_filters_metrics_and_group_by(tmp_path):
         _fake_run(tmp_path, "ogm_ge", s, 0.65, {"vector": 0.5})
         _fake_run(tmp_path, "joint", s, 0.5, {}, dataset="mfeat")
     r = build_report(tmp_path)
-    assert any("runs differ in model.fusion" in w for w in r.warnings)  # two fusions lumped together
+    assert {"joint", "joint(fusion=sum)"} <= set(r.stats["entry"])  # a non-default fusion is its own row
+    assert _stats(r, "joint(fusion=sum)", "test_acc", "synthetic")["mean"] == pytest.approx(0.61)
+    assert not any("differ" in w for w in r.warnings)
+    _fake_run(tmp_path, "ogm_ge", 3, 0.65, {"vector": 0.5}, sets=["optim.lr=0.05"])
+    assert any("runs differ in optim.lr" in w for w in build_report(tmp_path).warnings)  # lumped: said so
+    shutil.rmtree(next((tmp_path / "runs").glob("synthetic-ogm_ge-s3-*")))
     g = build_report(tmp_path, ReportOptions(group_by=["dataset", "method", "model.fusion"]))
     assert not any("differ" in w for w in g.warnings)
     assert set(g.blocks) == {"synthetic · model.fusion=concat", "synthetic · model.fusion=sum",
@@ -484,3 +519,14 @@ def test_cli_report_options(tmp_path):
     assert doc["options"]["reference"] == "ogm_ge" and {s["metric"] for s in doc["stats"]} == {"test_acc", "test_f1"}
     bad = runner.invoke(app, ["report", str(results), "--format", "pdf"])
     assert bad.exit_code != 0 and "unknown --format 'pdf'" in str(bad.exception)
+
+
+def test_method_labels_show_changed_parameters_and_mark_reconstructed_methods():
+    from mmbench.registry import METHODS
+
+    saved = json.loads(json.dumps(dict(METHODS.get("arm").Params().__dict__)))  # as a run folder saves them
+    assert method_label("arm", saved) == "arm‡"  # tuple defaults read back as lists are not "changed"
+    assert method_label("ogm_ge", json.loads(json.dumps(dict(METHODS.get("ogm_ge").Params().__dict__)))) == "ogm_ge"
+    assert method_label("cal", json.loads(json.dumps(dict(METHODS.get("cal").Params().__dict__)))) == "cal‡"
+    assert method_label("cal", {"alpha": 0.9, "reconstructed": ["x"]}) == "cal‡(alpha=0.9)"
+    assert reference_for(["joint", "cal‡(alpha=0.9)"], "cal") == "cal‡(alpha=0.9)"

@@ -80,9 +80,43 @@ def test_command_line_set_overrides_the_grid(tmp_path, data_dir):
     assert grid.runs[0].cfg().optim.epochs == 1
 
 
+def test_the_all_methods_benchmark_grid_lists_every_registered_method():
+    from pathlib import Path
+
+    from mmbench.sweep import load_grid
+
+    grid = load_grid(Path(__file__).parent.parent / "benchmarks" / "mfeat_all_methods.yaml")
+    listed = {m if isinstance(m, str) else m["name"] for m in grid["methods"]}
+    builtin = {e.name for e in METHODS.entries() if e.origin == "builtin" or e.origin.startswith("mmbench.")}
+    assert listed == builtin and grid["seeds"] == 3
+
+
 def test_executors_are_registered_lazily():
     assert EXECUTORS.names() == ["inline", "process", "ray"]
     assert "process pool" in EXECUTORS.describe("process") or "pool" in EXECUTORS.describe("process")
+
+
+def _thread_pools() -> tuple[int, list[tuple[str, int]]]:
+    import sklearn.linear_model  # noqa: F401 - loads scipy's BLAS as a probe does
+    import torch
+    from threadpoolctl import threadpool_info
+
+    return torch.get_num_threads(), [(p["filepath"], p["num_threads"]) for p in threadpool_info()]
+
+
+def test_process_workers_limit_every_thread_pool():
+    """Two workers on the cores: torch and every BLAS/OpenMP pool (numpy's OpenBLAS is loaded before the
+    worker's initializer runs) get their share, so the workers do not oversubscribe the CPU."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mmbench.sweep import _worker_init
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                             initargs=(1,)) as pool:
+        torch_threads, pools = pool.submit(_thread_pools).result(timeout=120)
+    assert torch_threads == 1
+    assert pools and all(n == 1 for _, n in pools), pools
 
 
 # -- running inline ---------------------------------------------------------------------------
@@ -163,45 +197,76 @@ class InfAtEpoch1(Method):
         return (loss * float("inf") if state.epoch == 1 else loss), {}
 
 
+class NanAtEpoch2(Method):
+    """The loss becomes NaN in the third epoch (0 * inf)."""
+
+    def loss(self, model, batch, out, state):
+        loss = F.cross_entropy(out.logits, batch.labels)
+        return (loss + 0.0 * float("inf") if state.epoch == 2 else loss), {}
+
+
+FAULTY = {"fails_test": FailsAtEpoch1, "inf_test": InfAtEpoch1, "nan_test": NanAtEpoch2}
+
+
 @pytest.fixture
 def faulty_methods():
-    METHODS.register("fails_test")(FailsAtEpoch1)
-    METHODS.register("inf_test")(InfAtEpoch1)
+    for name, cls in FAULTY.items():
+        METHODS.register(name)(cls)
     yield
-    METHODS._entries.pop("fails_test", None)
-    METHODS._entries.pop("inf_test", None)
+    for name in FAULTY:
+        METHODS._entries.pop(name, None)
+
+
+def report_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["mmbench", "report", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return exc.value.code or 0, capsys.readouterr().err
 
 
 def test_failures_and_divergence_are_data_and_the_sweep_goes_on(tmp_path, data_dir, monkeypatch, capsys,
                                                                faulty_methods):
-    path = write_grid(tmp_path, methods=["fails_test", "inf_test", "joint"], set={"optim.epochs": 3})
+    path = write_grid(tmp_path, methods=["fails_test", "inf_test", "nan_test", "joint"], set={"optim.epochs": 3})
     results = tmp_path / "results"
     args = [path, "--data-dir", str(data_dir), "--results-dir", str(results), "--quiet", "--retries", "2"]
     code, err = sweep_cli(monkeypatch, capsys, *args)
     assert code == 1, err  # a failed run: exit 1 (diverged alone is a result, not a failure)
-    assert "1 done (1 now, 0 before), 1 failed, 1 diverged, 2 retries" in err
+    assert "1 done (1 now, 0 before), 1 failed, 2 diverged, 2 retries" in err
     by_method = {RunFolder(p).read_config().method.name: RunFolder(p) for p in (results / "runs").iterdir()}
-    failed, diverged, ok = by_method["fails_test"], by_method["inf_test"], by_method["joint"]
+    failed, ok = by_method["fails_test"], by_method["joint"]
     assert ok.complete
     record = failed.read_status()
     assert record["status"] == "failed" and record["attempt"] == 3 and record["epoch"] == 1
     assert "RuntimeError: boom in epoch 1" in record["error"] and "Traceback" in record["traceback"]
-    record = diverged.read_status()
-    assert record["status"] == "diverged" and record["epoch"] == 1 and "loss=inf" in record["error"]
-    assert "attempt" not in record  # diverged runs are not retried
-    assert not failed.complete and not diverged.complete
+    for name, epoch, loss in (("inf_test", 1, "loss=inf"), ("nan_test", 2, "loss=nan")):
+        record = by_method[name].read_status()
+        assert record["status"] == "diverged" and record["epoch"] == epoch and loss in record["error"], record
+        assert f"training diverged at epoch {epoch}" in record["error"]
+        assert "attempt" not in record  # diverged runs are not retried
+        assert not by_method[name].complete and not (by_method[name].path / "model.pt").exists()
+    assert not failed.complete
 
     # report reads only complete runs; the others are counted by status
     assert [f.run_id for f in run_folders(results)] == [ok.run_id]
-    assert status_counts(results) == {"complete": 1, "failed": 1, "diverged": 1, "running": 0, "interrupted": 0}
+    assert status_counts(results) == {"complete": 1, "failed": 1, "diverged": 2, "running": 0, "interrupted": 0}
     table = run_statuses(results)
     assert isinstance(table, pd.DataFrame)
-    assert dict(zip(table["method"], table["status"])) == {"fails_test": "failed", "inf_test": "diverged"}
-    assert dict(zip(table["method"], table["epoch"])) == {"fails_test": 1, "inf_test": 1}
+    assert dict(zip(table["method"], table["status"])) == {"fails_test": "failed", "inf_test": "diverged",
+                                                           "nan_test": "diverged"}
+    assert dict(zip(table["method"], table["epoch"])) == {"fails_test": 1, "inf_test": 1, "nan_test": 2}
 
-    # again: the diverged run is kept (the same seed diverges again), the failed one is tried again
+    # `mmbench report` shows the failed and diverged counts beside the leaderboard of the complete run
+    code, err = report_cli(monkeypatch, capsys, str(results), "--no-plots", "--format", "md")
+    assert code == 0, err
+    assert "3 runs are not in the tables: 1 failed, 2 diverged" in " ".join(err.split())
+    markdown = (results / "leaderboard.md").read_text()
+    assert "3 runs are not in the tables: 1 failed, 2 diverged" in markdown and "| joint" in markdown
+    code, err = report_cli(monkeypatch, capsys, str(results), "--method", "nan", "--no-plots")
+    one_line_error(code, err, "no complete runs", "(1 diverged; see each run's status.json)")
+
+    # again: the diverged runs are kept (the same seed diverges again), the failed one is tried again
     code, err = sweep_cli(monkeypatch, capsys, *args[:-2])
-    assert code == 1 and "0 now, 1 before), 1 failed, 1 diverged" in err
+    assert code == 1 and "0 now, 1 before), 1 failed, 2 diverged" in err
     assert failed.read_status()["attempt"] == 1
 
 

@@ -22,6 +22,11 @@ attack need more than a tensor, and declare it:
   mask=[...])``), never by feeding zeros.
 
 ``stochastic=False`` marks an attack whose output does not depend on the generator (``fgsm``).
+
+Draw random numbers through :func:`uniform` and :func:`normal`: the runner records them at the
+first level of a curve and serves them again at the next levels (:class:`DrawLog`; the values
+are the same as a fresh generator's). An attack that uses the generator directly still works --
+the runner notices and draws afresh at every level.
 """
 
 from __future__ import annotations
@@ -103,12 +108,55 @@ class AttackContext:
 # -- helpers shared by the attack families ---------------------------------------------
 
 
+class ReplayMiss(Exception):
+    """A replayed attack asked for a draw its recording does not have (the runner draws afresh)."""
+
+
+class DrawLog:
+    """The draws one attack call made through :func:`uniform` / :func:`normal`, to serve again.
+
+    The runner derives an attack's generator from the attack seed and a key, never from the
+    level, so at every level of a curve the attack receives the same draw sequence; recording it
+    at the first level and serving copies at the next saves the random-number generation (often
+    the largest cost of a corruption) without changing a single value. A draw of another kind or
+    shape than recorded raises :class:`ReplayMiss`; the runner then records afresh.
+    """
+
+    def __init__(self) -> None:
+        self.draws: list[tuple[str, tuple[int, ...], torch.Tensor]] = []
+        self.pos = 0
+        self.recording = True
+
+    def take(self, kind: str, shape: tuple[int, ...], make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.recording:
+            t = make()
+            self.draws.append((kind, shape, t.clone()))
+            return t
+        if self.pos < len(self.draws) and self.draws[self.pos][:2] == (kind, shape):
+            self.pos += 1
+            return self.draws[self.pos - 1][2].clone()  # a copy: an attack may write into its draws
+        raise ReplayMiss(f"draw {self.pos}: {kind}{shape} was not recorded")
+
+
+#: generator id -> the log its helper draws go through (set by the runner around one attack call)
+ACTIVE_LOGS: dict[int, DrawLog] = {}
+
+
+def _draw(kind: str, shape, generator: torch.Generator, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    log = ACTIVE_LOGS.get(id(generator)) if ACTIVE_LOGS else None
+    return make() if log is None else log.take(kind, tuple(shape), make)
+
+
 def uniform(shape: tuple[int, ...] | torch.Size, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(tuple(shape), generator=generator, device=generator.device)
+    """U[0, 1) draws; attacks draw through this (or :func:`normal`) so the runner can replay them."""
+    shape = tuple(shape)
+    return _draw("uniform", shape, generator, lambda: torch.rand(shape, generator=generator, device=generator.device))
 
 
 def normal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn(tuple(shape), generator=generator, device=generator.device)
+    """Standard-normal draws (see :func:`uniform`)."""
+    shape = tuple(shape)
+    return _draw("normal", shape, generator, lambda: torch.randn(shape, generator=generator, device=generator.device))
 
 
 def per_sample(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""MultiBench's visual perturbation chain (``robustness/visual_robust.py``), vectorised.
+"""MultiBench's visual perturbation chain (``robustness/visual_robust.py``) and its audio
+perturbations (``robustness/audio_robust.py``), vectorised.
 
 MultiBench applies ten perturbations in sequence to every test image, each with probability p
 (the noise level): grayscale; low contrast (factor 0.5); inversion; white balance (a random
@@ -15,6 +16,14 @@ Design decisions (documented differences):
   ceil(p·size/2) coordinates of each with replacement, and writes salt as the value 1, nearly
   black, where white is meant: mmbench writes white);
 - the Gaussian step's sigma is p on the 0–255 scale, as there (under one grey level for p < 1).
+
+Audio (:func:`multibench_audio`): MultiBench picks, for each sample with probability p, one of
+additive white Gaussian noise (sigma = p), random dropout and structured dropout (runs of 10
+steps). Its released code has two bugs that mmbench does not copy (documented differences):
+samples that draw no noise are returned as zeros (the output array starts as ``np.zeros``), and
+the random dropout calls the structured one with its arguments swapped (``step = p``, which
+fails for a float p); mmbench keeps unhit samples as they are and drops single time steps with
+probability p (the structured dropout with a span of 1, as intended).
 """
 
 from __future__ import annotations
@@ -24,8 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmbench.attacks.base import is_uint8, normal, register_attack, restore, uniform, work
-from mmbench.attacks.noise import _probability
+from mmbench.attacks.base import is_uint8, normal, per_sample, register_attack, restore, sigma_for, uniform, work
+from mmbench.attacks.noise import _probability, structured_dropout
 from mmbench.data.types import ModalitySpec
 
 #: MultiBench's Kelvin table: temperature -> RGB
@@ -119,3 +128,34 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
     if hit.any():
         y = where(hit, _warp(y, theta), y)
     return restore(y.reshape(x.shape), x)
+
+
+#: the three audio perturbations MultiBench chooses from, in its order
+AUDIO_NOISES = ("white_gaussian", "random_dropout", "structured_dropout")
+
+
+@register_attack("multibench_audio", kinds=("image", "sequence"))
+def multibench_audio(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
+                     unit: str = "std", span: int = 10) -> torch.Tensor:
+    """MultiBench's audio noise: with probability ``level`` per sample, one of three perturbations (uniform choice).
+
+    Additive white Gaussian noise on every entry with sigma = ``level`` (``unit``: ``std`` x the
+    training std, the default, or ``absolute``, MultiBench's literal sigma); random dropout: each
+    time step (the last dimension: ``[C, T]`` sequences, ``[1, F, T]`` spectrograms) zeroed with
+    probability ``level``; structured dropout: each step starts, with probability ``level``, a run
+    of ``span`` zeroed steps (MultiBench: 10). Unhit samples are unchanged (see the module doc).
+    """
+    p = _probability(level, "multibench_audio")
+    if p == 0.0:
+        return x
+    n = x.shape[0]
+    hit = uniform((n,), generator).to(x.device) <= p
+    choice = (uniform((n,), generator) * len(AUDIO_NOISES)).long().clamp(max=len(AUDIO_NOISES) - 1).to(x.device)
+    y = work(x)
+    noisy = y + sigma_for(p, spec, x, unit) * normal(tuple(x.shape), generator).to(x.device, y.dtype)
+    random_drop = structured_dropout(y, p, generator, spec, span=1)
+    struct_drop = structured_dropout(y, p, generator, spec, span=span)
+    out = torch.where(per_sample(hit & (choice == 0), y), noisy, y)
+    out = torch.where(per_sample(hit & (choice == 1), y), random_drop, out)
+    out = torch.where(per_sample(hit & (choice == 2), y), struct_drop, out)
+    return restore(out, x)

@@ -87,7 +87,7 @@ def gaussian(x: torch.Tensor, level: float, generator: torch.Generator, spec: Mo
         noise = torch.as_tensor(pattern, dtype=torch.float32, device=x.device).unsqueeze(0)
     else:
         noise = normal(shape, generator).to(x.device)
-    y = work(x) + (sigma * noise).to(work(x).dtype)
+    y = torch.add(work(x), noise.to(work(x).dtype), alpha=sigma)  # one pass: x + sigma * noise
     return _finish(y, x, clip, pixel_max)
 
 
@@ -105,7 +105,7 @@ def white_noise(x: torch.Tensor, level: float, generator: torch.Generator, spec:
         return x
     sigma = sigma_for(level, spec, x, unit)
     shape = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1]) if x.dim() > 2 else tuple(x.shape)
-    y = work(x) + sigma * normal(shape, generator).to(x.device, work(x).dtype)
+    y = torch.add(work(x), normal(shape, generator).to(x.device, work(x).dtype), alpha=sigma)
     return restore(y, x)
 
 
@@ -194,6 +194,18 @@ def occlusion(x: torch.Tensor, level: float, generator: torch.Generator, spec: M
     return restore(torch.where(box, torch.full_like(y, value), y), x)
 
 
+def _zero_where(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """``x`` with the entries where ``drop`` (broadcastable) is true set to 0.
+
+    Floats: a multiplication by the kept mask, several times faster than ``torch.where`` on CPU
+    (the same values but for non-finite entries, which become NaN instead of 0); other dtypes:
+    ``torch.where``.
+    """
+    if x.is_floating_point():
+        return x * ~drop
+    return torch.where(drop, torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
 @register_attack("dropout", kinds=("vector", "sequence", "image", "video"))
 def dropout(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec) -> torch.Tensor:
     """Random dropout: each entry set to 0 independently with probability ``level`` (MultiBench's random drop)."""
@@ -201,7 +213,7 @@ def dropout(x: torch.Tensor, level: float, generator: torch.Generator, spec: Mod
     if p == 0.0:
         return x
     drop = (uniform(tuple(x.shape), generator) < p).to(x.device)
-    return torch.where(drop, torch.zeros((), dtype=x.dtype, device=x.device), x)
+    return _zero_where(x, drop)
 
 
 @register_attack("structured_dropout", kinds=("vector", "sequence"))
@@ -222,7 +234,7 @@ def structured_dropout(x: torch.Tensor, level: float, generator: torch.Generator
     starts[:, t - span + 1:] = False
     dropped = F.max_pool1d(F.pad(starts.float().unsqueeze(1), (span - 1, 0)), span, 1).squeeze(1) > 0
     dropped = dropped.view(n, *[1] * (x.dim() - 2), t).to(x.device)
-    return torch.where(dropped, torch.zeros((), dtype=x.dtype, device=x.device), x)
+    return _zero_where(x, dropped)
 
 
 def adjacent_swap(x: torch.Tensor, p: float, generator: torch.Generator,
@@ -235,17 +247,18 @@ def adjacent_swap(x: torch.Tensor, p: float, generator: torch.Generator,
     if length < 2:
         return x
     pos = torch.arange(length, device=x.device)
-    offset = (uniform((n,), generator) < 0.5).long().to(x.device)
-    start = ((pos[None, :] - offset[:, None]) % 2 == 0) & (pos[None, :] < length - 1)
+    offset = (uniform((n,), generator) < 0.5).to(x.device)
+    start = ((pos % 2 == 1)[None, :] == offset[:, None]) & (pos < length - 1)[None, :]
     swap = start & (uniform((n, length), generator).to(x.device) < p)
     if valid is not None:
         pair_ok = valid.clone()
         pair_ok[:, :-1] &= valid[:, 1:]
         swap &= pair_ok
-    index = pos.expand(n, length).clone()
-    rows, cols = torch.nonzero(swap, as_tuple=True)
-    index[rows, cols] = cols + 1
-    index[rows, cols + 1] = cols
+    # the pairs never overlap, so position i takes i + 1 when its pair (i, i+1) swaps and i - 1
+    # when the pair (i-1, i) does: index = pos + swap_i - swap_{i-1}
+    step = swap.to(torch.int64)
+    index = pos + step
+    index[:, 1:] -= step[:, :-1]
     index = index.view(n, *[1] * (x.dim() - 2), length).expand_as(x)
     return x.gather(-1, index)
 
@@ -273,6 +286,8 @@ def blank(x: torch.Tensor, level: float, generator: torch.Generator, spec: Modal
         return x
     hit = per_sample(uniform((x.shape[0],), generator) < p, x)
     fill = value if value is not None else (token_id(spec, "pad") if spec.kind == "text" else 0)
+    if fill == 0:
+        return _zero_where(x, hit)
     return torch.where(hit, torch.full((), fill, dtype=x.dtype, device=x.device), x)
 
 

@@ -29,11 +29,15 @@ Built-ins (registry ``PROTOCOLS``; ``--protocol NAME[@VERSION][:VARIANT]``):
   (5 is the script's default severity; other severities with ``--levels``). Variants as ``qmf``.
 - ``multibench`` -- MultiBench sweeps (§1.4): levels 0.0 … 0.9 (variant ``affect``, default) or
   0.0 … 1.0 (``imdb``); one curve per modality with the perturbations of its kind -- images:
-  MultiBench's visual chain (``multibench_visual``); sequences (time series / audio features):
-  white noise sigma = p (x training std), random drop p, structured drop p over 3 steps; vectors
-  (tabular): drop p, swap p; text: tokens replaced by the unknown token with p (the token-level
-  stand-in for its letter typos) -- plus the all-modalities curve ``all`` at level p/3 on every
-  modality at once (MultiBench's ``i / (10 * 3)``).
+  MultiBench's visual chain (``multibench_visual``); audio (a modality named ``audio`` or
+  ``audio_*``, whether stored as a spectrogram image or a sequence): with probability p per
+  sample one of white noise sigma = p, random drop p, structured drop p over 10 steps
+  (``multibench_audio``); other sequences (time series): white noise sigma = p (x training std),
+  random drop p, structured drop p over 3 steps; vectors (tabular): drop p, swap p; text: tokens
+  replaced by the unknown token with p (the token-level stand-in for its letter typos) -- plus
+  the all-modalities curve ``all`` at level p/3 on every modality at once (MultiBench's
+  ``i / (10 * 3)``). Version ``2`` (default) adds the audio curve; version ``1`` (the first
+  release) gave audio spectrograms the visual chain.
 
 User protocols: a YAML file (``--protocol my.yaml``), validated by :func:`load_protocol_file`::
 
@@ -46,7 +50,7 @@ User protocols: a YAML file (``--protocol my.yaml``), validated by :func:`load_p
         split: together            # or per_modality: one curve per modality
         steps:
           - attack: gaussian
-            target: kind:image     # all | kind:KIND | a modality name | a list of those
+            target: kind:image     # all | kind:KIND | kind:audio | a modality name | !TARGET (leave out) | a list
             level_scale: 1.0       # attack level = level_scale x eps (or fixed: level: 0.1)
             fraction: 0.5          # share of samples corrupted (x min(1, fraction_scale x eps))
             options: {unit: std}
@@ -64,6 +68,14 @@ from mmbench.errors import MMBenchError
 from mmbench.registry import ATTACKS, PROTOCOLS, unknown_name_message
 
 SPLITS = ("together", "per_modality")
+#: target kinds that are not storage kinds: ``kind:audio`` = the modalities named ``audio`` or
+#: ``audio_*`` (design.md names modalities by what they are), whatever their stored kind
+ROLE_KINDS = ("audio",)
+
+
+def is_role(name: str, role: str) -> bool:
+    """Whether a modality named ``name`` plays ``role`` (see :data:`ROLE_KINDS`)."""
+    return name == role or name.startswith(f"{role}_")
 
 
 @dataclass(frozen=True)
@@ -175,29 +187,36 @@ def qmf_rgbd(variant: str | None = None, version: str | None = None) -> Protocol
 
 
 MULTIBENCH_LEVELS = {"affect": tuple(i / 10 for i in range(10)), "imdb": tuple(i / 10 for i in range(11))}
+MULTIBENCH_VERSIONS = ("2", "1")  # 2: audio gets MultiBench's audio noise; 1: the first release (visual chain)
 
 
-def _multibench_steps(level_scale: float) -> dict[str, tuple[Step, ...]]:
+def _multibench_steps(level_scale: float, version: str = "2") -> dict[str, tuple[Step, ...]]:
     s = level_scale
-    return {
-        "visual": (Step("multibench_visual", ("kind:image", "kind:video"), level_scale=s),),
-        "timeseries": (Step("white_noise", ("kind:sequence",), level_scale=s),
-                       Step("dropout", ("kind:sequence",), level_scale=s),
-                       Step("structured_dropout", ("kind:sequence",), level_scale=s, options={"span": 3})),
+    audio = version != "1"
+    no_audio = ("!kind:audio",) if audio else ()
+    steps = {
+        "visual": (Step("multibench_visual", ("kind:image", "kind:video", *no_audio), level_scale=s),),
+        "audio": (Step("multibench_audio", ("kind:audio",), level_scale=s, options={"span": 10}),),
+        "timeseries": (Step("white_noise", ("kind:sequence", *no_audio), level_scale=s),
+                       Step("dropout", ("kind:sequence", *no_audio), level_scale=s),
+                       Step("structured_dropout", ("kind:sequence", *no_audio), level_scale=s, options={"span": 3})),
         "tabular": (Step("dropout", ("kind:vector",), level_scale=s),
                     Step("entry_swap", ("kind:vector",), level_scale=s)),
         "text": (Step("token_blank", ("kind:text",), level_scale=s, options={"token": "unk"}),),
     }
+    if not audio:
+        del steps["audio"]
+    return steps
 
 
 @PROTOCOLS.register("multibench")
 def multibench(variant: str | None = None, version: str | None = None) -> Protocol:
     """MultiBench sweeps: levels 0 … 0.9 (affect) or 0 … 1 (imdb), per-modality perturbations and all at once."""
     variant = _pick("multibench", variant, list(MULTIBENCH_LEVELS), "variant")
-    version = _pick("multibench", version, ("1",), "version")
+    version = _pick("multibench", version, MULTIBENCH_VERSIONS, "version")
     per = [Condition(name, steps, independent=True, split="per_modality")
-           for name, steps in _multibench_steps(1.0).items()]
-    together = tuple(st for steps in _multibench_steps(1 / 3).values() for st in steps)
+           for name, steps in _multibench_steps(1.0, version).items()]
+    together = tuple(st for steps in _multibench_steps(1 / 3, version).values() for st in steps)
     return Protocol("multibench", version, MULTIBENCH_LEVELS[variant],
                     (*per, Condition("all", together, independent=True)), variant=variant,
                     description="MultiBench: per-modality perturbations at p = 0..0.9/1.0, plus all modalities at p/3",
@@ -260,14 +279,18 @@ class _Checker:
 
 def _target(value: Any, c: _Checker, path: str) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items or not all(isinstance(t, str) and t for t in items):
-        c.fail(path, "must be 'all', 'kind:KIND', a modality name, or a list of those")
+    if not isinstance(items, list) or not items or not all(isinstance(t, str) and t.lstrip("!") for t in items):
+        c.fail(path, "must be 'all', 'kind:KIND', a modality name, '!' before one of those to leave it out, "
+                     "or a list of those")
+    if all(t.startswith("!") for t in items):
+        c.fail(path, "only exclusions ('!...'): name what to attack first, e.g. [all, '!audio']")
     for t in items:
+        t = t.lstrip("!")
         if t.startswith("kind:"):
             from mmbench.attacks.base import KNOWN_KINDS
 
-            if t[5:] not in KNOWN_KINDS:
-                c.fail(path, unknown_name_message("modality kind", t[5:], list(KNOWN_KINDS)))
+            if t[5:] not in KNOWN_KINDS + ROLE_KINDS:
+                c.fail(path, unknown_name_message("modality kind", t[5:], list(KNOWN_KINDS + ROLE_KINDS)))
     return tuple(items)
 
 

@@ -10,6 +10,11 @@ the same samples are hit and the same standard-normal noise is scaled at every l
 curve (smooth curves), and each modality's corruption depends only on the attack seed -- not
 on which other modalities are attacked (the clean-variant rule of ``protocols.md`` §1.6).
 
+Cost: the runner goes through a curve's levels for one attack seed at a time and records the
+random draws at the first level (:class:`Replay`); later levels get the same values without
+generating them again, so one evaluation costs about one corruption's arithmetic plus one
+forward pass (``benchmarks/attack_throughput.py``).
+
 Sample selection: a step corrupts the samples whose uniform draw ``u < fraction``. Without
 ``independent`` all steps and modalities of a curve share one draw per sample (the same
 samples; with different fractions the smaller set is inside the larger); with ``independent``
@@ -27,8 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mmbench.attacks.base import AttackContext, check_options, kinds_of
-from mmbench.attacks.protocols import Condition, Protocol, Step, resolve_protocol
+from mmbench.attacks.base import ACTIVE_LOGS, AttackContext, DrawLog, ReplayMiss, check_options, kinds_of
+from mmbench.attacks.protocols import ROLE_KINDS, Condition, Protocol, Step, is_role, resolve_protocol
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, predict
@@ -79,14 +84,71 @@ def _uniform(n: int, seed: int, key: str, device) -> torch.Tensor:
     return torch.rand(n, generator=g, device=g.device).to(device)
 
 
+def _with_log(g: torch.Generator, log: DrawLog, run: Callable[[torch.Generator], Any]) -> Any:
+    ACTIVE_LOGS[id(g)] = log
+    try:
+        return run(g)
+    finally:
+        ACTIVE_LOGS.pop(id(g), None)
+
+
+@dataclass
+class Replay:
+    """The draws of one (curve, attack seed), kept across the curve's levels.
+
+    Every generator the runner uses is derived from the attack seed and a key, not from the
+    level, so each level would draw the same values again; a Replay draws them once. Attack
+    calls go through :meth:`call`: the first records the draws (:class:`~mmbench.attacks.base.DrawLog`),
+    the next ones are served copies. A call whose draws differ in kind or shape draws afresh and
+    records again; an attack that uses its generator directly (its state moves during a
+    replayed call) is run with a fresh generator at every level from then on. Either way each
+    value is the one a fresh generator gives.
+    """
+
+    select: dict[str, torch.Tensor] = field(default_factory=dict)
+    logs: dict[str, DrawLog] = field(default_factory=dict)
+    direct: set[str] = field(default_factory=set)
+
+    def uniform(self, n: int, seed: int, key: str, device) -> torch.Tensor:
+        u = self.select.get(key)
+        if u is None or u.shape[0] != n:
+            u = self.select[key] = _uniform(n, seed, key, device)
+        return u
+
+    def call(self, key: str, seed: int, device, run: Callable[[torch.Generator], Any]) -> Any:
+        if key in self.direct:
+            return run(derived_generator(seed, key, device))
+        log = self.logs.get(key)
+        if log is not None:
+            g = derived_generator(seed, key, device)
+            state = g.get_state()
+            log.pos, log.recording = 0, False
+            try:
+                out = _with_log(g, log, run)
+            except ReplayMiss:
+                pass
+            else:
+                if torch.equal(g.get_state(), state):
+                    return out
+                self.direct.add(key)
+                return run(derived_generator(seed, key, device))
+        log = self.logs[key] = DrawLog()
+        return _with_log(derived_generator(seed, key, device), log, run)
+
+
 def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: float, seed: int,
                 independent: bool = False, key: str = "", model: torch.nn.Module | None = None,
-                method: Any = None, batch_size: int = 512) -> Corruption:
-    """Run ``steps`` (in order) at protocol level ``eps``; see the module doc for the sampling rules."""
+                method: Any = None, batch_size: int = 512, replay: Replay | None = None) -> Corruption:
+    """Run ``steps`` (in order) at protocol level ``eps``; see the module doc for the sampling rules.
+
+    ``replay``: draws kept across the levels of one curve and attack seed (:class:`Replay`); the
+    result is the same with or without it.
+    """
     n, device = len(data), data.labels.device
     inputs = dict(data.inputs)
     lost: dict[str, torch.Tensor] = {}
     shared: torch.Tensor | None = None
+    draw_select = replay.uniform if replay is not None else _uniform
     for i, (st, mods) in enumerate(steps):
         fn = ATTACKS.get(st.attack)
         level, fraction = st.attack_level(eps), st.sample_fraction(eps)
@@ -97,14 +159,14 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
                 idx = None
             else:
                 if independent:
-                    u = _uniform(n, seed, f"{key}/select/{i}/{m}", device)
+                    u = draw_select(n, seed, f"{key}/select/{i}/{m}", device)
                 else:
-                    shared = _uniform(n, seed, f"{key}/select", device) if shared is None else shared
+                    shared = draw_select(n, seed, f"{key}/select", device) if shared is None else shared
                     u = shared
                 idx = torch.nonzero(u < fraction).squeeze(1)
                 if idx.numel() == 0:
                     continue
-            g = derived_generator(seed, f"{key}/attack/{i}/{m}", device)
+            gkey = f"{key}/attack/{i}/{m}"
             x = inputs[m]
             sub = x if idx is None else x[idx]
             kwargs = dict(st.options)
@@ -113,7 +175,11 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
                     raise MMBenchError(f"attack {st.attack!r} needs the trained model")
                 kwargs["ctx"] = AttackContext(model, method, {k: (v if idx is None else v[idx]) for k, v in inputs.items()},
                                               data.labels if idx is None else data.labels[idx], m, data.meta, batch_size)
-            out = fn(sub, level, g, data.meta.modalities[m], **kwargs)
+
+            def run(g: torch.Generator, fn=fn, sub=sub, level=level, spec=data.meta.modalities[m], kwargs=kwargs):
+                return fn(sub, level, g, spec, **kwargs)
+
+            out = replay.call(gkey, seed, device, run) if replay is not None else run(derived_generator(seed, gkey, device))
             if getattr(fn, "output", "tensor") == "mask":
                 gone = out.to(device).bool() if idx is None else torch.zeros(n, dtype=torch.bool, device=device).index_fill(
                     0, idx[out.to(device).bool()], True)
@@ -126,7 +192,9 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
                 inputs[m] = new
     shares = {}
     for m in data.inputs:
-        changed = (inputs[m] != data.inputs[m]).reshape(n, -1).any(1) if inputs[m] is not data.inputs[m] else None
+        changed = None
+        if inputs[m] is not data.inputs[m]:  # count_nonzero: a faster row reduction than any()
+            changed = torch.count_nonzero((inputs[m] != data.inputs[m]).reshape(n, -1), dim=1) > 0
         if m in lost:
             changed = lost[m] if changed is None else changed | lost[m]
         shares[m] = changed.float().mean().item() if changed is not None and n else 0.0
@@ -146,10 +214,14 @@ def corrupt(data: MultimodalData, attack: Callable | str, level: float, modaliti
                        independent, key=name).data
 
 
-def evaluate_corruption(model: torch.nn.Module, method: Any, c: Corruption, batch_size: int = 512) -> dict[str, float]:
+def evaluate_corruption(model: torch.nn.Module, method: Any, c: Corruption, batch_size: int = 512,
+                        cache: dict | None = None) -> dict[str, float]:
     """Metrics on corrupted data; samples that lost modalities are predicted with those modalities masked.
 
     The per-modality head of a missing modality makes no prediction on those samples: it counts as wrong.
+    ``cache`` (mask -> predictions of every sample): only when ``c.data`` holds the same input
+    tensors at every call, e.g. the clean test data of a ``missing`` sweep; then each mask is
+    predicted once for all samples and each call only picks rows, instead of a forward pass per call.
     """
     data = c.data
     lost = {m: v for m, v in c.missing.items() if bool(v.any())}
@@ -166,7 +238,13 @@ def evaluate_corruption(model: torch.nn.Module, method: Any, c: Corruption, batc
     for value in torch.unique(code).tolist():
         idx = torch.nonzero(code == value).squeeze(1)
         mask = [m for j, m in enumerate(names) if value >> j & 1]
-        fused, heads = predict(model, method, data.index(idx), batch_size, mask=mask)
+        if cache is None:
+            fused, heads = predict(model, method, data.index(idx), batch_size, mask=mask)
+        else:
+            if tuple(mask) not in cache:
+                cache[tuple(mask)] = predict(model, method, data, batch_size, mask=mask)
+            every, every_head = cache[tuple(mask)]
+            fused, heads = every[idx], {m: z[idx] for m, z in every_head.items()}
         if logits is None:
             logits = torch.zeros(n, fused.shape[1], device=fused.device)
         logits[idx] = fused
@@ -184,17 +262,29 @@ def evaluate_corruption(model: torch.nn.Module, method: Any, c: Corruption, batc
 
 
 def _resolve_target(target: tuple[str, ...], data: MultimodalData, where: str) -> list[str]:
+    """The modalities a step's target names: ``all``, ``kind:KIND`` (``kind:audio``: by name, see
+    :data:`~mmbench.attacks.protocols.ROLE_KINDS`), names; ``!X`` leaves out what ``X`` names."""
     out: list[str] = []
+    left_out: set[str] = set()
     for t in target:
+        exclude, t = t.startswith("!"), t.lstrip("!")
         if t == "all":
-            out += data.modalities
+            mods = list(data.modalities)
+        elif t.startswith("kind:") and t[5:] in ROLE_KINDS:
+            mods = [m for m in data.modalities if is_role(m, t[5:])]
         elif t.startswith("kind:"):
-            out += [m for m in data.modalities if data.meta.modalities[m].kind == t[5:]]
+            mods = [m for m in data.modalities if data.meta.modalities[m].kind == t[5:]]
         elif t in data.modalities:
-            out.append(t)
+            mods = [t]
+        elif exclude:
+            mods = []  # leaving out a modality the data does not have
         else:
             raise MMBenchError(f"{where}: " + unknown_name_message("modality", t, data.modalities))
-    return list(dict.fromkeys(out))
+        if exclude:
+            left_out.update(mods)
+        else:
+            out += mods
+    return [m for m in dict.fromkeys(out) if m not in left_out]
 
 
 def _nominal_fraction(steps: list[tuple[Step, list[str]]]) -> float:
@@ -310,26 +400,44 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
             "protocol": protocol.name if protocol else label,
             "protocol_version": protocol.version_label if protocol else protocol_version,
             "variant": protocol.variant if protocol else ""}
+    rows = run_curves(model, method, test, curves, levels, attack_seeds, batch_size, base, progress)
+    folder.write_attack_rows(rows, ROW_KEY)
+    return rows
+
+
+def run_curves(model: torch.nn.Module, method: Any, test: MultimodalData, curves: list[Curve], levels: list[float],
+               attack_seeds: list[int] | tuple[int, ...], batch_size: int = 512, base: dict | None = None,
+               progress: Callable | None = None) -> list[dict]:
+    """One row per curve × level × attack seed (in that order) on a loaded model; no file is read or written.
+
+    Levels at which every step is the identity share one clean evaluation; within a curve and
+    attack seed the draws are made once (:class:`Replay`); corruptions that only mask modalities
+    (``missing``) pick rows from one masked prediction per mask.
+    """
     clean: dict[str, float] | None = None
-    rows = []
+    masked: dict = {}  # predictions under each mask, for corruptions that only mask modalities
+    rows: dict[tuple[int, int, int], dict] = {}
     total, done = len(curves) * len(levels) * len(attack_seeds), 0
-    for curve in curves:
-        label = curve.label
-        key = f"{curve.name}:{label}"
-        for level in levels:
-            for seed in attack_seeds:
+    for ci, curve in enumerate(curves):
+        key = f"{curve.name}:{curve.label}"
+        for si, seed in enumerate(attack_seeds):
+            replay = Replay()
+            for li, level in enumerate(levels):
                 if _is_identity(curve, level):
                     if clean is None:
                         clean = evaluate(model, method, test, batch_size)
                     metrics, shares = clean, {m: 0.0 for m in test.modalities}
                 else:
-                    c = apply_steps(test, curve.steps, level, seed, curve.independent, key, model, method, batch_size)
-                    metrics, shares = evaluate_corruption(model, method, c, batch_size), c.shares
-                rows.append({**base, "attack": curve.name, "modalities": label, "level": float(level),
-                             "fraction": curve.fraction, "attack_seed": int(seed), "independent": curve.independent,
-                             "steps": curve.describe(), **{f"hit_{m}": s for m, s in shares.items()}, **metrics})
+                    c = apply_steps(test, curve.steps, level, seed, curve.independent, key, model, method, batch_size,
+                                    replay)
+                    only_masks = bool(c.missing) and all(c.data.inputs[m] is test.inputs[m] for m in test.modalities)
+                    metrics = evaluate_corruption(model, method, c, batch_size, masked if only_masks else None)
+                    shares = c.shares
+                rows[ci, li, si] = {**(base or {}), "attack": curve.name, "modalities": curve.label,
+                                    "level": float(level), "fraction": curve.fraction, "attack_seed": int(seed),
+                                    "independent": curve.independent, "steps": curve.describe(),
+                                    **{f"hit_{m}": v for m, v in shares.items()}, **metrics}
                 done += 1
                 if progress:
                     progress(done, total)
-    folder.write_attack_rows(rows, ROW_KEY)
-    return rows
+    return [rows[k] for k in sorted(rows)]

@@ -121,6 +121,12 @@ class ResNet18Encoder(nn.Module):
 
     kinds = ("image", "video")
     widths = (64, 128, 256, 512)
+    #: layout of the weights and activations. channels_last (NHWC): oneDNN's convolutions and
+    #: PyTorch's batch norm run on it natively, without reordering between layers; training on CPU
+    #: is about 1.1-1.25x faster than with NCHW (``benchmarks/train_throughput.py``). Same values,
+    #: same parameters and state dict; only the floating-point summation order differs. Set the class
+    #: attribute to ``torch.contiguous_format`` before building a model to get NCHW.
+    memory_format = torch.channels_last
 
     def __init__(self, input_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, depth: int, dropout: float):
         super().__init__()
@@ -148,7 +154,10 @@ class ResNet18Encoder(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+        self.to(memory_format=self.memory_format)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=self.memory_format)
         return self.head(self.pool(self.stages(self.stem(x))))
 
     def blocks(self) -> list[nn.Module]:
