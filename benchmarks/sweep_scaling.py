@@ -5,7 +5,9 @@ recipe: 30 epochs) into fresh results folders with ``inline`` (this process, tor
 threads), ``process`` (2 workers, every thread pool of a worker at 1 thread) and ``ray`` (a local
 instance with 2 CPUs, ``num_cpus=1`` per run). ``inline:1`` is a diagnostic row: inline with torch
 and BLAS at 1 thread. ``--repeat N`` runs the executors in rounds (inline, process, ray, inline,
-...) and reports the median wall time of each.
+...) and reports the median wall time of each. ``--warm`` measures the steady state of a long sweep:
+each executor's workers are started and warmed (1-epoch runs until every worker process finished
+one) before the clock starts, so the workers' one-time imports are left out.
 
 Prints runs/minute, the speed-up over ``inline`` and the scaling efficiency (speed-up / workers),
 the mean time of a run inside its task, the seconds of the wall time not spent inside tasks
@@ -15,7 +17,7 @@ spent inside the task. Wall times include starting the process pool's workers an
 import of torch, mmbench and torch._dynamo in each worker; Ray's cluster start is shown
 separately. Target on 2 cores: ``process`` and ``ray`` >= 1.7x ``inline``. Usage:
 
-    python benchmarks/sweep_scaling.py [--epochs N] [--seeds 6] [--repeat 3] [--executors inline,process,ray]
+    python benchmarks/sweep_scaling.py [--epochs N] [--seeds 6] [--repeat 3] [--warm] [--executors inline,process,ray]
 """
 
 from __future__ import annotations
@@ -40,7 +42,26 @@ seeds: {seeds}
 """
 
 
-def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers: int) -> dict:
+def warm_up(executor, warm_grid: str, results: str, data_dir: str) -> None:
+    """Every worker imports torch, mmbench, torch._dynamo and scikit-learn: 1-epoch runs until each worker
+    process has finished at least one."""
+    from concurrent.futures import wait
+
+    from mmbench.sweep import Task, expand
+
+    runs = expand(warm_grid, results, data_dir).runs
+    seen: set[str] = set()
+    while len(seen) < executor.capacity:
+        assert len(runs) >= executor.capacity, "not enough warm-up runs"
+        batch, runs = runs[: executor.capacity], runs[executor.capacity:]
+        futures = [executor.submit(executor.prepare(Task(run))) for run in batch]
+        wait(futures)
+        assert all(f.result().status == "complete" for f in futures)
+        seen |= {f.result().worker for f in futures}
+
+
+def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers: int,
+                warm_grid: str | None = None) -> dict:
     from mmbench.sweep import _set_threads, expand, make_executor, run_sweep
 
     grid = expand(grid_path, results, data_dir)
@@ -52,6 +73,9 @@ def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers:
         _set_threads(int(threads))
     start = time.perf_counter()
     executor = make_executor(executor_name, None if executor_name == "inline" else workers)
+    if warm_grid:  # steady state: the workers' start-up is not in the wall time
+        warm_up(executor, warm_grid, results + "-warm-up", data_dir)
+        start = time.perf_counter()
     setup = time.perf_counter() - start
     submitted: dict[str, float] = {}
     overheads: list[float] = []
@@ -97,6 +121,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="rounds over the executors; the median is reported")
     parser.add_argument("--executors", default="inline,process,ray", help="inline, inline:1, process, ray")
+    parser.add_argument("--warm", action="store_true", help="steady state: start and warm the workers (two 1-epoch "
+                        "runs each) before the clock starts")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
 
@@ -108,6 +134,10 @@ def main() -> None:
     extra = f"set: {{optim.epochs: {args.epochs}}}" if args.epochs else ""
     grid_path = tmp / "grid.yaml"
     grid_path.write_text(GRID.format(seeds=args.seeds, extra=extra))
+    warm_grid = None
+    if args.warm:
+        warm_grid = str(tmp / "warm.yaml")
+        Path(warm_grid).write_text(GRID.format(seeds=list(range(100, 110)), extra="set: {optim.epochs: 1}"))
     cores = len(os.sched_getaffinity(0))
     print(f"{cores} cores; load average before: {os.getloadavg()[0]:.2f}")
 
@@ -123,7 +153,7 @@ def main() -> None:
                 ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
                 ray_init.append(time.perf_counter() - start)
             results = tmp / f"results-{name.replace(':', '-')}-{round_}"
-            runs[name].append(timed_sweep(name, str(grid_path), str(results), data_dir, args.workers))
+            runs[name].append(timed_sweep(name, str(grid_path), str(results), data_dir, args.workers, warm_grid))
             if name == "ray":
                 round_trip.append(ray_round_trip_ms())
                 ray.shutdown()
@@ -134,7 +164,8 @@ def main() -> None:
 
     rows = [median_row(runs[n]) for n in names]
     base = next((r["wall"] for r in rows if r["executor"] == "inline"), None)
-    repeat = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
+    repeat = (f", median of {args.repeat} rounds" if args.repeat > 1 else "") + (
+        ", warm workers (steady state)" if args.warm else ", workers started inside the wall time")
     print(f"\n{rows[0]['runs']}-run grid on mfeat[pix+mor] (4 methods x {args.seeds} seeds), "
           f"{args.workers} workers{repeat}\n")
     print("| executor | wall s | runs/min | speed-up vs inline | scaling efficiency | s/run in task | "
