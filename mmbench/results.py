@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import json
 import os
@@ -26,6 +25,7 @@ import pandas as pd
 import yaml
 
 from mmbench import __version__
+from mmbench.checksums import file_sha256
 from mmbench.config import RunConfig, dump_yaml
 from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
 
@@ -64,14 +64,6 @@ def _discard(tmp: str | None) -> None:
     if tmp is not None:
         with contextlib.suppress(OSError):
             Path(tmp).unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -370,7 +370,8 @@ def _check_run(cfg: RunConfig, method, meta) -> None:
 
 def verify_datasets(grid: Grid) -> None:
     """Check every prepared array the grid uses against ``meta.json``'s SHA-256, once, before any run."""
-    from mmbench.data.store import SPLITS, load_meta, sha256
+    from mmbench.checksums import file_sha256
+    from mmbench.data.store import SPLITS, load_meta
 
     seen = set()
     for run in grid.runs:
@@ -388,7 +389,7 @@ def verify_datasets(grid: Grid) -> None:
                 path = folder / rel
                 if not path.exists():
                     raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
-                if meta.checksums.get(rel) != sha256(path):
+                if meta.checksums.get(rel) != file_sha256(path):
                     raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
                                        "prepare the dataset again with --force")
 
@@ -509,7 +510,7 @@ def execute(task: Task) -> Result:
 
 def _relocate(folder: RunFolder, cfg: RunConfig) -> None:
     """A run trained in a temporary folder: its config.yaml names the driver's results directory."""
-    from mmbench.results import file_sha256
+    from mmbench.checksums import file_sha256
 
     folder.write_config(cfg)
     if folder.complete:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmbench.checksums import file_sha256
 from mmbench.config import ModelConfig
 from mmbench.data.base import Prepared, SampleStream, UnreadableSample
 from mmbench.data.fixtures import write_image, write_wav
@@ -30,7 +31,7 @@ from mmbench.data.media import (
     resample,
     tokenize,
 )
-from mmbench.data.store import load_meta, load_split, sha256, write
+from mmbench.data.store import load_meta, load_split, write
 from mmbench.data.types import ModalitySpec
 from mmbench.errors import MMBenchError
 from mmbench.models.multimodal import FramePool, Standardize, build_encoder
@@ -278,7 +279,7 @@ def test_stream_and_memory_give_the_same_files_whatever_the_workers(tmp_path):
     write(tmp_path / "mem", "mem", "unit", Prepared(memory, ["a", "b"], {"x": "vector"}))
     for split in ("train", "val", "test"):
         for key in ("x", "labels"):
-            digests = {sha256(tmp_path / d / split / f"{key}.npy") for d in ("w1", "w3", "mem")}
+            digests = {file_sha256(tmp_path / d / split / f"{key}.npy") for d in ("w1", "w3", "mem")}
             assert len(digests) == 1, (split, key)
 
 

@@ -25,11 +25,12 @@ import torch
 import yaml
 
 from mmbench.checkpoint import FORMAT, MAGIC, from_file
+from mmbench.checksums import file_sha256
 from mmbench.cli import main
 from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
 from mmbench.report import build_report
-from mmbench.results import RunFolder, file_sha256, run_folders, status_counts
+from mmbench.results import RunFolder, run_folders, status_counts
 from mmbench.training import load_trained, train_run
 
 ROOT = Path(__file__).resolve().parent.parent

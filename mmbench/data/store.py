@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from mmbench import __version__
+from mmbench.checksums import file_sha256
 from mmbench.config import coerce
 from mmbench.config import data_dir as default_data_dir
 from mmbench.data.base import DatasetBuilder, Prepared, SampleStream, UnreadableSample
@@ -115,10 +115,10 @@ def write(target: Path, name: str, builder: str, prepared: Prepared, progress: b
                     stats = split_stats
         for path in sorted(tmp.rglob("*.npy")):
             rel = path.relative_to(tmp).as_posix()
-            checksums[rel] = sha256(path)
+            checksums[rel] = file_sha256(path)
         for file_name, text in prepared.files.items():
             (tmp / file_name).write_text(text)
-            checksums[file_name] = sha256(tmp / file_name)
+            checksums[file_name] = file_sha256(tmp / file_name)
         for split, n in sizes.items():
             if n == 0:
                 raise MMBenchError(f"{builder}: the {split} split is empty" + (
@@ -332,14 +332,6 @@ def _validate(prepared: Prepared, builder: str) -> None:
                 raise MMBenchError(f"{builder}: {split}/{m} has {len(x)} rows but {len(labels)} labels")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------
@@ -389,7 +381,7 @@ def _load_array(folder: Path, rel: str, meta: DatasetMeta, verify: bool) -> np.n
     path = folder / rel
     if not path.exists():
         raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
-    if verify and meta.checksums.get(rel) != sha256(path):
+    if verify and meta.checksums.get(rel) != file_sha256(path):
         raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
                            "prepare the dataset again with --force")
     try:
