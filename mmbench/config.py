@@ -151,16 +151,23 @@ def resolve(
     return _build(RunConfig, merged, "")
 
 
-def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any:
+    """A user's YAML file read safely (``yaml.safe_load``: no Python objects); a missing or invalid
+    file is a one-line :class:`MMBenchError` naming ``what`` it is, the line and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise MMBenchError(f"recipe {str(path)!r} not found; pass an existing YAML file to --recipe")
+        raise MMBenchError(f"{what} {str(path)!r} not found; {missing_hint}")
     try:
-        d = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise MMBenchError(f"recipe {str(path)!r} is not valid YAML{where}; fix the file") from None
+        problem = getattr(e, "problem", None) or "unreadable"
+        raise MMBenchError(f"{what} {str(path)!r} is not valid YAML{where} ({problem}); fix the file") from None
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    d = load_yaml_file(path, "recipe", "pass an existing YAML file to --recipe")
     if d is None:
         return {}
     if not isinstance(d, dict):

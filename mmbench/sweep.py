@@ -51,9 +51,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from mmbench.config import RunConfig, parse_set, resolve
+from mmbench.config import RunConfig, load_yaml_file, parse_set, resolve
 from mmbench.config import data_dir as default_data_dir
 from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
 from mmbench.registry import DATASETS, EXECUTORS, unknown_name_message
@@ -118,15 +116,7 @@ class Grid:
 def load_grid(path: str | os.PathLike) -> dict[str, Any]:
     """Read a grid file safely (``yaml.safe_load``: no Python objects) and check its top-level keys."""
     path = Path(path)
-    if not path.is_file():
-        raise MMBenchError(f"grid file {str(path)!r} not found; pass an existing YAML file")
-    try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "unreadable"
-        raise MMBenchError(f"grid file {str(path)!r} is not valid YAML{where} ({problem}); fix the file") from None
+    d = load_yaml_file(path, "grid file", "pass an existing YAML file")
     if not isinstance(d, dict):
         raise MMBenchError(f"grid file {str(path)!r} must be a mapping with datasets, methods and seeds")
     for key in d:
