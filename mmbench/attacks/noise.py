@@ -232,7 +232,12 @@ def structured_dropout(x: torch.Tensor, level: float, generator: torch.Generator
     span = max(1, min(int(span), t))
     starts = uniform((n, t), generator) < p
     starts[:, t - span + 1:] = False
-    dropped = F.max_pool1d(F.pad(starts.float().unsqueeze(1), (span - 1, 0)), span, 1).squeeze(1) > 0
+    if span <= 16:  # a step is dropped when a run starts at it or at one of the span - 1 steps before
+        dropped = starts.clone()
+        for k in range(1, span):
+            dropped[:, k:] |= starts[:, :-k]
+    else:
+        dropped = F.max_pool1d(F.pad(starts.float().unsqueeze(1), (span - 1, 0)), span, 1).squeeze(1) > 0
     dropped = dropped.view(n, *[1] * (x.dim() - 2), t).to(x.device)
     return _zero_where(x, dropped)
 
