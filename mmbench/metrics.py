@@ -9,6 +9,11 @@ def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     return (pred == labels).float().mean().item() if len(labels) else float("nan")
 
 
+def true_class_prob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``softmax(logits)[y]`` (keeps the graph: detach for a measurement)."""
+    return torch.softmax(logits, 1).gather(1, labels[:, None]).squeeze(1)
+
+
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``[true, predicted]`` counts."""
     idx = labels.long() * num_classes + pred.long()

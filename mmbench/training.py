@@ -30,6 +30,7 @@ from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
 from mmbench.methods.base import Method, TrainState, build_method, method_params_dict
+from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelSpec, MultimodalModel
 from mmbench.registry import unknown_name_message
 from mmbench.results import RunFolder
@@ -205,8 +206,7 @@ class Trainer:
             for m, z in out.unimodal_logits.items():
                 key = f"acc_{m}"
                 correct[key] = correct.get(key, 0) + (z.argmax(1) == batch.labels).sum()
-                p = torch.softmax(z.detach().float(), 1).gather(1, batch.labels[:, None]).squeeze(1)
-                true_prob[batch.ids, columns[m]] = p
+                true_prob[batch.ids, columns[m]] = true_class_prob(z.detach().float(), batch.labels)
             for k, v in logs.items():
                 sums[f"log:{k}"] += float(v)
         state.true_class_prob = true_prob

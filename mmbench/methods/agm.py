@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import MUTE_MODES, scale_grad, subset_logits
-from mmbench.metrics import shapley_values
+from mmbench.metrics import shapley_values, true_class_prob
 from mmbench.models.multimodal import ModelOutput
 from mmbench.registry import METHODS
 
@@ -75,7 +75,7 @@ def agm_outputs(model, batch, full_logits: torch.Tensor, mute: str = "input") ->
 
 def agm_scores(outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, float]:
     """``score_m = mean_batch(-log p_m[y])`` with ``p`` floored at 1e-8, as the release does."""
-    return {m: -torch.softmax(z.detach(), 1).gather(1, labels[:, None]).clamp_min(1e-8).log().mean().item()
+    return {m: -true_class_prob(z.detach(), labels).clamp_min(1e-8).log().mean().item()
             for m, z in outputs.items()}
 
 

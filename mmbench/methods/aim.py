@@ -45,6 +45,7 @@ from torch.func import functional_call
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import encoder_parameters, scale_gradients
+from mmbench.metrics import true_class_prob
 from mmbench.registry import METHODS
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU)
@@ -78,8 +79,7 @@ def prototype_scores(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     onehot = F.one_hot(labels, num_classes).float()
     counts = onehot.sum(0).clamp_min(1)
     prototypes = onehot.T @ features / counts[:, None]
-    p = torch.softmax(-torch.cdist(features, prototypes), 1)
-    return p.gather(1, labels[:, None]).mean().item()
+    return true_class_prob(-torch.cdist(features, prototypes), labels).mean().item()
 
 
 @METHODS.register("aim")

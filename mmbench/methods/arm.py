@@ -97,6 +97,7 @@ from torch import nn
 
 from mmbench.methods.base import Method, TrainState
 from mmbench.methods.modulation import configured_encoders
+from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel
 from mmbench.registry import METHODS
 
@@ -244,8 +245,6 @@ class ARMFusion(nn.Module):
         return logits, {m: self.fc(features[m]) for m in self.modalities if m in present}
 
 
-def true_class_mean(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(logits.detach().float(), 1).gather(1, labels[:, None]).mean()
 
 
 # ---------------------------------------------------------------------------------------
@@ -314,8 +313,8 @@ class ARM(Method):
         other = {a: b, b: a}
         feats = {m: f.detach() for m, f in features.items()}
         joint = fusion.joint(feats)
-        conf = {m: true_class_mean(fusion.fc(f), labels).item() for m, f in feats.items()}
-        p_c = true_class_mean(fusion.fc(joint), labels).item()
+        conf = {m: true_class_prob(fusion.fc(f).detach().float(), labels).mean().item() for m, f in feats.items()}
+        p_c = true_class_prob(fusion.fc(joint).detach().float(), labels).mean().item()
         flat = {m: f.reshape(-1) for m, f in feats.items()}
         c = joint.reshape(-1)
         nmi_m = {m: nmi(flat[m], c, p.nmi_bins).item() for m in flat}

@@ -44,7 +44,7 @@ from torch import nn
 
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import coalition_values, encoder_parameters, scale_gradients
-from mmbench.metrics import shapley_values
+from mmbench.metrics import shapley_values, true_class_prob
 from mmbench.models.multimodal import ModelSpec, MultimodalModel, build_model
 from mmbench.registry import METHODS
 
@@ -76,7 +76,7 @@ def confidence(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> float:
     if kind == "max_prob":
         return p.max(1).values.mean().item()
     if kind == "true_class":
-        return p.gather(1, labels[:, None]).mean().item()
+        return true_class_prob(logits.detach(), labels).mean().item()
     entropy = -(p * p.clamp_min(1e-12).log()).sum(1) / math.log(p.shape[1])
     return (1 - entropy).mean().item()
 

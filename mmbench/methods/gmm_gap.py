@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
 from mmbench.methods.base import Method
+from mmbench.metrics import true_class_prob
 from mmbench.registry import METHODS
 
 GAP_SOURCES = ("running", "eval")
@@ -76,7 +77,7 @@ def fit_gap_mixture(gap: np.ndarray, seed: int = 0) -> GapMixture:
 
 
 def true_class_probs(unimodal_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> list[torch.Tensor]:
-    return [torch.softmax(z, 1).gather(1, labels[:, None]).squeeze(1) for z in unimodal_logits.values()]
+    return [true_class_prob(z, labels) for z in unimodal_logits.values()]
 
 
 @METHODS.register("gmm_gap")

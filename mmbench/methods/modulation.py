@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelSpec, MultimodalModel, build_model
 
 PARAM_SCOPES = ("conv", "weights", "all")
@@ -29,7 +30,7 @@ PARAM_SCOPES = ("conv", "weights", "all")
 
 def unimodal_scores(unimodal_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """``s_m = sum_batch softmax(logits_m)[y]`` (OGM-GE Eq. 8, a batch sum), detached."""
-    return {m: torch.softmax(z.detach(), dim=1).gather(1, labels[:, None]).sum() for m, z in unimodal_logits.items()}
+    return {m: true_class_prob(z.detach(), labels).sum() for m, z in unimodal_logits.items()}
 
 
 def encoder_parameters(model: nn.Module, modality: str, scope: str = "weights") -> list[nn.Parameter]:
@@ -147,7 +148,7 @@ def coalition_values(model: MultimodalModel, features: dict[str, torch.Tensor], 
         for subset in combinations(modalities, size):
             kept = {m: features[m].detach() for m in subset}
             logits, _ = model.fuse(kept, len(labels), labels.device)
-            values[frozenset(subset)] = torch.softmax(logits, 1).gather(1, labels[:, None]).mean().item()
+            values[frozenset(subset)] = true_class_prob(logits, labels).mean().item()
     return values
 
 
