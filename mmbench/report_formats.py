@@ -11,13 +11,6 @@ import pandas as pd
 from mmbench.report import SECTION_TITLES, WARN, Cell, DisplayTable, Report, display_tables, legend
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(_md_escape(str(c)) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(_md_escape(str(v)) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
-
-
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
