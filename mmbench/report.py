@@ -83,6 +83,7 @@ def method_label(name: str, params: dict) -> str:
         defaults = json.loads(json.dumps(asdict(METHODS.get(name).Params())))  # tuples compare as saved: lists
     except Exception:  # noqa: BLE001 - a plugin that is gone: show every parameter
         defaults = {}
+    params = json.loads(json.dumps(params, default=str))  # tuples as lists on both sides, as summary.json has them
     changed = {k: v for k, v in params.items() if k != "reconstructed" and (k not in defaults or defaults[k] != v)}
     base = name + (RECONSTRUCTED if params.get("reconstructed") else "")
     return f"{base}({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else base

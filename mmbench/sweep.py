@@ -385,11 +385,10 @@ def verify_datasets(grid: Grid) -> None:
 
 
 def _label(cfg: RunConfig) -> str:
-    from mmbench.report import method_label
+    from mmbench.report import dataset_label, method_label
 
-    data = cfg.data.dataset + (f"[{'+'.join(cfg.data.modalities)}]" if cfg.data.modalities else "")
-    params = json.loads(json.dumps(cfg.method.params, default=str))  # tuples as lists, as summary.json has them
-    return f"{data} {method_label(cfg.method.name, params)} s{cfg.seed}"
+    data = dataset_label(cfg.data.dataset, cfg.data.modalities)
+    return f"{data} {method_label(cfg.method.name, cfg.method.params)} s{cfg.seed}"
 
 
 # ---------------------------------------------------------------------------------------
