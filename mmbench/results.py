@@ -215,8 +215,9 @@ class RunFolder:
     def write_config(self, cfg: RunConfig) -> None:
         atomic_write_text(self.path / "config.yaml", dump_yaml(cfg.to_dict()))
 
-    def write_env(self, device: str) -> None:
-        atomic_write_text(self.path / "env.json", json.dumps(environment(device), indent=2))
+    def write_env(self, device: str, **extra: Any) -> None:
+        """``env.json``: versions, device, threads, git commit, plus ``extra`` facts (e.g. allocator tuning)."""
+        atomic_write_text(self.path / "env.json", json.dumps({**environment(device), **extra}, indent=2))
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         atomic_write_csv(self.path / "metrics.csv", pd.DataFrame(rows))

@@ -260,6 +260,8 @@ def load_trained(folder: RunFolder, device: str = "cpu", data_dir: str | None = 
     method = build_method(cfg.method)
     test = load_split(cfg.data.dataset, "test", data_dir or cfg.output.data_dir, cfg.data.modalities)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu()
     model = method.build_model(model_spec(cfg, test))
     model.load_state_dict(folder.load_state_dict())
     return cfg, method, model.to(dev).eval(), test.to(dev)
@@ -351,7 +353,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         return folder, False
     guard.folder = folder
     folder.write_config(cfg)
-    folder.write_env(str(device))
+    folder.write_env(str(device), cpu_tuning=tune_cpu() if device.type == "cpu" else {})
     (folder.path / "summary.json").unlink(missing_ok=True)
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)

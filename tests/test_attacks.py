@@ -768,7 +768,7 @@ def test_yaml_protocol_validation_errors(tmp_path, text, message):
 
 
 def test_protocol_from_dict_rejects_a_missing_file_and_a_non_mapping(tmp_path):
-    with pytest.raises(MMBenchError, match="does not exist"):
+    with pytest.raises(MMBenchError, match="not found; give a file or one of"):
         load_protocol_file(tmp_path / "none.yaml")
     with pytest.raises(MMBenchError, match="must be a mapping"):
         protocol_from_dict(["not", "a", "mapping"])

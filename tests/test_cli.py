@@ -21,6 +21,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from mmbench.cli import app, main
+from mmbench.training import tune_cpu
 
 NUM_SAMPLES = 240
 TINY_OPTIONS = ["-o", f"num_samples={NUM_SAMPLES}", "-o", "shapes=8,1x6x6"]
@@ -114,6 +115,7 @@ def test_run_folder_contents(flow):
         assert cfg["optim"]["epochs"] == 2
         env = json.loads((folder / "env.json").read_text())
         assert env["torch"] == torch.__version__
+        assert env["device"] == "cpu" and env["cpu_tuning"] == tune_cpu()  # what the process applied, recorded
         metrics = pd.read_csv(folder / "metrics.csv")
         assert metrics["epoch"].tolist() == [0, 1]
         assert {"train_loss", "val_acc"} <= set(metrics.columns)

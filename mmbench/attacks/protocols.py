@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmbench.config import load_yaml_file
 from mmbench.errors import MMBenchError
 from mmbench.registry import ATTACKS, PROTOCOLS, unknown_name_message
 
@@ -385,13 +386,5 @@ def validate(protocol: Protocol, where: str = "protocol") -> None:
 
 
 def load_protocol_file(path: str | Path) -> Protocol:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise MMBenchError(f"protocol file {str(p)!r} does not exist; give a file or one of: {', '.join(PROTOCOLS.names())}")
-    try:
-        d = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise MMBenchError(f"protocol file {p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return protocol_from_dict(d, where=f"protocol file {p}")
+    d = load_yaml_file(path, "protocol file", f"give a file or one of: {', '.join(PROTOCOLS.names())}")
+    return protocol_from_dict(d, where=f"protocol file {path}")
