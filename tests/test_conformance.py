@@ -78,6 +78,18 @@ def test_method_output_contract(name, data_dir):
     assert isinstance(method.predict(model.eval(), batch), ModelOutput)
 
 
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_string_parameters_are_checked_choices(name):
+    """Every ``str`` parameter is a choice: a typo is a one-line error naming the field and listing its default."""
+    for f in dataclasses.fields(METHODS.get(name).Params):
+        if f.type not in (str, "str"):
+            continue
+        with pytest.raises(MMBenchError) as e:
+            build_method(MethodConfig(name, {f.name: f.default + "_typo"}))
+        message = str(e.value)
+        assert f"{f.name} must be one of" in message and repr(f.default) in message and "\n" not in message
+
+
 @pytest.mark.parametrize("fusion", FUSIONS.names())
 def test_fusion_forward_masking_and_decomposition(fusion, data_dir):
     batch = load_split("tiny", "val", data_dir).index(slice(0, 10))

@@ -54,7 +54,7 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import MUTE_MODES, scale_grad, subset_logits
 from mmbench.metrics import shapley_values, true_class_prob
 from mmbench.models.multimodal import ModelOutput
@@ -107,10 +107,7 @@ class AGM(Method):
         mute: str = "input"  # input (the release) | features
 
         def __post_init__(self):
-            if self.scale_after_window not in AFTER_WINDOW:
-                raise ValueError(f"scale_after_window must be one of {AFTER_WINDOW}, got {self.scale_after_window!r}")
-            if self.mute not in MUTE_MODES:
-                raise ValueError(f"mute must be one of {MUTE_MODES}, got {self.mute!r}")
+            check_choices(self, scale_after_window=AFTER_WINDOW, mute=MUTE_MODES)
 
     def __init__(self, params=None):
         super().__init__(params)

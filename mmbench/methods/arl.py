@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import encoder_parameters, scale_gradients
 from mmbench.models.multimodal import ModelOutput
 from mmbench.registry import METHODS
@@ -99,8 +99,7 @@ class ARL(Method):
         weight_mode: str = "intended"  # intended | released (constant 0.5: 1.5x)
 
         def __post_init__(self):
-            if self.weight_mode not in WEIGHT_MODES:
-                raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {self.weight_mode!r}")
+            check_choices(self, weight_mode=WEIGHT_MODES)
 
     def forward(self, model, batch, state):
         return self.predict(model, batch)

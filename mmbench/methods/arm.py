@@ -95,7 +95,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbench.methods.base import Method, TrainState
+from mmbench.methods.base import Method, TrainState, check_choices
 from mmbench.methods.modulation import configured_encoders
 from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel
@@ -280,11 +280,7 @@ class ARM(Method):
                                           "balanced min-max loss absent")
 
         def __post_init__(self):
-            for name, value, allowed in (("mi_estimator", self.mi_estimator, ESTIMATORS),
-                                         ("pairing", self.pairing, PAIRINGS),
-                                         ("eval_weights", self.eval_weights, EVAL_WEIGHTS)):
-                if value not in allowed:
-                    raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+            check_choices(self, mi_estimator=ESTIMATORS, pairing=PAIRINGS, eval_weights=EVAL_WEIGHTS)
             if min(self.nmi_bins, self.ncmi_bins, self.resample_nmi_bins, self.resample_ncmi_bins) < 1:
                 raise ValueError("bins must be at least 1")
             if len(self.resample_thresholds) != 2 or len(self.resample_extra) != 3:

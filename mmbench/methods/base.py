@@ -122,6 +122,14 @@ class Method:
             setattr(self, k, decode(v, getattr(self, k, None)))
 
 
+def check_choices(params: Any, **allowed: tuple[str, ...]) -> None:
+    """For ``Params.__post_init__``: a ``ValueError`` naming the first field whose value is not among its choices."""
+    for name, choices in allowed.items():
+        value = getattr(params, name)
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 def build_method(cfg: MethodConfig) -> Method:
     """Instantiate the method named in ``cfg`` with validated parameters (unknown keys are errors)."""
     cls = METHODS.get(cfg.name)

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import coalition_values, encoder_parameters, scale_gradients
 from mmbench.metrics import shapley_values, true_class_prob
 from mmbench.models.multimodal import ModelSpec, MultimodalModel, build_model
@@ -108,10 +108,7 @@ class CAL(Method):
                                           "loss weights", "all defaults")
 
         def __post_init__(self):
-            if self.accelerate not in DIRECTIONS:
-                raise ValueError(f"accelerate must be one of {DIRECTIONS}, got {self.accelerate!r}")
-            if self.confidence not in CONFIDENCES:
-                raise ValueError(f"confidence must be one of {CONFIDENCES}, got {self.confidence!r}")
+            check_choices(self, accelerate=DIRECTIONS, confidence=CONFIDENCES)
 
     def __init__(self, params=None):
         super().__init__(params)

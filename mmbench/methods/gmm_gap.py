@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.metrics import true_class_prob
 from mmbench.registry import METHODS
 
@@ -104,10 +104,7 @@ class GMMGap(Method):
                                           "refit schedule", "purification rule")
 
         def __post_init__(self):
-            if self.fit_on not in FITS:
-                raise ValueError(f"fit_on must be one of {FITS}, got {self.fit_on!r}")
-            if self.gap_source not in GAP_SOURCES:
-                raise ValueError(f"gap_source must be one of {GAP_SOURCES}, got {self.gap_source!r}")
+            check_choices(self, fit_on=FITS, gap_source=GAP_SOURCES)
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel, configured_encoders
 from mmbench.models.multimodal import ModelSpec
 from mmbench.registry import METHODS
@@ -101,10 +101,7 @@ class MLA(Method):
         projection: str = "owm"  # owm | none (the release as it runs) | balancemm
 
         def __post_init__(self):
-            if self.fusion not in FUSIONS:
-                raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
-            if self.projection not in PROJECTIONS:
-                raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+            check_choices(self, fusion=FUSIONS, projection=PROJECTIONS)
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import PARAM_SCOPES, encoder_parameters, scale_gradients, unimodal_scores
 from mmbench.registry import METHODS
 
@@ -67,10 +67,7 @@ class OGMGE(Method):
         scope: str = "weights"  # weights | conv | all
 
         def __post_init__(self):
-            if self.mode not in MODES:
-                raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-            if self.scope not in PARAM_SCOPES:
-                raise ValueError(f"scope must be one of {PARAM_SCOPES}, got {self.scope!r}")
+            check_choices(self, mode=MODES, scope=PARAM_SCOPES)
 
     def loss(self, model, batch, out, state):
         return F.cross_entropy(out.logits, batch.labels), {}

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel, configured_encoders
 from mmbench.models.multimodal import ModelSpec
 from mmbench.registry import METHODS
@@ -120,10 +120,7 @@ class QMF(Method):
         margin: str = "release"  # release (the code: a tolerance) | gap (CRL's required gap)
 
         def __post_init__(self):
-            if self.history_update not in ORDERS:
-                raise ValueError(f"history_update must be one of {ORDERS}, got {self.history_update!r}")
-            if self.margin not in MARGINS:
-                raise ValueError(f"margin must be one of {MARGINS}, got {self.margin!r}")
+            check_choices(self, history_update=ORDERS, margin=MARGINS)
 
     def __init__(self, params=None):
         super().__init__(params)

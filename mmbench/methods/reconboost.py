@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel, configured_encoders
 from mmbench.models.multimodal import ModelSpec
 from mmbench.registry import METHODS
@@ -107,8 +107,7 @@ class ReconBoost(Method):
         def __post_init__(self):
             if self.epochs_per_stage < 1 or self.correct_epoch < 0:
                 raise ValueError("epochs_per_stage must be at least 1 and correct_epoch at least 0")
-            if self.consolidation not in CONSOLIDATION:
-                raise ValueError(f"consolidation must be one of {CONSOLIDATION}, got {self.consolidation!r}")
+            check_choices(self, consolidation=CONSOLIDATION)
 
     def build_model(self, spec: ModelSpec) -> HeadFusionModel:
         cfg = spec.config

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmbench.methods.base import Method
+from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel, configured_encoders
 from mmbench.models.multimodal import ModelSpec
 from mmbench.registry import METHODS
@@ -153,8 +153,7 @@ class TMC(Method):
         variant: str = "tmc"  # tmc | etmc (pseudo-view from the concatenated features)
 
         def __post_init__(self):
-            if self.variant not in VARIANTS:
-                raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+            check_choices(self, variant=VARIANTS)
             if self.annealing_epochs < 1:
                 raise ValueError(f"annealing_epochs must be at least 1, got {self.annealing_epochs}")
 
