@@ -277,9 +277,20 @@ def test_mfeat_missing_view_file(tmp_path, mfeat_root):
         prepare("mfeat", mfeat_root, tmp_path / "data", name="mf", modalities=["fou"])
 
 
-def test_mfeat_unknown_view(tmp_path, mfeat_root):
-    with pytest.raises(MMBenchError, match="did you mean pix"):
-        prepare("mfeat", mfeat_root, tmp_path / "data", name="mf", modalities=["pixx"])
+@pytest.mark.parametrize("dataset,typo,meant", [
+    ("mfeat", "pixx", "pix"), ("synthetic", "imgae", "image"), ("cremad", "audoi", "audio"),
+    ("kinetics_sounds", "visaul", "visual"), ("ave", "audi", "audio"), ("nyud2", "dpeth", "depth"),
+    ("mvsa_single", "txet", "text"), ("food101", "imag", "image"), ("brca", "mRAN", "mRNA"),
+    ("rosmap", "methylaton", "methylation"),
+])
+def test_unknown_modality_is_named_with_close_matches_before_any_file_is_read(tmp_path, dataset, typo, meant):
+    (tmp_path / "raw").mkdir()  # empty: the modality check must come first
+    root = None if dataset == "synthetic" else tmp_path / "raw"
+    with pytest.raises(MMBenchError) as e:
+        prepare(dataset, root, tmp_path / "data", modalities=[typo])
+    message = str(e.value)
+    assert f"unknown {dataset} modality {typo!r}" in message and f"did you mean {meant}" in message
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def test_mfeat_wrong_shape_is_a_clear_error(tmp_path):

@@ -35,6 +35,7 @@ from mmbench.data.base import (
     carve_val_samples,
     check_choice,
     check_class_count,
+    select_modalities,
     split_indices,
     stream,
 )
@@ -75,9 +76,7 @@ class AudioVisualDataset(DatasetBuilder):
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
         o = self.options
-        mods = list(modalities or MODALITIES)
-        for m in mods:
-            check_choice("--modalities", m, MODALITIES)
+        mods = select_modalities(self.registry_name, modalities, MODALITIES)
         check_choice("on_error", o.on_error, ("skip", "error"))
         check_choice("frame_pick", o.frame_pick, ("even", "first"))
         if o.image_size < 8 or o.frames < 1 or o.hop < 1 or o.n_fft < 2 or o.duration <= 0 or o.sample_rate < 1:

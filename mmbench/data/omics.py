@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmbench.data.base import select_modalities
 from mmbench.data.csv_views import CsvViewsDataset
 from mmbench.errors import MMBenchError
-from mmbench.registry import DATASETS, unknown_name_message
+from mmbench.registry import DATASETS
 
 VIEWS = {"mRNA": "1", "methylation": "2", "miRNA": "3"}
 MOGONET_LAYOUT = ("ROOT/{1,2,3}_tr.csv, ROOT/{1,2,3}_te.csv, ROOT/labels_tr.csv, ROOT/labels_te.csv "
@@ -39,10 +40,7 @@ class MogonetDataset(CsvViewsDataset):
         check_widths: bool = True  # the published feature counts per view
 
     def view_files(self, root: Path, modalities: list[str] | None) -> dict[str, str]:
-        views = list(modalities or VIEWS)
-        for v in views:
-            if v not in VIEWS:
-                raise MMBenchError(unknown_name_message(f"{self.dataset} view", v, list(VIEWS)))
+        views = select_modalities(self.dataset, modalities, tuple(VIEWS))
         missing = [f"{VIEWS[v]}_{s}.csv" for v in views for s in ("tr", "te") if not (root / f"{VIEWS[v]}_{s}.csv").exists()]
         if missing:
             raise MMBenchError(f"{self.dataset}: {', '.join(missing)} not found in {root}; expected layout: "

@@ -31,6 +31,7 @@ from mmbench.data.base import (
     carve_val_samples,
     check_choice,
     check_class_count,
+    select_modalities,
     stream,
 )
 from mmbench.data.media import IMAGE_SUFFIXES, load_image
@@ -56,9 +57,7 @@ class Nyud2Dataset(DatasetBuilder):
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
         o = self.options
-        mods = list(modalities or ("rgb", "depth"))
-        for m in mods:
-            check_choice("--modalities", m, ("rgb", "depth"))
+        mods = select_modalities("nyud2", modalities, ("rgb", "depth"))
         check_choice("on_error", o.on_error, ("error", "skip"))
         check_choice("depth_channels", o.depth_channels, (1, 3))
         if o.image_size < 8:

@@ -37,6 +37,7 @@ from mmbench.data.base import (
     carve_val_samples,
     check_choice,
     check_class_count,
+    select_modalities,
     stream,
 )
 from mmbench.data.media import CROP_FRACTION, Vocabulary, load_image
@@ -76,9 +77,7 @@ class JsonlTextImageDataset(DatasetBuilder):
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
         o = self.options
-        mods = list(modalities or MODALITIES)
-        for m in mods:
-            check_choice("--modalities", m, MODALITIES)
+        mods = select_modalities(self.dataset, modalities, MODALITIES)
         check_choice("on_error", o.on_error, ("error", "skip"))
         check_choice("resize", o.resize, ("crop", "stretch"))
         if o.image_size < 8 or o.max_tokens < 1 or o.max_vocab < 4 or o.min_freq < 1:
