@@ -569,6 +569,7 @@ def widen(stats: pd.DataFrame, grouping: Grouping, primary: str = "test_acc") ->
     if sort_col:
         table = table.sort_values(["block", sort_col], ascending=[True, direction(primary) < 0], kind="stable",
                                   na_position="last")
+    table[grouping.entry] = table["entry"]  # the row's label: e.g. joint(fusion=late), not the bare method name
     table = table.drop(columns=[c for c in ("block", "entry") if c not in grouping.columns])
     front = [c for c in grouping.columns] + ["n"]
     return table[front + [c for c in table.columns if c not in front]].reset_index(drop=True)
@@ -1091,9 +1092,8 @@ def _plain(c: Cell) -> str:
 
 
 def tidy_runs(report: Report) -> pd.DataFrame:
-    """``runs.csv``: one row per run × metric."""
-    df = report.long.drop(columns=["block", "entry"]).copy()
-    return df
+    """``runs.csv``: one row per run × metric, the compared column holding the rows' labels (as in the tables)."""
+    return report.long.assign(**{report.grouping.entry: report.long["entry"]}).drop(columns=["block", "entry"])
 
 
 # ---------------------------------------------------------------------------------------

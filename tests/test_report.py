@@ -29,6 +29,7 @@ from mmbench.report import (
     leaderboard,
     method_label,
     reference_for,
+    tidy_runs,
     write_leaderboard,
     write_report,
 )
@@ -271,6 +272,9 @@ def test_effective_robustness_is_relative_to_late_fusion(tmp_path):
     assert _stats(r, "joint(fusion=late)", "robust_eff[gaussian]")["mean"] == pytest.approx(0.0)
     assert _stats(r, "joint", "robust_eff[gaussian]")["mean"] < 0 < _stats(r, "qmf", "robust_eff[gaussian]")["mean"]
     assert not any("late-fusion" in w for w in r.warnings)
+    # the CSV files name the rows as the tables do, so joint and joint(fusion=late) stay apart
+    assert sorted(r.wide["method"]) == ["joint", "joint(fusion=late)", "qmf"]
+    assert set(tidy_runs(r)["method"]) == {"joint", "joint(fusion=late)", "qmf"}
     # without late-fusion runs: relative to --reference, with a warning
     shutil.rmtree(tmp_path / "runs")
     for (method, sets), f in curves.items():
