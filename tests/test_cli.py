@@ -177,6 +177,28 @@ def test_report_writes_leaderboards_with_method_names(flow):
     assert "joint" in flow["report"].output and "leaderboard.csv" in flow["report"].output
 
 
+def test_demo_runs_the_whole_flow_with_late_fusion_as_the_robustness_reference(tmp_path):
+    from mmbench.demo import ATTACK_LEVELS
+
+    data, results = tmp_path / "data", tmp_path / "results"
+    out = invoke("demo", "--seeds", "1", "--epochs", "1", "--attack-seeds", "1", "--data-dir", str(data),
+                 "--results-dir", str(results)).output
+    assert "demo finished" in out and "no late-fusion runs" not in out
+    table = pd.read_csv(results / "leaderboard.csv")
+    common = {"joint", "joint(fusion=late)", "ogm_ge"}
+    assert {d: set(g["method"]) for d, g in table.groupby("dataset")} == {
+        "synthetic": common | {"unimodal(modality=vector)", "unimodal(modality=image)"},
+        "mfeat[pix+mor]": common | {"unimodal(modality=pix)", "unimodal(modality=mor)"}}
+    late = table[table["method"] == "joint(fusion=late)"]
+    assert (late["robust_eff[gaussian]_mean"] == 0).all()  # the reference, relative to itself
+    runs = list((results / "runs").iterdir())
+    assert len(runs) == len(table)
+    for run in runs:
+        attack = pd.read_csv(run / "attack.csv")
+        assert sorted(attack["level"].unique()) == ATTACK_LEVELS and set(attack["attack"]) == {"gaussian"}
+    assert {"leaderboard.md", "report.html"} <= {p.name for p in results.iterdir()}
+
+
 def test_rerun_without_force_skips_and_keeps_metrics(flow):
     folder = flow["runs"]["joint"]
     metrics = folder / "metrics.csv"
