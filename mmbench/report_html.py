@@ -124,7 +124,11 @@ def render_figure(img: PlotImage) -> str:
 def render_html(report: Report, tables: list[DisplayTable], images: list[PlotImage], files: list[str]) -> str:
     runs = report.runs
     n_data = runs["dataset"].nunique() if "dataset" in runs else 0
-    n_methods = runs["method"].nunique() if "method" in runs else 0
+    n_methods = runs["config.method.name"].nunique() if "config.method.name" in runs else 0
+    n_variants = runs["entry"].nunique() if "entry" in runs else n_methods
+    methods = f"{n_methods} method{'s' if n_methods != 1 else ''}"
+    if n_variants != n_methods:
+        methods += f" in {n_variants} variants"
     o = report.options
     blocks = report.blocks
     parts = [
@@ -132,7 +136,7 @@ def render_html(report: Report, tables: list[DisplayTable], images: list[PlotIma
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>mmbench report</title>", f"<style>{CSS}</style></head><body>",
         "<header><h1>mmbench report</h1>",
-        f'<p class="meta">{len(runs)} runs · {n_data} dataset{"s" if n_data != 1 else ""} · {n_methods} methods · '
+        f'<p class="meta">{len(runs)} runs · {n_data} dataset{"s" if n_data != 1 else ""} · {methods} · '
         f"from <code>{_e(report.results_dir)}</code> · generated {_e(report.generated)} · mmbench {_e(__version__)} · "
         f"grouped by <code>{_e(', '.join(report.grouping.names))}</code> · reference <code>{_e(o.reference)}</code> · "
         f"{'t' if o.ci == 't' else 'bootstrap'} intervals</p>",

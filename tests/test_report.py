@@ -275,6 +275,8 @@ def test_effective_robustness_is_relative_to_late_fusion(tmp_path):
     # the CSV files name the rows as the tables do, so joint and joint(fusion=late) stay apart
     assert sorted(r.wide["method"]) == ["joint", "joint(fusion=late)", "qmf"]
     assert set(tidy_runs(r)["method"]) == {"joint", "joint(fusion=late)", "qmf"}
+    write_report(r, tmp_path / "out", ["html"], plots=False)
+    assert "6 runs · 1 dataset · 2 methods in 3 variants ·" in (tmp_path / "out" / "report.html").read_text()
     # without late-fusion runs: relative to --reference, with a warning
     shutil.rmtree(tmp_path / "runs")
     for (method, sets), f in curves.items():
@@ -432,6 +434,7 @@ def test_every_format_parses(written):
     assert doc["primary_metric"] == "test_acc" and len(doc["leaderboard"]) == 2 and doc["published"]
     # HTML: parses, has the tables, embedded PNGs, nothing fetched from outside
     text = (out / "report.html").read_text()
+    assert "6 runs · 1 dataset · 2 methods ·" in text
     parser = _Collector()
     parser.feed(text)
     assert parser.tags.count("table") >= 3 and "ogm_ge" in parser.cells
