@@ -607,6 +607,10 @@ class Executor:
         """Executor-specific fields of a task (threads, resources) before it is submitted."""
         return task
 
+    def check_resources(self, runs: list[Run]) -> list[str]:
+        """Warnings about runs this executor may never place; an :class:`MMBenchError` when it never can."""
+        return []
+
     def finish(self, task: Task, result: Result) -> None:
         """Driver-side work after a run returns (e.g. writing its files when there is no shared filesystem)."""
 
@@ -681,6 +685,7 @@ class RayExecutor(Executor):
             raise MMBenchError("the ray executor needs Ray: pip install 'mmbench[ray]'") from None
         self.ray = ray
         self.shared_fs = shared_fs
+        self.max_parallel = max_parallel
         self.started = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -697,6 +702,22 @@ class RayExecutor(Executor):
         self.capacity = max_parallel or max(1, int(cpus))
         self._remote = ray.remote(execute)
         self._refs: dict[str, Any] = {}  # run id -> ObjectRef in flight
+
+    def check_resources(self, runs: list[Run]) -> list[str]:
+        """A request that no alive node meets waits forever on a fixed cluster: an error on the instance this
+        executor started, a warning on a cluster it joined (whose autoscaler may add such a node)."""
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        largest = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "GPU")}
+        unmet = [r for r in runs if r.num_cpus > largest["CPU"] or r.num_gpus > largest["GPU"]]
+        if not unmet:
+            return []
+        r = unmet[0]
+        message = (f"{len(unmet)} run(s) ask for more than any Ray node has (e.g. {r.label}: num_cpus={r.num_cpus:g}, "
+                   f"num_gpus={r.num_gpus:g}; the largest node has {largest['CPU']:g} CPUs, {largest['GPU']:g} GPUs)")
+        if self.started:
+            hint = " or raise --max-parallel (the local instance's CPU count)" if self.max_parallel else ""
+            raise MMBenchError(f"{message}; lower `resources` in the grid{hint}")
+        return [f"{message}; they wait until the cluster adds such a node"]
 
     def prepare(self, task: Task) -> Task:
         task.threads = max(1, int(task.run.num_cpus))
@@ -931,6 +952,8 @@ def main(grid_path: str, executor: str = "inline", max_parallel: int | None = No
          sets: Iterable[str] | None = None, data_dir: str | None = None, results_dir: str = "results",
          device: str | None = None, live: bool | None = None) -> SweepReport | None:
     """What ``mmbench sweep`` does: check options, expand, list (dry run) or execute with progress."""
+    from rich.markup import escape
+
     from mmbench.ui import console
 
     check_options(executor, max_parallel, address, shared_fs, retries)
@@ -955,6 +978,13 @@ def main(grid_path: str, executor: str = "inline", max_parallel: int | None = No
     write_manifest(grid, results_dir, {"executor": executor, "max_parallel": max_parallel, "address": address,
                                        "shared_fs": shared_fs, "retries": retries})
     ex = make_executor(executor, max_parallel, address, shared_fs)
+    try:
+        warnings = ex.check_resources([r for r, s in states if s not in ("done", "diverged")])
+    except MMBenchError:
+        ex.close()
+        raise
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     to_run = sum(n for s, n in counts.items() if s not in ("done", "diverged"))
     console.print(f"sweep {grid_path}: {len(grid.runs)} runs{dup}: {summary}; running {to_run} on {executor}"
                   f" ({ex.capacity} at a time)", highlight=False)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mmbench.cli import main
+from mmbench.errors import MMBenchError
 from mmbench.results import RunFolder, run_folders
 from mmbench.sweep import RayExecutor, expand, run_sweep
 from mmbench.training import train_run
@@ -84,3 +85,18 @@ def test_no_shared_fs_returns_files_to_the_driver_and_resumes_its_checkpoint(tmp
         assert folder.read_config().output.results_dir == str(results.resolve())
     assert done[grid.runs[0].run_id].read_summary()["resumed_from_epoch"] == 1
     assert done[grid.runs[1].run_id].read_summary()["resumed_from_epoch"] is None
+
+
+def test_a_request_no_node_can_meet_is_an_error_on_an_own_instance_and_a_warning_on_a_joined_one(tmp_path,
+                                                                                                 data_dir):
+    fits = expand(write_grid(tmp_path, ["joint"], resources={"num_cpus": 1}), str(tmp_path / "r"), str(data_dir))
+    too_big = expand(write_grid(tmp_path, ["joint", "ogm_ge"], resources={"num_cpus": 3}), str(tmp_path / "r"),
+                     str(data_dir))
+    executor = RayExecutor()  # joins the running 2-CPU instance: an autoscaler could add a larger node
+    assert executor.check_resources(fits.runs) == []
+    (warning,) = executor.check_resources(too_big.runs)
+    assert "2 run(s)" in warning and "num_cpus=3" in warning and "the largest node has 2 CPUs" in warning
+    executor.started = True  # as if it had started the instance itself: nothing will ever add a node
+    with pytest.raises(MMBenchError, match="lower `resources` in the grid"):
+        executor.check_resources(too_big.runs)
+    assert ray.is_initialized()
