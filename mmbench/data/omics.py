@@ -28,7 +28,6 @@ MOGONET_LAYOUT = ("ROOT/{1,2,3}_tr.csv, ROOT/{1,2,3}_te.csv, ROOT/labels_tr.csv,
 
 
 class MogonetDataset(CsvViewsDataset):
-    dataset = ""
     classes: tuple[str, ...] = ()
     widths: dict[str, int] = {}
     citation = ("Wang, T., Shao, W., Huang, Z., Tang, H., Zhang, J., Ding, Z. & Huang, K. (2021). MOGONET "
@@ -40,16 +39,16 @@ class MogonetDataset(CsvViewsDataset):
         check_widths: bool = True  # the published feature counts per view
 
     def view_files(self, root: Path, modalities: list[str] | None) -> dict[str, str]:
-        views = select_modalities(self.dataset, modalities, tuple(VIEWS))
+        views = select_modalities(self.registry_name, modalities, tuple(VIEWS))
         missing = [f"{VIEWS[v]}_{s}.csv" for v in views for s in ("tr", "te") if not (root / f"{VIEWS[v]}_{s}.csv").exists()]
         if missing:
-            raise MMBenchError(f"{self.dataset}: {', '.join(missing)} not found in {root}; expected layout: "
+            raise MMBenchError(f"{self.registry_name}: {', '.join(missing)} not found in {root}; expected layout: "
                                f"{MOGONET_LAYOUT}")
         return {v: VIEWS[v] for v in views}
 
     def class_names(self, root: Path, num_classes: int) -> list[str]:
         if num_classes > len(self.classes):
-            raise MMBenchError(f"{self.dataset}: labels go up to {num_classes - 1}, but the dataset has "
+            raise MMBenchError(f"{self.registry_name}: labels go up to {num_classes - 1}, but the dataset has "
                                f"{len(self.classes)} classes ({', '.join(self.classes)}); is --root the right folder?")
         return list(self.classes)
 
@@ -58,7 +57,7 @@ class MogonetDataset(CsvViewsDataset):
             return
         for view, x in splits["train"][0].items():
             if x.shape[1] != self.widths[view]:
-                raise MMBenchError(f"{self.dataset}: view {view} ({VIEWS[view]}_tr.csv) has {x.shape[1]} features, "
+                raise MMBenchError(f"{self.registry_name}: view {view} ({VIEWS[view]}_tr.csv) has {x.shape[1]} features, "
                                    f"the published files have {self.widths[view]}; pass -o check_widths=false "
                                    "for another feature selection")
 
@@ -71,7 +70,6 @@ class MogonetDataset(CsvViewsDataset):
 class BrcaDataset(MogonetDataset):
     """BRCA (TCGA breast cancer): mRNA, methylation, miRNA views, 5 PAM50 subtypes; MOGONET files (needs --root)."""
 
-    dataset = "brca"
     classes = ("Normal-like", "Basal-like", "HER2-enriched", "Luminal A", "Luminal B")
     widths = {"mRNA": 1000, "methylation": 1000, "miRNA": 503}
 
@@ -80,6 +78,5 @@ class BrcaDataset(MogonetDataset):
 class RosmapDataset(MogonetDataset):
     """ROSMAP: mRNA, methylation, miRNA views, Alzheimer's disease vs normal control; MOGONET files (needs --root)."""
 
-    dataset = "rosmap"
     classes = ("Normal Control", "Alzheimer's Disease")
     widths = {"mRNA": 200, "methylation": 200, "miRNA": 200}

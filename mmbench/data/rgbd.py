@@ -57,7 +57,7 @@ class Nyud2Dataset(DatasetBuilder):
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
         o = self.options
-        mods = select_modalities("nyud2", modalities, ("rgb", "depth"))
+        mods = select_modalities(self.registry_name, modalities, ("rgb", "depth"))
         check_choice("on_error", o.on_error, ("error", "skip"))
         check_choice("depth_channels", o.depth_channels, (1, 3))
         if o.image_size < 8:

@@ -66,7 +66,6 @@ class JsonlTextImageDataset(DatasetBuilder):
     """Shared pipeline for the MMBT/QMF jsonl layout."""
 
     Options = TextImageOptions
-    dataset = ""
     source = ""
     citation = ""
     fixed_classes: tuple[str, ...] | None = None
@@ -77,7 +76,7 @@ class JsonlTextImageDataset(DatasetBuilder):
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
         o = self.options
-        mods = select_modalities(self.dataset, modalities, MODALITIES)
+        mods = select_modalities(self.registry_name, modalities, MODALITIES)
         check_choice("on_error", o.on_error, ("error", "skip"))
         check_choice("resize", o.resize, ("crop", "stretch"))
         if o.image_size < 8 or o.max_tokens < 1 or o.max_vocab < 4 or o.min_freq < 1:
@@ -88,14 +87,14 @@ class JsonlTextImageDataset(DatasetBuilder):
             if path.is_file():
                 records[split] = _read_jsonl(path)
             elif split != "val":
-                raise MMBenchError(f"{self.dataset}: {path} not found; expected layout: {JSONL_LAYOUT}")
+                raise MMBenchError(f"{self.registry_name}: {path} not found; expected layout: {JSONL_LAYOUT}")
         classes = list(self.fixed_classes) if self.fixed_classes else sorted({r["label"] for r in records["train"]})
-        check_class_count(self.dataset, classes, self.expected_classes())
+        check_class_count(self.registry_name, classes, self.expected_classes())
         samples = {}
         for split, rows in records.items():
             unknown = sorted({r["label"] for r in rows} - set(classes))
             if unknown:
-                raise MMBenchError(f"{self.dataset}: {split} labels {unknown[:3]} are not among the classes "
+                raise MMBenchError(f"{self.registry_name}: {split} labels {unknown[:3]} are not among the classes "
                                    f"{', '.join(classes[:6])}{'...' if len(classes) > 6 else ''}")
             samples[split] = [RawSample(str(r["id"]), classes.index(r["label"]),
                                         {"image": root / r["img"], "text": r["text"]}) for r in rows]
@@ -176,7 +175,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 class MvsaSingleDataset(JsonlTextImageDataset):
     """MVSA-Single: tweet image + text sentiment, 3 classes, MMBT/QMF jsonl splits (needs --root)."""
 
-    dataset = "mvsa_single"
     source = ("https://mcrlab.net/research/mvsa-sentiment-analysis-on-multi-view-social-data/ (data); "
               "splits: https://github.com/QingyangZhang/QMF (datasets/MVSA_Single/*.jsonl)")
     citation = ("Niu, T., Zhu, S., Pang, L. & El Saddik, A. (2016). Sentiment Analysis on Multi-View Social "
@@ -188,7 +186,6 @@ class MvsaSingleDataset(JsonlTextImageDataset):
 class Food101Dataset(JsonlTextImageDataset):
     """UPMC Food-101: recipe web-page image + text, 101 classes, MMBT/QMF jsonl splits (needs --root)."""
 
-    dataset = "food101"
     source = ("https://visiir.isir.upmc.fr/ (UPMC Food-101); splits: https://github.com/QingyangZhang/QMF "
               "(datasets/food101/*.jsonl, from MMBT)")
     citation = ("Wang, X., Kumar, D., Thome, N., Cord, M. & Precioso, F. (2015). Recipe recognition with "
