@@ -56,6 +56,7 @@ from torch import nn
 
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import HeadFusionModel, PrototypeBank, configured_encoders
+from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelSpec
 from mmbench.registry import METHODS
 
@@ -211,7 +212,7 @@ class QADM(Method):
     def after_backward(self, model, batch, out, state):
         y = batch.labels
         for m, logits in out.unimodal_logits.items():
-            weights = torch.softmax(logits.detach().float(), 1).gather(1, y[:, None]).squeeze(1)
+            weights = true_class_prob(logits.detach().float(), y)
             model.fusion.branches[m].update(list(out.extras[f"layers_{m}"]), out.extras[f"quality_{m}"], y, weights,
                                             self.params.momentum)
         return {}

@@ -57,6 +57,7 @@ from torch import nn
 
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel, configured_encoders
+from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelSpec
 from mmbench.registry import METHODS
 
@@ -139,7 +140,7 @@ class ReconBoost(Method):
         log_p = F.log_softmax(z, 1).gather(1, batch.labels[:, None]).squeeze(1)
         others = model.fusion.ensemble(out.unimodal_logits, exclude=current)
         q = torch.ones_like(log_p) if others is None else \
-            F.softmax(others.detach(), 1).gather(1, batch.labels[:, None]).squeeze(1)
+            true_class_prob(others.detach(), batch.labels)
         boost = ((-p.weight1 * log_p + p.weight2 * q * log_p) / z.shape[1]).mean()
         logs.update({f"trained_{m}": float(m == current) for m in names}, loss_boost=boost.item())
         if stage == 0:
