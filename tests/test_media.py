@@ -24,6 +24,7 @@ from mmbench.data.media import (
     hz_to_mel,
     load_frames,
     load_image,
+    load_image_halves,
     mel_filterbank,
     mel_to_hz,
     pick_frames,
@@ -164,7 +165,7 @@ def test_load_image_stretch_and_centre_crop(tmp_path):
     assert cropped[1].mean() > 200 and cropped[0].mean() < 20 and cropped[2].mean() < 20  # only the centre
     grey = load_image(tmp_path / "wide.png", 8, "L", "stretch")
     assert grey.shape == (1, 8, 8)
-    left = load_image(tmp_path / "wide.png", 8, "RGB", "stretch", box="left")
+    left = load_image_halves(tmp_path / "wide.png", 8, {"left": "RGB"})["left"]
     assert left[0].mean() > left[2].mean()
 
 

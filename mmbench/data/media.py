@@ -23,6 +23,7 @@ the store can skip the sample (and record it) or stop, as the dataset's ``on_err
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import wave
@@ -187,12 +188,26 @@ class LogSpectrogram:
 # ---------------------------------------------------------------------------------------
 
 
-def load_image(path: Path, size: int, mode: str = "RGB", resize: str = "stretch",
-               box: str | None = None) -> np.ndarray:
-    """Decode an image into uint8 ``[C, size, size]`` (C = 3 for RGB, 1 for L).
+def load_image(path: Path, size: int, mode: str = "RGB", resize: str = "stretch") -> np.ndarray:
+    """Decode an image into uint8 ``[C, size, size]`` (C = 3 for RGB, 1 for L)."""
+    need = math.ceil(size / CROP_FRACTION) if resize == "crop" else size
+    with _decoded(path, draft=(mode, need)) as im:
+        return _fit(im, size, mode, resize)
 
-    ``box``: ``"left"`` / ``"right"`` keeps that half of the image first (side-by-side RGB|depth files).
-    """
+
+def load_image_halves(path: Path, size: int, modes: dict[str, str]) -> dict[str, np.ndarray]:
+    """A side-by-side file (e.g. RGB | depth) decoded once: ``{"left" | "right": mode}`` -> that half
+    as uint8 ``[C, size, size]``, stretched to the size."""
+    with _decoded(path) as im:
+        w, h = im.size
+        boxes = {"left": (0, 0, w // 2, h), "right": (w // 2, 0, w, h)}
+        return {half: _fit(im.crop(boxes[half]), size, mode, "stretch") for half, mode in modes.items()}
+
+
+@contextlib.contextmanager
+def _decoded(path: Path, draft: tuple[str, int] | None = None):
+    """The decoded image at ``path``; a missing or unreadable file is an :class:`UnreadableSample`.
+    ``draft``: (mode, side) lets JPEG decode at a reduced scale that still covers the side."""
     from PIL import Image
 
     path = Path(path)
@@ -200,26 +215,31 @@ def load_image(path: Path, size: int, mode: str = "RGB", resize: str = "stretch"
         raise UnreadableSample(f"missing image {path}")
     try:
         with Image.open(path) as im:
-            need = math.ceil(size / CROP_FRACTION) if resize == "crop" else size
-            if box is None:
-                im.draft(mode, (need, need))  # JPEG: decode at a reduced scale that still covers the target
+            if draft is not None:
+                im.draft(draft[0], (draft[1], draft[1]))
             im.load()
-            if box is not None:
-                w, h = im.size
-                im = im.crop((0, 0, w // 2, h) if box == "left" else (w // 2, 0, w, h))
-            im = im.convert(mode)
-            if resize == "crop":
-                w, h = im.size
-                scale = need / min(w, h)
-                im = im.resize((max(need, round(w * scale)), max(need, round(h * scale))), Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - size) // 2, (h - size) // 2
-                im = im.crop((left, top, left + size, top + size))
-            else:
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+            yield im
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UnreadableSample(f"{path} is not a readable image ({e})") from None
+
+
+def _fit(im, size: int, mode: str, resize: str) -> np.ndarray:
+    """``im`` converted to ``mode`` and resized (``stretch``, or ``crop``: shorter side to size/0.875,
+    centre crop) to uint8 ``[C, size, size]``."""
+    from PIL import Image
+
+    im = im.convert(mode)
+    if resize == "crop":
+        need = math.ceil(size / CROP_FRACTION)
+        w, h = im.size
+        scale = need / min(w, h)
+        im = im.resize((max(need, round(w * scale)), max(need, round(h * scale))), Image.BILINEAR)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    else:
+        im = im.resize((size, size), Image.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
 
 

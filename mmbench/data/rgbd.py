@@ -34,7 +34,7 @@ from mmbench.data.base import (
     select_modalities,
     stream,
 )
-from mmbench.data.media import IMAGE_SUFFIXES, load_image
+from mmbench.data.media import IMAGE_SUFFIXES, load_image_halves
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
 
@@ -78,14 +78,12 @@ class Nyud2Dataset(DatasetBuilder):
         layout = {"rgb": ((3, size, size), "uint8"), "depth": ((o.depth_channels, size, size), "uint8")}
         layout = {m: layout[m] for m in mods}
 
+        half = {"rgb": "left", "depth": "right"}
+        mode = {"rgb": "RGB", "depth": "L" if o.depth_channels == 1 else "RGB"}
+
         def load(sample: RawSample) -> dict[str, np.ndarray]:
-            path = sample.source["path"]
-            out = {}
-            if "rgb" in layout:
-                out["rgb"] = load_image(path, size, "RGB", "stretch", box="left")
-            if "depth" in layout:
-                out["depth"] = load_image(path, size, "L" if o.depth_channels == 1 else "RGB", "stretch", box="right")
-            return out
+            arrays = load_image_halves(sample.source["path"], size, {half[m]: mode[m] for m in layout})
+            return {m: arrays[half[m]] for m in layout}
 
         info = {"source": "https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html (data); prepared split: the "
                           "nyud2_trainvaltest archive linked from https://github.com/QingyangZhang/QMF",
@@ -93,7 +91,7 @@ class Nyud2Dataset(DatasetBuilder):
                             "Support Inference from RGBD Images. ECCV.",
                 "split": split_record, "layout": NYUD2_LAYOUT, "on_error": o.on_error,
                 "preprocessing": {m: {"size": [size, size], "resize": "stretch to size x size, bilinear (QMF eval)",
-                                      "half": "left" if m == "rgb" else "right",
+                                      "half": half[m],
                                       "channels": 3 if m == "rgb" else o.depth_channels, "dtype": "uint8, 0-255",
                                       "normalisation": "inside the model: (x - train mean) / train std"}
                                   for m in mods}}

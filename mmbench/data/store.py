@@ -103,15 +103,16 @@ def write(target: Path, name: str, builder: str, prepared: Prepared, progress: b
                 (tmp / split).mkdir()
                 if isinstance(data, SampleStream):
                     sizes[split], split_stats, split_skipped = _write_stream(tmp, split, data, prepared, builder,
-                                                                              advance, workers)
+                                                                              advance, workers, split == "train")
                     skipped += split_skipped
                 else:
                     inputs, labels = data
                     for key, arr in {**inputs, "labels": labels}.items():
                         np.save(tmp / f"{split}/{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
                     sizes[split] = int(len(labels))
-                    split_stats = {m: (tuple(x.shape[1:]), str(x.dtype), *_moments(x)) for m, x in inputs.items()}
-                if split == "train":
+                    split_stats = {m: (tuple(x.shape[1:]), str(x.dtype), *_moments(x))
+                                   for m, x in inputs.items()} if split == "train" else {}
+                if split == "train":  # the modality specs' shapes, dtypes and standardisation statistics
                     stats = split_stats
         for path in sorted(tmp.rglob("*.npy")):
             rel = path.relative_to(tmp).as_posix()
@@ -180,13 +181,14 @@ class _RunningMoments:
 
 
 def _write_stream(tmp: Path, split: str, stream: SampleStream, prepared: Prepared, builder: str, advance,
-                  workers: int) -> tuple[int, dict[str, tuple[tuple[int, ...], str, float, float]], list[dict[str, str]]]:
-    """Append every sample of ``stream`` to its ``.npy`` files; returns (kept count, train stats, skipped)."""
+                  workers: int, measure: bool) -> tuple[int, dict[str, tuple[tuple[int, ...], str, float, float]],
+                                                       list[dict[str, str]]]:
+    """Append every sample of ``stream`` to its ``.npy`` files; returns (kept count, stats when ``measure``, skipped)."""
     n = len(stream)
     layout = prepared.layout
     writers = {key: _RowWriter(tmp / f"{split}/{key}.npy", dtype, shape, n) for key, (shape, dtype) in layout.items()}
     labels = np.empty(n, dtype=np.int64)
-    moments = {m: _RunningMoments() for m in prepared.kinds}
+    moments = {m: _RunningMoments() for m in prepared.kinds} if measure else {}
     skipped, kept = [], 0
     try:
         for i, sample in _load_all(stream, workers):

@@ -40,7 +40,7 @@ from mmbench.data.base import (
     select_modalities,
     stream,
 )
-from mmbench.data.media import CROP_FRACTION, Vocabulary, load_image
+from mmbench.data.media import CROP_FRACTION, Vocabulary, load_image, tokenize
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
 
@@ -104,9 +104,10 @@ class JsonlTextImageDataset(DatasetBuilder):
             samples["train"], samples["val"], split_record = carve_val_samples(samples["train"], o.val_fraction,
                                                                                o.seed)
             split_record["source_splits"] = "train.jsonl / test.jsonl; val carved from train"
-        vocab = Vocabulary.build((r.source["text"] for r in samples["train"]), o.min_freq, o.max_vocab)
-        truncated = {s: sum(vocab.encode(r.source["text"], o.max_tokens)[2] for r in rows)
-                     for s, rows in samples.items()} if "text" in mods else {}
+        if "text" in mods:
+            vocab = Vocabulary.build((r.source["text"] for r in samples["train"]), o.min_freq, o.max_vocab)
+            truncated = {s: sum(len(tokenize(r.source["text"])) > o.max_tokens for r in rows)
+                         for s, rows in samples.items()}
         layout: dict[str, tuple[tuple[int, ...], str]] = {}
         if "image" in mods:
             layout["image"] = ((3, o.image_size, o.image_size), "uint8")
