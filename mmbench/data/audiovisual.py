@@ -32,9 +32,9 @@ from mmbench.data.base import (
     DatasetBuilder,
     Prepared,
     RawSample,
-    carve_val_samples,
     check_choice,
     check_class_count,
+    ensure_val_samples,
     select_modalities,
     split_indices,
     stream,
@@ -111,10 +111,6 @@ class AudioVisualDataset(DatasetBuilder):
                         {m: {"audio": "image", "visual": "video"}[m] for m in mods}, info, layout,
                         skip_unreadable=o.on_error == "skip")
 
-    def carve(self, train: list[RawSample], test: list[RawSample]) -> tuple[dict[str, list[RawSample]], dict]:
-        train, val, record = carve_val_samples(train, self.options.val_fraction, self.options.seed)
-        return {"train": train, "val": val, "test": test}, record
-
 
 def _require_dir(path: Path, dataset: str, layout: str) -> Path:
     if not path.is_dir():
@@ -175,7 +171,8 @@ class CremadDataset(AudioVisualDataset):
             return RawSample(clip, CREMAD_CLASSES.index(emotion),
                              {"audio": audio_dir / f"{clip}.wav", "frames": frames_dir / clip})
 
-        splits, record = self.carve([sample(*p) for p in listed["train"]], [sample(*p) for p in listed["test"]])
+        splits = {s: [sample(*p) for p in listed[s]] for s in ("train", "test")}
+        record = ensure_val_samples(splits, o.val_fraction, o.seed)
         return splits, list(CREMAD_CLASSES), {"split": {**split_record, **record}, "layout": CREMAD_LAYOUT}
 
 
@@ -257,13 +254,10 @@ class KineticsSoundsDataset(AudioVisualDataset):
             return RawSample(clip, to_index[label], paths)
 
         listed = {s: [sample(s, c, lab) for c, lab in r] for s, r in rows.items()}
-        if "val" in listed:
-            splits, record = listed, {"source_splits": f"{o.train_list} / {o.val_list} / {o.test_list}"}
-        else:
-            splits, record = self.carve(listed["train"], listed["test"])
-            record["source_splits"] = f"{o.train_list} / {o.test_list}"
+        lists = [o.train_list, o.val_list, o.test_list] if "val" in listed else [o.train_list, o.test_list]
+        record = {**ensure_val_samples(listed, o.val_fraction, o.seed), "source_splits": " / ".join(lists)}
         layout = "audio/ + visual/" if flat else "per-split folders (OGM-GE VGG&KS tree)"
-        return splits, classes, {"split": record, "layout": f"{layout}; {KS_LAYOUT}", "class_variant": len(classes)}
+        return listed, classes, {"split": record, "layout": f"{layout}; {KS_LAYOUT}", "class_variant": len(classes)}
 
 
 def _read_list(path: Path) -> list[tuple[str, str]]:

@@ -152,12 +152,15 @@ def stream(samples: list[RawSample], load: Callable[[RawSample], dict[str, np.nd
                         lambda i: load(samples[i]))
 
 
-def carve_val_samples(train: list[RawSample], val_fraction: float, seed: int
-                      ) -> tuple[list[RawSample], list[RawSample], dict[str, Any]]:
-    """Stratified validation samples carved out of ``train``; returns (train, val, record)."""
+def ensure_val_samples(samples: dict[str, list[RawSample]], val_fraction: float, seed: int) -> dict[str, Any]:
+    """When the source has no ``val`` split, carve a stratified one out of ``train`` (in place); returns
+    how it was made, for ``meta.json`` (empty when the source had one)."""
+    if "val" in samples:
+        return {}
+    train = samples["train"]
     kept, carved = split_indices(np.array([r.label for r in train], dtype=np.int64), val_fraction, seed)
-    record = {"method": "stratified", "seed": seed, "val_fraction": val_fraction, "val_from": "train"}
-    return [train[i] for i in kept], [train[i] for i in carved], record
+    samples["train"], samples["val"] = [train[i] for i in kept], [train[i] for i in carved]
+    return {"method": "stratified", "seed": seed, "val_fraction": val_fraction, "val_from": "train"}
 
 
 def select_modalities(dataset: str, requested: list[str] | None, available: Sequence[str]) -> list[str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,9 +27,9 @@ from mmbench.data.base import (
     DatasetBuilder,
     Prepared,
     RawSample,
-    carve_val_samples,
     check_choice,
     check_class_count,
+    ensure_val_samples,
     select_modalities,
     stream,
 )
@@ -68,12 +67,8 @@ class Nyud2Dataset(DatasetBuilder):
         classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
         check_class_count("nyud2", classes, o.num_classes)
         samples = {s: _list(root / s, classes) for s in ("train", "val", "test") if (root / s).is_dir()}
-        if "val" in samples:
-            split_record: dict[str, Any] = {"source_splits": "train / val / test folders"}
-        else:
-            samples["train"], samples["val"], split_record = carve_val_samples(samples["train"], o.val_fraction,
-                                                                               o.seed)
-            split_record["source_splits"] = "train / test folders; val carved from train"
+        source = "train / val / test folders" if "val" in samples else "train / test folders; val carved from train"
+        split_record = {**ensure_val_samples(samples, o.val_fraction, o.seed), "source_splits": source}
         size = o.image_size
         layout = {"rgb": ((3, size, size), "uint8"), "depth": ((o.depth_channels, size, size), "uint8")}
         layout = {m: layout[m] for m in mods}

@@ -34,9 +34,9 @@ from mmbench.data.base import (
     DatasetBuilder,
     Prepared,
     RawSample,
-    carve_val_samples,
     check_choice,
     check_class_count,
+    ensure_val_samples,
     select_modalities,
     stream,
 )
@@ -98,12 +98,9 @@ class JsonlTextImageDataset(DatasetBuilder):
                                    f"{', '.join(classes[:6])}{'...' if len(classes) > 6 else ''}")
             samples[split] = [RawSample(str(r["id"]), classes.index(r["label"]),
                                         {"image": root / r["img"], "text": r["text"]}) for r in rows]
-        if "val" in samples:
-            split_record: dict[str, Any] = {"source_splits": "train.jsonl / dev.jsonl / test.jsonl (MMBT/QMF)"}
-        else:
-            samples["train"], samples["val"], split_record = carve_val_samples(samples["train"], o.val_fraction,
-                                                                               o.seed)
-            split_record["source_splits"] = "train.jsonl / test.jsonl; val carved from train"
+        source = ("train.jsonl / dev.jsonl / test.jsonl (MMBT/QMF)" if "val" in samples
+                  else "train.jsonl / test.jsonl; val carved from train")
+        split_record = {**ensure_val_samples(samples, o.val_fraction, o.seed), "source_splits": source}
         if "text" in mods:
             vocab = Vocabulary.build((r.source["text"] for r in samples["train"]), o.min_freq, o.max_vocab)
             truncated = {s: sum(len(tokenize(r.source["text"])) > o.max_tokens for r in rows)
