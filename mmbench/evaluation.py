@@ -29,15 +29,20 @@ def predict(model: torch.nn.Module, method: Method, data: MultimodalData, batch_
     return logits, {m: torch.cat(z) for m, z in unimodal.items()}
 
 
+def fused_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """``acc``, ``f1`` (macro) and ``loss`` (cross-entropy) of fused logits."""
+    pred = logits.argmax(1)
+    return {"acc": accuracy(pred, labels), "f1": macro_f1(pred, labels, num_classes),
+            "loss": F.cross_entropy(logits, labels).item()}
+
+
 def evaluate(model: torch.nn.Module, method: Method, data: MultimodalData, batch_size: int = 512,
              masking: bool = False) -> dict[str, float]:
     """``acc``, ``f1`` (macro), ``loss``, ``acc_<m>`` per unimodal head; with ``masking``, also
     ``acc_masked_<m>``: the fused model's accuracy with every other modality masked."""
     logits, unimodal = predict(model, method, data, batch_size)
     y = data.labels
-    k = data.meta.num_classes
-    metrics = {"acc": accuracy(logits.argmax(1), y), "f1": macro_f1(logits.argmax(1), y, k),
-               "loss": F.cross_entropy(logits, y).item()}
+    metrics = fused_metrics(logits, y, data.meta.num_classes)
     metrics.update({f"acc_{m}": accuracy(z.argmax(1), y) for m, z in unimodal.items()})
     modalities = list(getattr(model, "modalities", []))
     if masking and len(modalities) > 1:

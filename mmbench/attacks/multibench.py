@@ -115,8 +115,8 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    if hit.any():
-        y = where(hit, _warp(y, theta), y)
+    if hit.any():  # warped only where it fires (grid_sample treats each sample on its own)
+        y = y.index_put((hit,), _warp(y[hit], theta[hit]))
     hit = fires()  # horizontal flip
     y = where(hit, y.flip(-1), y)
     hit = fires()  # random crop of 4/5 of each side, resized back
@@ -126,7 +126,7 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
     theta = torch.stack([torch.stack([0.8 * one, 0 * one, 2 * ox - 0.2], 1),
                          torch.stack([0 * one, 0.8 * one, 2 * oy - 0.2], 1)], 1)
     if hit.any():
-        y = where(hit, _warp(y, theta), y)
+        y = y.index_put((hit,), _warp(y[hit], theta[hit]))
     return restore(y.reshape(x.shape), x)
 
 

@@ -87,7 +87,8 @@ def gaussian(x: torch.Tensor, level: float, generator: torch.Generator, spec: Mo
         noise = torch.as_tensor(pattern, dtype=torch.float32, device=x.device).unsqueeze(0)
     else:
         noise = normal(shape, generator).to(x.device)
-    y = torch.add(work(x), noise.to(work(x).dtype), alpha=sigma)  # one pass: x + sigma * noise
+    xf = work(x)
+    y = torch.add(xf, noise.to(xf.dtype), alpha=sigma)  # one pass: x + sigma * noise
     return _finish(y, x, clip, pixel_max)
 
 
@@ -105,7 +106,8 @@ def white_noise(x: torch.Tensor, level: float, generator: torch.Generator, spec:
         return x
     sigma = sigma_for(level, spec, x, unit)
     shape = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1]) if x.dim() > 2 else tuple(x.shape)
-    y = torch.add(work(x), normal(shape, generator).to(x.device, work(x).dtype), alpha=sigma)
+    xf = work(x)
+    y = torch.add(xf, normal(shape, generator).to(x.device, xf.dtype), alpha=sigma)
     return restore(y, x)
 
 
@@ -139,7 +141,7 @@ def salt_pepper(x: torch.Tensor, level: float, generator: torch.Generator, spec:
     lo, hi = _extremes(x, spec, low, high, pixel_max)
     u = uniform(tuple(x.shape) if per_channel else channel_shared_shape(x), generator).to(x.device)
     y = work(x)
-    y = torch.where(u < density / 2, torch.full_like(y, lo), torch.where(u < density, torch.full_like(y, hi), y))
+    y = torch.where(u < density / 2, lo, torch.where(u < density, hi, y))
     return restore(y, x)
 
 
@@ -191,7 +193,7 @@ def occlusion(x: torch.Tensor, level: float, generator: torch.Generator, spec: M
     box = (in_rows[:, :, None] & in_cols[:, None, :]).view(n, *[1] * (x.dim() - 3), h, w)
     value = 0.0 if fill == "zero" else float(spec.mean)
     y = work(x)
-    return restore(torch.where(box, torch.full_like(y, value), y), x)
+    return restore(torch.where(box, value, y), x)
 
 
 def _zero_where(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:

@@ -30,14 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mmbench.attacks.base import ACTIVE_LOGS, AttackContext, DrawLog, ReplayMiss, check_options, kinds_of
 from mmbench.attacks.protocols import ROLE_KINDS, Condition, Protocol, Step, is_role, resolve_protocol
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError
-from mmbench.evaluation import evaluate, predict
-from mmbench.metrics import accuracy, macro_f1
+from mmbench.evaluation import evaluate, fused_metrics, predict
 from mmbench.registry import ATTACKS, unknown_name_message
 from mmbench.results import RunFolder
 from mmbench.training import load_trained
@@ -250,9 +248,7 @@ def evaluate_corruption(model: torch.nn.Module, method: Any, c: Corruption, batc
         logits[idx] = fused
         for m, z in heads.items():
             unimodal.setdefault(m, torch.full((n, z.shape[1]), float("nan"), device=z.device))[idx] = z
-    k = data.meta.num_classes
-    pred = logits.argmax(1)
-    metrics = {"acc": accuracy(pred, y), "f1": macro_f1(pred, y, k), "loss": F.cross_entropy(logits, y).item()}
+    metrics = fused_metrics(logits, y, data.meta.num_classes)
     for m, z in unimodal.items():
         present = ~torch.isnan(z).any(1)
         metrics[f"acc_{m}"] = ((z.nan_to_num(0).argmax(1) == y) & present).float().mean().item()
