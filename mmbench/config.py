@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -115,6 +116,12 @@ def catalog_path() -> Path:
 
 
 def load_catalog() -> dict[str, Any]:
+    """``datasets.yaml`` (a copy: callers may change it)."""
+    return copy.deepcopy(_parsed_catalog())
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed_catalog() -> dict[str, Any]:  # parsed once per process: resolve() runs once per sweep run
     with open(catalog_path()) as f:
         return yaml.safe_load(f) or {}
 
