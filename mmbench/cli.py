@@ -304,9 +304,8 @@ def demo(
     from mmbench.ui import training_progress
 
     start = time.perf_counter()
-    table, paths = run_demo(DemoPlan(seeds, epochs, attack_seeds), results_dir, data_dir,
-                            on_run=_report_run,
-                            progress_factory=lambda label: training_progress(label, sys.stderr.isatty()))
+    run_demo(DemoPlan(seeds, epochs, attack_seeds), results_dir, data_dir, on_run=_report_run,
+             progress_factory=lambda label: training_progress(label, sys.stderr.isatty()))
     report(results_dir)
     _out(f"demo finished in {time.perf_counter() - start:.0f}s")
 

@@ -3,7 +3,7 @@
 On ``synthetic`` (vector dominant, image weak) and on ``mfeat`` pix+mor: ``joint``,
 ``joint`` with late fusion (MultiBench's reference for effective robustness), ``unimodal``
 for each modality and ``ogm_ge``, over several seeds; a Gaussian attack sweep on every run;
-then ``report``.
+then the CLI writes the report.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def demo_configs(plan: DemoPlan, results_dir: str, data_dir: str | None):
 
 def run_demo(plan: DemoPlan, results_dir: str, data_dir: str | None,
              on_run: Callable[[object, bool], None] | None = None, progress_factory=None):
-    """Train every demo run (skipping complete ones), attack them all, and write the leaderboard."""
+    """Train every demo run (skipping complete ones) and attack them all; returns their folders (the
+    caller writes the report)."""
     from mmbench.attacks.runner import attack_run
-    from mmbench.report import write_leaderboard
     from mmbench.training import train_run
 
     folders = []
@@ -59,4 +59,4 @@ def run_demo(plan: DemoPlan, results_dir: str, data_dir: str | None,
             on_run(folder, trained)
     for folder in folders:
         attack_run(folder, ["gaussian"], ATTACK_LEVELS, list(range(plan.attack_seeds)))
-    return write_leaderboard(results_dir)
+    return folders

@@ -19,7 +19,6 @@ past seven series the line style changes too. Accuracies are drawn in percent.
 from __future__ import annotations
 
 import io
-import re
 import textwrap
 from pathlib import Path
 
@@ -340,6 +339,3 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white", bbox_inches="tight", pad_inches=0.15)
     return buf.getvalue()
 
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "plot"

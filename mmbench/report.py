@@ -33,7 +33,7 @@ with a fusion other than its dataset's default is labelled with it, e.g. ``joint
 unless ``model.fusion`` is one of the ``--group-by`` keys.
 
 Writers: :func:`write_report` (CSV, Markdown, HTML, LaTeX, JSON, PNG plots) and
-:func:`write_leaderboard` (CSV and Markdown, the quick path the demo uses).
+:func:`write_leaderboard` (CSV and Markdown, the quick path without plots).
 """
 
 from __future__ import annotations
@@ -888,8 +888,6 @@ def format_value(metric: str, value: float) -> str:
         return f"{value:.0f} MB"
     if metric.endswith("_gb"):
         return f"{value:.2f} GB"
-    if "seconds" in metric:
-        return f"{value:.3g}"
     return f"{value:.3g}"
 
 
@@ -1237,8 +1235,6 @@ def write_report(report: Report, out_dir: str | os.PathLike, formats: list[str] 
 
         atomic_write_text(out / "report.html", render_html(report, tables, images, [p.name for p in paths]))
         paths.append(out / "report.html")
-    for path in paths:  # temporary files are created private (0600); a report is for sharing
-        path.chmod(0o644)
     return paths
 
 

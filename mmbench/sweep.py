@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import hashlib
 import itertools
 import json
@@ -121,9 +120,7 @@ def load_grid(path: str | os.PathLike) -> dict[str, Any]:
         raise MMBenchError(f"grid file {str(path)!r} must be a mapping with datasets, methods and seeds")
     for key in d:
         if key not in GRID_KEYS:
-            close = difflib.get_close_matches(str(key), GRID_KEYS, n=2, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise MMBenchError(f"{path}: unknown grid key {key!r}; {hint}valid keys: {', '.join(GRID_KEYS)}")
+            raise MMBenchError(f"{path}: {unknown_name_message('grid key', str(key), list(GRID_KEYS))}")
     for key in ("datasets", "methods"):
         if not d.get(key):
             raise MMBenchError(f"{path}: '{key}' is missing or empty; list at least one")
