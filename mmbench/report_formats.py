@@ -114,8 +114,7 @@ def render_latex(report: Report, tables: list[DisplayTable] | None = None) -> st
 def _records(df: pd.DataFrame) -> list[dict]:
     if df is None or df.empty:
         return []
-    clean = df.drop(columns=[c for c in ("published", "path") if c in df.columns])
-    return json.loads(clean.to_json(orient="records", double_precision=10))
+    return json.loads(df.to_json(orient="records", double_precision=10))
 
 
 def render_json(report: Report) -> str:
