@@ -81,6 +81,7 @@ class AttackPlan:
     fraction: float | None = None
     protocol: str = "custom"
     protocol_version: str = "1"
+    rows_protocol: str = "custom"  # what attack.csv's protocol column says: the label, or the protocol's name
 
 
 @dataclass
@@ -275,14 +276,14 @@ def _attack_plan(entry: Any, where: str) -> AttackPlan:
         raise MMBenchError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: {', '.join(ATTACK_KEYS)}")
     noise = entry.get("noise")
     noise = [noise] if isinstance(noise, str) else noise
-    protocol = str(entry.get("protocol", "custom"))
+    protocol = rows_protocol = str(entry.get("protocol", "custom"))
     if noise is None and protocol != "custom":
         try:
             from mmbench.attacks.protocols import resolve_protocol
         except ImportError:
             raise MMBenchError(f"{where}: this mmbench has no attack protocols; give noise and levels") from None
         try:
-            resolve_protocol(protocol)
+            rows_protocol = resolve_protocol(protocol).name
         except MMBenchError as e:
             raise MMBenchError(f"{where}: {e}") from None
     elif not noise or not all(isinstance(n, str) for n in noise):
@@ -306,7 +307,7 @@ def _attack_plan(entry: Any, where: str) -> AttackPlan:
         modalities = [modalities]
     return AttackPlan(list(noise) if noise else None, [float(v) for v in levels] if levels is not None else None,
                       seeds, modalities, float(fraction) if fraction is not None else None, protocol,
-                      str(entry.get("protocol_version", "1")))
+                      str(entry.get("protocol_version", "1")), rows_protocol)
 
 
 def _resources(d: Any, where: str) -> dict[str, float]:
@@ -406,7 +407,7 @@ def attack_done(folder: RunFolder, plans: list[dict[str, Any]]) -> bool:
         return False
     have = {(str(r.protocol), str(r.attack), float(r.level), int(r.attack_seed)) for r in rows.itertuples()}
     for p in plans:
-        label = p["protocol"].split("@")[0].split(":")[0]
+        label = p["rows_protocol"]
         if p["noise"]:
             wanted = {(label, a, float(lv), int(s)) for a, lv, s in itertools.product(p["noise"], p["levels"], p["seeds"])}
             if not wanted <= have:

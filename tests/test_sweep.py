@@ -15,7 +15,7 @@ from mmbench.cli import main
 from mmbench.methods.base import Method
 from mmbench.registry import EXECUTORS, METHODS
 from mmbench.results import RunFolder, run_folders, run_statuses, status_counts
-from mmbench.sweep import InlineExecutor, expand, run_sweep
+from mmbench.sweep import InlineExecutor, expand, run_state, run_sweep
 
 SMALL = {"optim.epochs": 2, "optim.batch_size": 32, "model.hidden_dim": 16, "model.feature_dim": 8,
          "output.probe": False}
@@ -177,6 +177,23 @@ def test_sweep_runs_a_registered_attack_protocol_once(tmp_path, data_dir):
     assert set(rows["level"]) == {0.0, 0.5}
     stamp = (folder.path / "attack.csv").stat().st_mtime_ns
     run_sweep(grid, InlineExecutor())  # done: not attacked again
+    assert (folder.path / "attack.csv").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("plan", [
+    {"protocol": "mine.yaml"},  # a protocol file: the rows carry the protocol's own name
+    {"noise": "gaussian", "levels": [0.5], "protocol": "lab@v2:x"},  # an ad hoc label, kept whole
+])
+def test_a_finished_attack_plan_is_not_run_again(tmp_path, data_dir, plan):
+    (tmp_path / "mine.yaml").write_text("name: mine\nversion: 1\nlevels: [0, 1]\nconditions: [{attack: gaussian}]\n")
+    if plan.get("protocol") == "mine.yaml":
+        plan = {"protocol": str(tmp_path / "mine.yaml")}
+    grid = expand(write_grid(tmp_path, attack=[{**plan, "seeds": 1}]), str(tmp_path / "results"), str(data_dir))
+    run_sweep(grid, InlineExecutor())
+    folder = grid.runs[0].folder()
+    stamp = (folder.path / "attack.csv").stat().st_mtime_ns
+    assert run_state(grid.runs[0]) == "done"
+    run_sweep(grid, InlineExecutor())
     assert (folder.path / "attack.csv").stat().st_mtime_ns == stamp
 
 
