@@ -30,6 +30,7 @@ from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
 from mmbench.methods.base import Method, TrainState, build_method, method_params_dict
+from mmbench.methods.modulation import score_ratios
 from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelSpec, MultimodalModel
 from mmbench.registry import unknown_name_message
@@ -224,11 +225,8 @@ def imbalance_ratios(true_prob: torch.Tensor, modalities: list[str]) -> dict[str
     seen = [j for j in range(len(modalities)) if not torch.isnan(true_prob[:, j]).all()]
     if len(seen) < 2:
         return {}
-    ratios = {}
-    for j in seen:
-        others = torch.stack([sums[k] for k in seen if k != j]).mean()
-        ratios[f"imbalance_ratio_{modalities[j]}"] = (sums[j] / others.clamp_min(1e-12)).item()
-    return ratios
+    ratios = score_ratios({modalities[j]: sums[j] for j in seen})
+    return {f"imbalance_ratio_{m}": rho for m, rho in ratios.items()}
 
 
 def load_run_data(cfg: RunConfig) -> dict[str, MultimodalData]:

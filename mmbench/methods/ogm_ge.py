@@ -36,7 +36,13 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import PARAM_SCOPES, encoder_parameters, scale_gradients, unimodal_scores
+from mmbench.methods.modulation import (
+    PARAM_SCOPES,
+    encoder_parameters,
+    scale_gradients,
+    score_ratios,
+    unimodal_scores,
+)
 from mmbench.registry import METHODS
 
 MODES = ("OGM_GE", "OGM")
@@ -44,14 +50,8 @@ MODES = ("OGM_GE", "OGM")
 
 def ogm_coefficients(scores: dict[str, torch.Tensor], alpha: float) -> tuple[dict[str, float], dict[str, float]]:
     """Ratios ``rho_m`` and coefficients ``k_m`` from the modalities' scores."""
-    names = list(scores)
-    ratios, coeffs = {}, {}
-    for m in names:
-        others = torch.stack([scores[j] for j in names if j != m]).mean()
-        rho = (scores[m] / others.clamp_min(1e-12)).item()
-        ratios[m] = rho
-        coeffs[m] = 1.0 - math.tanh(alpha * max(rho, 0.0)) if rho > 1 else 1.0
-    return ratios, coeffs
+    ratios = score_ratios(scores)
+    return ratios, {m: 1.0 - math.tanh(alpha * max(rho, 0.0)) if rho > 1 else 1.0 for m, rho in ratios.items()}
 
 
 @METHODS.register("ogm_ge")
