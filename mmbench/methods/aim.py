@@ -44,7 +44,7 @@ from torch.func import functional_call
 
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import encoder_parameters, scale_gradients
+from mmbench.methods.modulation import encoder_parameters, eval_mode, scale_gradients
 from mmbench.metrics import true_class_prob
 from mmbench.registry import METHODS
 
@@ -108,17 +108,16 @@ class AIM(Method):
     # -- measuring ---------------------------------------------------------------------
     @torch.no_grad()
     def depth_scores(self, model, data) -> dict[str, list[float]]:
-        model.eval()
         n = max(int(len(data) * self.params.prototype_fraction), 4 * data.meta.num_classes)
         subset = data.index(slice(0, min(n, len(data))))
         scores = {}
-        for m in model.encoders:
-            x, per_depth = subset.inputs[m], []
-            for block in depth_blocks(model.encoders[m]):
-                x = block(x)
-                per_depth.append(prototype_scores(pooled(x), subset.labels, data.meta.num_classes))
-            scores[m] = per_depth
-        model.train()
+        with eval_mode(model):
+            for m in model.encoders:
+                x, per_depth = subset.inputs[m], []
+                for block in depth_blocks(model.encoders[m]):
+                    x = block(x)
+                    per_depth.append(prototype_scores(pooled(x), subset.labels, data.meta.num_classes))
+                scores[m] = per_depth
         return scores
 
     def on_epoch_start(self, state):

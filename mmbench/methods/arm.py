@@ -96,7 +96,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.methods.base import Method, TrainState, check_choices
-from mmbench.methods.modulation import configured_encoders
+from mmbench.methods.modulation import configured_encoders, eval_mode
 from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel
 from mmbench.registry import METHODS
@@ -382,17 +382,15 @@ class ARM(Method):
     def sample_contributions(self, model: MultimodalModel, data, batch_size: int) -> torch.Tensor:
         """``con_i`` of every training sample (older script's rule), in eval mode."""
         p = self.params
-        was_training = model.training
-        model.eval()
         a, b = model.fusion.modalities
         out = []
-        for batch in data.batches(batch_size):
-            features = {m: model.encoders[m](batch.inputs[m]) for m in (a, b)}
-            z, _ = model.fuse(features)
-            only = {m: model.fuse({m: features[m]})[0] for m in (a, b)}
-            out.append(sample_con(z, only, batch.labels, p.resample_nmi_bins, p.resample_ncmi_bins,
-                                  p.mi_estimator))
-        model.train(was_training)
+        with eval_mode(model):
+            for batch in data.batches(batch_size):
+                features = {m: model.encoders[m](batch.inputs[m]) for m in (a, b)}
+                z, _ = model.fuse(features)
+                only = {m: model.fuse({m: features[m]})[0] for m in (a, b)}
+                out.append(sample_con(z, only, batch.labels, p.resample_nmi_bins, p.resample_ncmi_bins,
+                                      p.mi_estimator))
         return torch.cat(out)
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from mmbench.evaluation import predict
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import with_unimodal_heads
+from mmbench.methods.modulation import eval_mode, with_unimodal_heads
 from mmbench.registry import METHODS
 
 FUSED = "fused"
@@ -83,11 +83,11 @@ class GBlending(Method):
     def head_losses(self, model, state) -> dict[str, tuple[float, float]]:
         """Mean cross-entropy of every head on ``train`` and ``val`` (eval mode, no gradient)."""
         losses = {}
-        for split in (state.train, state.val):
-            fused, unimodal = predict(model, self, split, state.batch_size * 4)
-            for k, z in {FUSED: fused, **unimodal}.items():
-                losses.setdefault(k, []).append(F.cross_entropy(z, split.labels).item())
-        model.train()
+        with eval_mode(model):
+            for split in (state.train, state.val):
+                fused, unimodal = predict(model, self, split, state.batch_size * 4)
+                for k, z in {FUSED: fused, **unimodal}.items():
+                    losses.setdefault(k, []).append(F.cross_entropy(z, split.labels).item())
         return {k: (v[0], v[1]) for k, v in losses.items()}
 
     def on_epoch_start(self, state):

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 
 from mmbench.methods.base import Method, check_choices
+from mmbench.methods.modulation import eval_mode
 from mmbench.metrics import true_class_prob
 from mmbench.registry import METHODS
 
@@ -141,12 +142,9 @@ class GMMGap(Method):
 
     @torch.no_grad()
     def _eval_probs(self, state) -> torch.Tensor:
-        model = state.model
-        was_training = model.training
-        model.eval()
-        probs = [torch.stack(true_class_probs(model(b).unimodal_logits, b.labels), 1)
-                 for b in state.train.batches(state.batch_size * 4)]
-        model.train(was_training)
+        with eval_mode(state.model) as model:
+            probs = [torch.stack(true_class_probs(model(b).unimodal_logits, b.labels), 1)
+                     for b in state.train.batches(state.batch_size * 4)]
         return torch.cat(probs)
 
     def loss(self, model, batch, out, state):

@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -93,6 +95,18 @@ def with_unimodal_heads(spec: ModelSpec) -> MultimodalModel:
     return MultimodalModel(dict(model.encoders), model.fusion, heads)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode inside the block (norm layers' running statistics, no dropout), then back
+    in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def score_ratios(scores: dict[str, torch.Tensor]) -> dict[str, float]:
     """``rho_m = s_m / mean_{j != m} s_j``; for two modalities ``s_a / s_v`` and its inverse."""
     names = list(scores)
@@ -121,17 +135,15 @@ def subset_logits(model: nn.Module, batch, subsets: list[frozenset[str]],
     """
     if mute not in MUTE_MODES:
         raise ValueError(f"mute must be one of {MUTE_MODES}, got {mute!r}")
-    was_training = model.training
-    model.eval()
     logits = {}
-    for subset in subsets:
-        if mute == "input":
-            inputs = {m: x if m in subset else _zero_input(x, batch.meta.modalities.get(m))
-                      for m, x in batch.inputs.items()}
-            logits[subset] = model(batch.with_inputs(inputs)).logits
-        else:
-            logits[subset] = model(batch, mask=[m for m in model.modalities if m not in subset]).logits
-    model.train(was_training)
+    with eval_mode(model):
+        for subset in subsets:
+            if mute == "input":
+                inputs = {m: x if m in subset else _zero_input(x, batch.meta.modalities.get(m))
+                          for m, x in batch.inputs.items()}
+                logits[subset] = model(batch.with_inputs(inputs)).logits
+            else:
+                logits[subset] = model(batch, mask=[m for m in model.modalities if m not in subset]).logits
     return logits
 
 

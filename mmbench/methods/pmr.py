@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import score_ratios, unimodal_scores
+from mmbench.methods.modulation import eval_mode, score_ratios, unimodal_scores
 from mmbench.registry import METHODS
 
 
@@ -69,15 +69,13 @@ def prototype_indices(labels: torch.Tensor, num_classes: int, batch_size: int, f
 @torch.no_grad()
 def class_prototypes(model, data, idx: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
     """Per modality, the mean eval-mode encoder feature of each class over the samples ``idx``."""
-    was_training = model.training
-    model.eval()
     sums: dict[str, torch.Tensor] = {}
-    for chunk in idx.split(batch_size):
-        batch = data.index(chunk)
-        for m, f in model(batch).features.items():
-            total = sums.setdefault(m, torch.zeros(data.meta.num_classes, f.shape[1], device=f.device))
-            total.index_add_(0, batch.labels, f.float())
-    model.train(was_training)
+    with eval_mode(model):
+        for chunk in idx.split(batch_size):
+            batch = data.index(chunk)
+            for m, f in model(batch).features.items():
+                total = sums.setdefault(m, torch.zeros(data.meta.num_classes, f.shape[1], device=f.device))
+                total.index_add_(0, batch.labels, f.float())
     counts = torch.bincount(data.labels[idx], minlength=data.meta.num_classes).clamp_min(1)
     return {m: s / counts[:, None].to(s) for m, s in sums.items()}
 
@@ -125,13 +123,11 @@ class PMR(Method):
 
     @torch.no_grad()
     def _val_accuracy(self, state) -> dict[str, float]:
-        was_training = state.model.training
-        state.model.eval()
         correct: dict[str, float] = {}
-        for batch in state.val.batches(state.batch_size):
-            for m, z in prototype_logits(state.model(batch).features, self.prototypes).items():
-                correct[m] = correct.get(m, 0.0) + (z.argmax(1) == batch.labels).sum().item()
-        state.model.train(was_training)
+        with eval_mode(state.model) as model:
+            for batch in state.val.batches(state.batch_size):
+                for m, z in prototype_logits(model(batch).features, self.prototypes).items():
+                    correct[m] = correct.get(m, 0.0) + (z.argmax(1) == batch.labels).sum().item()
         return {f"val_proto_acc_{m}": c / len(state.val) for m, c in correct.items()}
 
     def loss(self, model, batch, out, state):
