@@ -54,6 +54,7 @@ import pandas as pd
 from mmbench.errors import MMBenchError
 from mmbench.registry import METHODS, unknown_name_message
 from mmbench.results import incomplete_note, run_folders
+from mmbench.robustness import effective_robustness, robustness_auc, worst_level
 from mmbench.stats import CONFIDENCE, holm, interval, paired_tests
 
 FORMATS = ("csv", "md", "html", "latex", "json")
@@ -375,10 +376,6 @@ def _level_metric(curve: str, level: float) -> str:
     return f"{curve}@{level:g}"
 
 
-def _trapezoid(y, x) -> float:
-    return float(np.trapezoid(y, x)) if hasattr(np, "trapezoid") else float(np.trapz(y, x))  # numpy < 2
-
-
 def robustness_rows(runs: pd.DataFrame, curves: pd.DataFrame, reference: str | None) -> list[dict]:
     """Per run × curve: ``robust_clean``, ``robust_rel``, ``robust_eff``, ``robust_worst`` (see module doc)."""
     if curves.empty:
@@ -405,15 +402,13 @@ def robustness_rows(runs: pd.DataFrame, curves: pd.DataFrame, reference: str | N
             ref_curves[key] = pd.concat(series, axis=1).mean(axis=1)
     rows = []
     for (run_id, curve), (levels, accs, block, _entry, info) in full.items():
-        clean, worst = accs[0], float(np.min(accs))
-        rel = _trapezoid(accs, levels) / (levels[-1] - levels[0]) if len(levels) > 1 and levels[-1] > levels[0] else clean
+        clean, worst = accs[0], worst_level(levels, accs)[1]
+        rel = robustness_auc(levels, accs)
         eff = float("nan")
         ref = ref_curves.get((block, curve))
         if ref is not None and 0.0 in ref.index and levels[0] == 0:
-            common = [lv for lv in levels if lv in ref.index]
-            f = pd.Series(accs, index=levels)[common]
-            r = ref[common]
-            eff = float(np.mean((f - clean) - (r - r.loc[0.0])))
+            common = [lv for lv in levels if lv in ref.index]  # sorted, the clean level first
+            eff = effective_robustness(pd.Series(accs, index=levels)[common], ref[common]) / len(common)
         for short, value in (("clean", clean), ("rel", rel), ("eff", eff), ("worst", worst)):
             rows.append({"run_id": run_id, "metric": f"robust_{short}[{curve}]", "value": float(value),
                          "curve": curve, **info})

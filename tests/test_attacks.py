@@ -47,16 +47,16 @@ from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, predict
 from mmbench.methods.joint import Joint
-from mmbench.metrics import (
+from mmbench.models.multimodal import ModelSpec, build_model
+from mmbench.registry import ATTACKS, PROTOCOLS
+from mmbench.results import RunFolder
+from mmbench.robustness import (
     effective_robustness,
     minmax_normalise,
     relative_robustness,
     robustness_auc,
     worst_level,
 )
-from mmbench.models.multimodal import ModelSpec, build_model
-from mmbench.registry import ATTACKS, PROTOCOLS
-from mmbench.results import RunFolder
 from mmbench.training import train_run
 
 SPEC = ModalitySpec("vector", "vector", (50,), std=2.0)
