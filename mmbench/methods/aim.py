@@ -35,6 +35,7 @@ Per-depth scores, ``rho_d``, ``lambda_d`` and the auxiliary loss are logged.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -131,7 +132,7 @@ class AIM(Method):
         for d, s_dom in enumerate(scores[self.dominant]):
             s_weak = sum(scores[m][min(d, len(scores[m]) - 1)] for m in weak) / len(weak)
             rho = s_dom / max(s_weak, 1e-12)
-            self.strength.append(min(float(torch.tanh(torch.tensor(p.alpha * max(rho - 1, 0.0)))), p.max_fraction))
+            self.strength.append(min(math.tanh(p.alpha * max(rho - 1, 0.0)), p.max_fraction))
             state.epoch_logs[f"rho_d{d}"] = rho
         for m, per_depth in scores.items():
             state.epoch_logs.update({f"score_{m}_d{d}": s for d, s in enumerate(per_depth)})

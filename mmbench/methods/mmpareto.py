@@ -83,11 +83,13 @@ class MMPareto(Method):
     def loss(self, model, batch, out, state):
         fused = F.cross_entropy(out.logits, batch.labels)
         unimodal = {m: F.cross_entropy(z, batch.labels) for m, z in out.unimodal_logits.items()}
-        # per-loss encoder gradients, kept for after_backward (the trainer back-propagates the sum)
-        for m, loss_m in unimodal.items():
-            params = encoder_parameters(model, m, "all")
-            out.extras[f"grad_mm:{m}"] = _flat_grad(fused, params)
-            out.extras[f"grad_uni:{m}"] = _flat_grad(loss_m, params)
+        # per-loss encoder gradients, kept for after_backward (the trainer back-propagates the sum);
+        # the fused loss's for every encoder in one backward pass
+        params = {m: encoder_parameters(model, m, "all") for m in unimodal}
+        g_fused = _flat_grad(fused, [p for ps in params.values() for p in ps])
+        for m, g_mm in zip(params, g_fused.split([sum(p.numel() for p in ps) for ps in params.values()])):
+            out.extras[f"grad_mm:{m}"] = g_mm
+            out.extras[f"grad_uni:{m}"] = _flat_grad(unimodal[m], params[m])
         total = fused + sum(unimodal.values())
         return total, {"loss_fused": fused.item(), **{f"loss_{m}": v.item() for m, v in unimodal.items()}}
 
@@ -105,9 +107,8 @@ class MMPareto(Method):
                 offset += n
                 if p.grad is None:
                     continue
-                summed, new_norm = p.grad.norm(), new.norm()
-                if new_norm > 0 and summed > new_norm:
-                    new = new * (summed / new_norm)
+                summed, new_norm = p.grad.norm(), new.norm()  # scaled up to the summed gradient's norm, never down
+                new = new * torch.where((new_norm > 0) & (summed > new_norm), summed / new_norm, 1.0)
                 p.grad = self.params.gamma * new
             logs.update({f"cos_{m}": cos, f"k_mm_{m}": k_mm, f"conflict_{m}": float(cos <= 0)})
         return logs

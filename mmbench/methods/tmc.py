@@ -46,6 +46,7 @@ Logged per epoch: ``kl_coef`` (lambda_t), ``uncertainty`` (fused ``u``), ``uncer
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -93,7 +94,7 @@ def kl_uniform(alpha: torch.Tensor) -> torch.Tensor:
     """``KL(Dir(alpha) || Dir(1, ..., 1))`` per sample."""
     k = alpha.shape[1]
     s = alpha.sum(1)
-    log_b = torch.lgamma(s) - torch.lgamma(alpha).sum(1) - torch.lgamma(torch.tensor(float(k), device=alpha.device))
+    log_b = torch.lgamma(s) - torch.lgamma(alpha).sum(1) - math.lgamma(k)
     return ((alpha - 1) * (torch.digamma(alpha) - torch.digamma(s)[:, None])).sum(1) + log_b
 
 
