@@ -96,9 +96,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.methods.base import Method, TrainState, check_choices
-from mmbench.methods.modulation import configured_encoders, eval_mode
+from mmbench.methods.modulation import eval_mode
 from mmbench.metrics import true_class_prob
-from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel
+from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel, configured_encoders
 from mmbench.registry import METHODS
 
 ESTIMATORS = ("plugin", "released")

@@ -65,8 +65,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import HeadFusionModel, PrototypeBank, configured_encoders, scale_grad
-from mmbench.models.multimodal import ModelSpec
+from mmbench.methods.modulation import HeadFusionModel, PrototypeBank, scale_grad
+from mmbench.models.multimodal import ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 EPS = 1e-8

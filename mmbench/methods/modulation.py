@@ -167,15 +167,6 @@ def coalition_values(model: MultimodalModel, features: dict[str, torch.Tensor], 
 # -- robust-fusion architectures (QMF, TMC, MICINet, QADM) ----------------------------------------
 
 
-def configured_encoders(spec: ModelSpec) -> dict[str, nn.Module]:
-    """The configured encoder of every modality (default by modality kind), without a fusion."""
-    from mmbench.models.encoders import DEFAULT_ENCODER
-    from mmbench.models.multimodal import build_encoder
-
-    cfg = spec.config
-    return {m: build_encoder(s, cfg.encoders.get(m, DEFAULT_ENCODER[s.kind]), cfg) for m, s in spec.modalities.items()}
-
-
 class HeadFusionModel(MultimodalModel):
     """Encoders plus a method's own fusion ``head(features, batch_size, device) -> (logits, unimodal, extras)``.
 
@@ -188,24 +179,8 @@ class HeadFusionModel(MultimodalModel):
     def __init__(self, encoders: dict[str, nn.Module], head: nn.Module):
         super().__init__(encoders, head, None)
 
-    def forward(self, batch, mask=(), feature_hook=None):
-        from mmbench.models.multimodal import ModelOutput
-
-        inputs = batch if isinstance(batch, dict) else batch.inputs
-        present = [m for m in self.encoders if m not in set(mask)]
-        features = {m: self.encoders[m](inputs[m]) for m in present}
-        if feature_hook is not None:
-            features = {m: feature_hook(m, f) for m, f in features.items()}
-        ref = inputs[next(iter(inputs))]
-        logits, unimodal, extras = self.fusion(features, ref.shape[0], ref.device)
-        return ModelOutput(logits, features, unimodal, extras)
-
-    def fuse(self, features, batch_size=None, device=None):
-        if features:
-            ref = next(iter(features.values()))
-            batch_size, device = ref.shape[0], ref.device
-        logits, unimodal, _ = self.fusion({m: features[m] for m in self.encoders if m in features}, batch_size, device)
-        return logits, unimodal
+    def _fuse(self, features, batch_size, device):
+        return self.fusion({m: features[m] for m in self.encoders if m in features}, batch_size, device)
 
 
 class PrototypeBank(nn.Module):

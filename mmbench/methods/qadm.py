@@ -55,9 +55,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import HeadFusionModel, PrototypeBank, configured_encoders
+from mmbench.methods.modulation import HeadFusionModel, PrototypeBank
 from mmbench.metrics import true_class_prob
-from mmbench.models.multimodal import ModelSpec
+from mmbench.models.multimodal import ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 

@@ -56,9 +56,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import HeadFusionModel, configured_encoders
+from mmbench.methods.modulation import HeadFusionModel
 from mmbench.metrics import true_class_prob
-from mmbench.models.multimodal import ModelSpec
+from mmbench.models.multimodal import ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 CONSOLIDATION = ("current", "release")

@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import HeadFusionModel, configured_encoders
-from mmbench.models.multimodal import ModelSpec
+from mmbench.methods.modulation import HeadFusionModel
+from mmbench.models.multimodal import ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 VARIANTS = ("tmc", "etmc")

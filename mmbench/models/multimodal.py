@@ -66,8 +66,8 @@ class MultimodalModel(nn.Module):
         if feature_hook is not None:
             features = {m: feature_hook(m, f) for m, f in features.items()}
         ref = inputs[next(iter(inputs))]
-        logits, unimodal = self.fuse(features, ref.shape[0], ref.device)
-        return ModelOutput(logits, features, unimodal)
+        logits, unimodal, extras = self._fuse(features, ref.shape[0], ref.device)
+        return ModelOutput(logits, features, unimodal, extras)
 
     def fuse(self, features: dict[str, torch.Tensor], batch_size: int | None = None,
              device: torch.device | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -76,17 +76,24 @@ class MultimodalModel(nn.Module):
         Re-fusing a subset of already computed features is how coalition values are measured
         without running the encoders again.
         """
+        if features:
+            ref = next(iter(features.values()))
+            batch_size, device = ref.shape[0], ref.device
+        logits, unimodal, _ = self._fuse(features, batch_size, device)
+        return logits, unimodal
+
+    def _fuse(self, features: dict[str, torch.Tensor], batch_size: int, device: torch.device | None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(fused logits, unimodal logits, extras) from the present modalities' features; the one
+        place a model architecture combines features (subclasses with a fusion of their own override it)."""
         present = [m for m in self.encoders if m in features]
         if len(present) < len(self.encoders):
-            if features:
-                ref = next(iter(features.values()))
-                batch_size, device = ref.shape[0], ref.device
             zeros = torch.zeros(batch_size, self._feature_dim(), device=device)
             features = {m: features.get(m, zeros) for m in self.encoders}
         logits, unimodal = self.fusion(features, present)
         if self.heads is not None:
             unimodal = {m: self.heads[m](features[m]) for m in present}
-        return logits, unimodal
+        return logits, unimodal, {}
 
     def _feature_dim(self) -> int:
         return next(iter(self.encoders.values())).out_dim
@@ -158,11 +165,16 @@ class FramePool(nn.Module):
         return self.encoder(x.reshape(b * t, *x.shape[2:])).view(b, t, -1).mean(1)
 
 
+def configured_encoders(spec: ModelSpec) -> dict[str, nn.Module]:
+    """The configured encoder of every modality (default by modality kind)."""
+    cfg = spec.config
+    return {m: build_encoder(s, cfg.encoders.get(m, DEFAULT_ENCODER[s.kind]), cfg) for m, s in spec.modalities.items()}
+
+
 def build_model(spec: ModelSpec) -> MultimodalModel:
     """The default architecture: configured encoders (default by modality kind) and fusion."""
     cfg = spec.config
-    encoders = {m: build_encoder(s, cfg.encoders.get(m, DEFAULT_ENCODER[s.kind]), cfg)
-                for m, s in spec.modalities.items()}
+    encoders = configured_encoders(spec)
     fusion = FUSIONS.get(cfg.fusion)(list(spec.modalities), cfg.feature_dim, spec.num_classes)
     heads = None
     if not fusion.decomposable:
