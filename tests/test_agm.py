@@ -123,7 +123,7 @@ def test_coefficient_follows_the_cumulative_mean_of_scores_across_epochs(data_di
             assert logs[f"scale_{m}"] == logs[f"coeff_{m}"]
         n = t + 1  # the running mean takes this step's score only after the coefficient
         running = {m: running[m] * (n - 1) / n + s[m] / n for m in s}
-    assert t == 3 and logs["coeff_vector"] != pytest.approx(1.0, abs=1e-3)
+    assert logs["coeff_vector"] != pytest.approx(1.0, abs=1e-3)
 
 
 def _branch_gradients(model, batch):

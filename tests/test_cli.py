@@ -9,6 +9,7 @@ real subprocess. Everything lives in ``tmp_path``; training is 2 epochs on 240 s
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -116,6 +117,8 @@ def test_run_folder_contents(flow):
         env = json.loads((folder / "env.json").read_text())
         assert env["torch"] == torch.__version__
         assert env["device"] == "cpu" and env["cpu_tuning"] == tune_cpu()  # what the process applied, recorded
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            assert env["cpu_tuning"] == {"malloc": "M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1"}
         metrics = pd.read_csv(folder / "metrics.csv")
         assert metrics["epoch"].tolist() == [0, 1]
         assert {"train_loss", "val_acc"} <= set(metrics.columns)

@@ -78,16 +78,21 @@ def test_method_output_contract(name, data_dir):
     assert isinstance(method.predict(model.eval(), batch), ModelOutput)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
-def test_method_string_parameters_are_checked_choices(name):
+STRING_PARAMETERS = [(name, f) for name in METHODS.names() for f in dataclasses.fields(METHODS.get(name).Params)
+                     if f.type in (str, "str")]
+
+
+def test_there_are_string_parameters_to_check():
+    assert len({name for name, _ in STRING_PARAMETERS}) >= 5
+
+
+@pytest.mark.parametrize("name,field", STRING_PARAMETERS, ids=[f"{n}.{f.name}" for n, f in STRING_PARAMETERS])
+def test_method_string_parameters_are_checked_choices(name, field):
     """Every ``str`` parameter is a choice: a typo is a one-line error naming the field and listing its default."""
-    for f in dataclasses.fields(METHODS.get(name).Params):
-        if f.type not in (str, "str"):
-            continue
-        with pytest.raises(MMBenchError) as e:
-            build_method(MethodConfig(name, {f.name: f.default + "_typo"}))
-        message = str(e.value)
-        assert f"{f.name} must be one of" in message and repr(f.default) in message and "\n" not in message
+    with pytest.raises(MMBenchError) as e:
+        build_method(MethodConfig(name, {field.name: field.default + "_typo"}))
+    message = str(e.value)
+    assert f"{field.name} must be one of" in message and repr(field.default) in message and "\n" not in message
 
 
 @pytest.mark.parametrize("fusion", FUSIONS.names())

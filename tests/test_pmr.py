@@ -148,4 +148,5 @@ def test_prototype_measurements_are_logged_per_epoch(make_cfg):
             assert f"{key}_{m}" in metrics.columns
         assert metrics[f"val_proto_acc_{m}"].between(0, 1).all()
     # binary weights: at most one modality gets alpha per step (two modalities)
-    assert ((metrics["proto_weight_vector"] + metrics["proto_weight_image"]) <= 2.0 + 1e-9).all()
+    total = metrics["proto_weight_vector"] + metrics["proto_weight_image"]
+    assert (total <= 2.0 + 1e-9).all() and (total > 0).all()  # and the prototype loss is applied every epoch
