@@ -21,8 +21,9 @@ import yaml
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from mmbench.cli import app, main
+from mmbench.cli import app
 from mmbench.training import tune_cpu
+from tests.cli_helpers import assert_one_line_error, run_main
 
 NUM_SAMPLES = 240
 TINY_OPTIONS = ["-o", f"num_samples={NUM_SAMPLES}", "-o", "shapes=8,1x6x6"]
@@ -40,26 +41,6 @@ def invoke(*args: str):
     return result
 
 
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``mmbench ARGS`` through ``main()``: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["mmbench", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    captured = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else code), captured.out, captured.err
-
-
-def assert_one_line_error(code: int, stderr: str, *fragments: str) -> str:
-    assert code == 2, stderr
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, lines
-    line = lines[0]
-    assert line.startswith("error:"), line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
 
 
 def prepare_tiny(data_dir, name="tiny"):

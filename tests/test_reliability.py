@@ -26,12 +26,12 @@ import yaml
 
 from mmbench.checkpoint import FORMAT, MAGIC, from_file
 from mmbench.checksums import file_sha256
-from mmbench.cli import main
 from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
 from mmbench.report import build_report
 from mmbench.results import RunFolder, run_folders, status_counts
 from mmbench.training import load_trained, train_run
+from tests.cli_helpers import assert_one_line_error, run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"optim.batch_size": 32, "model.hidden_dim": 16, "model.feature_dim": 8, "output.probe": False}
@@ -39,19 +39,12 @@ RUN_FILES = {"config.yaml", "env.json", "metrics.csv", "model.pt", "gap.npz", "s
 
 
 def cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["mmbench", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    return exc.value.code or 0, capsys.readouterr().err
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    return code, err
 
 
 def one_line_error(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("sweep ")]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, lines
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    return assert_one_line_error(code, err, *fragments, ignore="sweep ")
 
 
 def grid_file(tmp_path, methods, seeds=1, epochs=2, name="grid.yaml") -> str:

@@ -4,18 +4,17 @@ failures and divergence recorded as data, retries, and one clear message per bad
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
 import torch.nn.functional as F
 import yaml
 
-from mmbench.cli import main
 from mmbench.methods.base import Method
 from mmbench.registry import EXECUTORS, METHODS
 from mmbench.results import RunFolder, run_folders, run_statuses, status_counts
 from mmbench.sweep import InlineExecutor, expand, run_state, run_sweep
+from tests.cli_helpers import assert_one_line_error, run_main
 
 SMALL = {"optim.epochs": 2, "optim.batch_size": 32, "model.hidden_dim": 16, "model.feature_dim": 8,
          "output.probe": False}
@@ -32,20 +31,8 @@ def write_grid(tmp_path, name="grid.yaml", **grid) -> str:
 
 
 def sweep_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["mmbench", "sweep", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    code = exc.value.code or 0
-    return code, capsys.readouterr().err
-
-
-def one_line_error(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, lines
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    code, _, err = run_main(monkeypatch, capsys, "sweep", *args)
+    return code, err
 
 
 # -- expansion ------------------------------------------------------------------------------
@@ -235,10 +222,8 @@ def faulty_methods():
 
 
 def report_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["mmbench", "report", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    return exc.value.code or 0, capsys.readouterr().err
+    code, _, err = run_main(monkeypatch, capsys, "report", *args)
+    return code, err
 
 
 def test_failures_and_divergence_are_data_and_the_sweep_goes_on(tmp_path, data_dir, monkeypatch, capsys,
@@ -279,7 +264,7 @@ def test_failures_and_divergence_are_data_and_the_sweep_goes_on(tmp_path, data_d
     markdown = (results / "leaderboard.md").read_text()
     assert "3 runs are not in the tables: 1 failed, 2 diverged" in markdown and "| joint" in markdown
     code, err = report_cli(monkeypatch, capsys, str(results), "--method", "nan", "--no-plots")
-    one_line_error(code, err, "no complete runs", "(1 diverged; see each run's status.json)")
+    assert_one_line_error(code, err, "no complete runs", "(1 diverged; see each run's status.json)")
 
     # again: the diverged runs are kept (the same seed diverges again), the failed one is tried again
     code, err = sweep_cli(monkeypatch, capsys, *args[:-2])
@@ -321,13 +306,13 @@ def test_bad_grid_is_one_clear_message(text, message, tmp_path, data_dir, monkey
     path.write_text(text)
     code, err = sweep_cli(monkeypatch, capsys, str(path), "--data-dir", str(data_dir),
                           "--results-dir", str(tmp_path / "results"))
-    one_line_error(code, err, message)
+    assert_one_line_error(code, err, message)
     assert not (tmp_path / "results" / "runs").exists()
 
 
 def test_missing_grid_file(tmp_path, monkeypatch, capsys):
     code, err = sweep_cli(monkeypatch, capsys, str(tmp_path / "none.yaml"))
-    one_line_error(code, err, "grid file", "not found")
+    assert_one_line_error(code, err, "grid file", "not found")
 
 
 CONFLICTS = [
@@ -345,4 +330,4 @@ CONFLICTS = [
 def test_conflicting_options_are_one_clear_message(options, message, tmp_path, data_dir, monkeypatch, capsys):
     code, err = sweep_cli(monkeypatch, capsys, write_grid(tmp_path), "--data-dir", str(data_dir),
                           "--results-dir", str(tmp_path / "results"), *options)
-    one_line_error(code, err, message)
+    assert_one_line_error(code, err, message)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 import yaml
 
-from mmbench.cli import main
 from mmbench.errors import MMBenchError
 from mmbench.results import RunFolder, run_folders
 from mmbench.sweep import RayExecutor, expand, run_sweep
 from mmbench.training import train_run
+from tests.cli_helpers import run_main
 
 ray = pytest.importorskip("ray")
 
@@ -69,12 +68,9 @@ def test_no_shared_fs_returns_files_to_the_driver_and_resumes_its_checkpoint(tmp
 
     with pytest.raises(Stop):
         train_run(cfg, progress=stop)
-    monkeypatch.setattr(sys, "argv", ["mmbench", "sweep", path, "--executor", "ray", "--no-shared-fs", "--data-dir",
-                                      str(data_dir), "--results-dir", str(results), "--quiet"])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = capsys.readouterr().err
-    assert (exc.value.code or 0) == 0, err
+    code, _, err = run_main(monkeypatch, capsys, "sweep", path, "--executor", "ray", "--no-shared-fs", "--data-dir",
+                            str(data_dir), "--results-dir", str(results), "--quiet")
+    assert code == 0, err
     assert "2 done (2 now, 0 before)" in err and "on ray" in err
     done = {f.run_id: f for f in run_folders(results)}
     assert len(done) == 2

@@ -1,0 +1,34 @@
+"""Running ``mmbench`` in-process through ``main()`` (which turns user errors into exit code 2) and
+checking the one-line error a user gets."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from mmbench.cli import main
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``mmbench ARGS`` through ``main()``: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["mmbench", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    captured = capsys.readouterr()
+    code = exc.value.code
+    return (0 if code is None else code), captured.out, captured.err
+
+
+def assert_one_line_error(code: int, stderr: str, *fragments: str, ignore: str | None = None) -> str:
+    """Exit code 2 and one ``error:`` line (no traceback) holding every fragment; lines starting with
+    ``ignore`` (e.g. a sweep's own progress line) do not count."""
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip() and not (ignore and line.startswith(ignore))]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line.startswith("error:"), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
