@@ -7,6 +7,7 @@ import torch
 
 from mmbench.config import resolve
 from mmbench.data.store import prepare
+from tests.robust_fusion_data import PAIR
 
 torch.set_num_threads(2)
 
@@ -21,6 +22,7 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     prepare("synthetic", data_dir=root, name="tiny", options=TINY)
     prepare("synthetic", data_dir=root, name="tiny3", options=TINY3)
+    prepare("synthetic", data_dir=root, name="pair", options=PAIR)  # the robust-fusion tests' data
     return root
 
 

@@ -7,7 +7,7 @@ import torch
 
 from mmbench.attacks.noise import gaussian
 from mmbench.config import MethodConfig, ModelConfig, OptimConfig
-from mmbench.data.store import load_split, prepare
+from mmbench.data.store import load_split
 from mmbench.methods.base import build_method
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import Trainer
@@ -17,12 +17,9 @@ PAIR = {"num_classes": 3, "num_samples": 300, "names": ["a", "b"], "kinds": ["ve
         "shapes": ["8", "8"], "signal": [3.0, 2.5]}
 
 
-def prepare_pair(root) -> None:
-    prepare("synthetic", data_dir=root, name="pair", options=PAIR)
-
-
 def train_small(root, name: str, epochs: int = 8, **params):
-    """``(method, model in eval mode, test split)`` after a short Adam training on ``pair``."""
+    """``(method, model in eval mode, test split)`` after a short Adam training on ``pair`` (in ``root``:
+    the session's ``data_dir``)."""
     train, val, test = (load_split("pair", s, root) for s in ("train", "val", "test"))
     torch.manual_seed(0)
     spec = ModelSpec(train.meta.modalities, train.meta.num_classes, ModelConfig(hidden_dim=16, feature_dim=8))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmbench.methods.micinet import MICIBranch, discriminative_power
-from tests.robust_fusion_data import extras, noised, prepare_pair, train_small
+from tests.robust_fusion_data import extras, noised, train_small
 
 
 def test_global_ici_follows_the_soft_confusion_matrix():
@@ -59,10 +59,8 @@ def test_discriminative_power_is_margin_times_typicality():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("micinet")
-    prepare_pair(root)
-    _, model, test = train_small(root, "micinet")
+def trained(data_dir):
+    _, model, test = train_small(data_dir, "micinet")
     return model, test
 
 

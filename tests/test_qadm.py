@@ -15,7 +15,7 @@ from mmbench.methods.base import build_method
 from mmbench.methods.modulation import PrototypeBank
 from mmbench.methods.qadm import QADMBranch, gcnd_depth
 from mmbench.models.multimodal import ModelSpec
-from tests.robust_fusion_data import extras, noised, prepare_pair, train_small
+from tests.robust_fusion_data import extras, noised, train_small
 
 
 def test_prototypes_are_weighted_class_means_moved_by_the_momentum():
@@ -88,10 +88,8 @@ def test_parameters_are_predicted_from_informativeness_and_the_other_modalitys_q
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("qadm")
-    prepare_pair(root)
-    _, model, test = train_small(root, "qadm")
+def trained(data_dir):
+    _, model, test = train_small(data_dir, "qadm")
     return model, test
 
 

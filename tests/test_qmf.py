@@ -12,7 +12,7 @@ from mmbench.data.store import load_split
 from mmbench.methods.base import TrainState, build_method
 from mmbench.methods.qmf import rank_loss
 from mmbench.models.multimodal import ModelSpec
-from tests.robust_fusion_data import extras, prepare_pair, signal_destroyed, train_small
+from tests.robust_fusion_data import extras, signal_destroyed, train_small
 
 
 def _model(data_dir, **params):
@@ -123,10 +123,8 @@ def test_history_accumulates_each_samples_unimodal_loss_and_feeds_the_rank_loss(
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_weight_moves_away_from_a_modality_whose_signal_is_destroyed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("qmf")
-    prepare_pair(root)
-    _, model, test = train_small(root, "qmf")
+def test_weight_moves_away_from_a_modality_whose_signal_is_destroyed(data_dir):
+    _, model, test = train_small(data_dir, "qmf")
     clean, broken = extras(model, test), extras(model, signal_destroyed(test, "b"))
     assert broken["conf_b"].mean() < clean["conf_b"].mean()
     share = {k: (e["conf_b"] / (e["conf_a"] + e["conf_b"])).mean() for k, e in (("clean", clean), ("broken", broken))}

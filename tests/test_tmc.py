@@ -11,7 +11,7 @@ from mmbench.data.store import load_split
 from mmbench.methods.base import TrainState, build_method
 from mmbench.methods.tmc import combine, ds_combine, evidential_loss, kl_uniform, opinion
 from mmbench.models.multimodal import ModelSpec
-from tests.robust_fusion_data import extras, noised, prepare_pair, signal_destroyed, train_small
+from tests.robust_fusion_data import extras, noised, signal_destroyed, train_small
 
 
 def test_reduced_dempster_combination_matches_a_hand_computation():
@@ -95,10 +95,8 @@ def test_kl_is_annealed_with_the_epoch(data_dir, variant, annealing, start, epoc
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tmc")
-    prepare_pair(root)
-    _, model, test = train_small(root, "tmc")
+def trained(data_dir):
+    _, model, test = train_small(data_dir, "tmc")
     return model, test
 
 
