@@ -236,6 +236,11 @@ class RunFolder:
         """``checkpoint.pt`` (see :mod:`mmbench.checkpoint`); removed when the run completes."""
         atomic_write_bytes(self.path / "checkpoint.pt", data)
 
+    def drop_progress(self) -> None:
+        """Remove ``checkpoint.pt`` and ``status.json``: a complete run (``summary.json``) needs neither."""
+        for name in ("checkpoint.pt", "status.json"):
+            (self.path / name).unlink(missing_ok=True)
+
     def save_arrays(self, name: str, **arrays) -> None:
         """A compressed ``.npz`` of plain arrays (no pickles)."""
         import numpy as np

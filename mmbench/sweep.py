@@ -42,7 +42,6 @@ import os
 import socket
 import sys
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -358,8 +357,7 @@ def _check_run(cfg: RunConfig, method, meta) -> None:
 
 def verify_datasets(grid: Grid) -> None:
     """Check every prepared array the grid uses against ``meta.json``'s SHA-256, once, before any run."""
-    from mmbench.checksums import file_sha256
-    from mmbench.data.store import SPLITS, load_meta
+    from mmbench.data.store import SPLITS, load_meta, verify_array
 
     seen = set()
     for run in grid.runs:
@@ -373,13 +371,7 @@ def verify_datasets(grid: Grid) -> None:
         folder = Path(root) / data["dataset"]
         for split in SPLITS:
             for name in [*(data["modalities"] or meta.modalities), "labels"]:
-                rel = f"{split}/{name}.npy"
-                path = folder / rel
-                if not path.exists():
-                    raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
-                if meta.checksums.get(rel) != file_sha256(path):
-                    raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
-                                       "prepare the dataset again with --force")
+                verify_array(folder, f"{split}/{name}.npy", meta)
 
 
 def _label(cfg: RunConfig) -> str:
@@ -451,8 +443,7 @@ class Result:
     run_id: str
     status: str  # complete | skipped | failed | diverged
     trained: bool = False
-    error: str | None = None
-    traceback: str | None = None
+    error: str | None = None  # the traceback is in the run's status.json
     epoch: int | None = None
     seconds: float = 0.0
     fatal: bool = False  # the results directory cannot be written: stop the sweep
@@ -476,7 +467,7 @@ def execute(task: Task) -> Result:
         tmp = tempfile.mkdtemp(prefix="mmbench-run-")
         cfg.output.results_dir = tmp
         if task.checkpoint is not None:
-            atomic_write_bytes(RunFolder.for_config(cfg).path / "checkpoint.pt", task.checkpoint)
+            RunFolder.for_config(cfg).save_checkpoint(task.checkpoint)
     folder = RunFolder.for_config(cfg)
     try:
         result = _execute(task, cfg, folder)
@@ -497,13 +488,11 @@ def execute(task: Task) -> Result:
 
 def _relocate(folder: RunFolder, cfg: RunConfig) -> None:
     """A run trained in a temporary folder: its config.yaml names the driver's results directory."""
-    from mmbench.checksums import file_sha256
-
     folder.write_config(cfg)
     if folder.complete:
         summary = folder.read_summary()
         if "config.yaml" in summary.get("sha256", {}):
-            summary["sha256"]["config.yaml"] = file_sha256(folder.path / "config.yaml")
+            summary["sha256"].update(folder.checksums(["config.yaml"]))
             folder.write_summary(summary)
 
 
@@ -527,12 +516,11 @@ def _execute(task: Task, cfg: RunConfig, folder: RunFolder) -> Result:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as e:  # noqa: BLE001 - a failed run is data; the sweep goes on
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         with contextlib.suppress(Exception):
             if not (folder.path / "config.yaml").exists():
                 folder.write_config(cfg)
             folder.write_failure(e, attempt=task.attempt)
-        return Result(run.run_id, "failed", error=f"{type(e).__name__}: {e}", traceback=tb,
+        return Result(run.run_id, "failed", error=f"{type(e).__name__}: {e}",
                       epoch=(folder.read_status() or {}).get("epoch"))
 
 
@@ -696,7 +684,6 @@ class RayExecutor(Executor):
                                    "start a cluster with `ray start --head` or drop --address") from None
             self.started = True
         cpus = ray.cluster_resources().get("CPU", 1.0)
-        self.cluster_cpus = cpus
         self.capacity = max_parallel or max(1, int(cpus))
         self._remote = ray.remote(execute)
         self._refs: dict[str, Any] = {}  # run id -> ObjectRef in flight
@@ -751,8 +738,7 @@ def write_returned_files(folder: RunFolder, files: dict[str, bytes]) -> None:
     """Write a run's files returned by a remote worker: atomically, ``summary.json`` last."""
     with folder.lock(timeout=30):
         if "summary.json" in files:
-            for name in ("checkpoint.pt", "status.json"):
-                (folder.path / name).unlink(missing_ok=True)
+            folder.drop_progress()
         for name in sorted(files, key=lambda n: n == "summary.json"):
             atomic_write_bytes(folder.path / name, files[name])
 

@@ -388,6 +388,5 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         "sha256": folder.checksums(["config.yaml", "metrics.csv", "model.pt", "gap.npz", "artifacts.npz"]),
     }
     folder.write_summary(summary)
-    for name in ("checkpoint.pt", "status.json"):
-        (folder.path / name).unlink(missing_ok=True)
+    folder.drop_progress()
     return folder, True

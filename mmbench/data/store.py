@@ -379,13 +379,22 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     return MultimodalData(inputs, labels, meta.select(modalities))
 
 
-def _load_array(folder: Path, rel: str, meta: DatasetMeta, verify: bool) -> np.ndarray:
+def verify_array(folder: Path, rel: str, meta: DatasetMeta) -> None:
+    """A prepared array file exists and matches the checksum ``meta.json`` recorded for it."""
     path = folder / rel
     if not path.exists():
         raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
-    if verify and meta.checksums.get(rel) != file_sha256(path):
+    if meta.checksums.get(rel) != file_sha256(path):
         raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
                            "prepare the dataset again with --force")
+
+
+def _load_array(folder: Path, rel: str, meta: DatasetMeta, verify: bool) -> np.ndarray:
+    path = folder / rel
+    if verify:
+        verify_array(folder, rel, meta)
+    elif not path.exists():
+        raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
