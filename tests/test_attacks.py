@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.attacks.adversarial import fgsm, pgd
-from mmbench.attacks.base import KNOWN_KINDS, AttackContext, attack_options, token_id, uniform
+from mmbench.attacks.base import AttackContext, attack_options, token_id, uniform
 from mmbench.attacks.multibench import multibench_audio
 from mmbench.attacks.noise import (
     blur,
@@ -43,7 +43,7 @@ from mmbench.attacks.runner import (
 from mmbench.attacks.text import token_blank, token_swap
 from mmbench.config import ModelConfig, resolve
 from mmbench.data.store import load_split
-from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
+from mmbench.data.types import MODALITY_KINDS, DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, predict
 from mmbench.methods.joint import Joint
@@ -186,7 +186,7 @@ def test_attack_conformance_pure_seeded_identity_at_level_0(name, kind, dtype, f
 def test_every_attack_declares_kinds_and_options():
     for name in ATTACKS.names():
         fn = ATTACKS.get(name)
-        assert fn.kinds and set(fn.kinds) <= set(KNOWN_KINDS)
+        assert fn.kinds and set(fn.kinds) <= set(MODALITY_KINDS)
         assert fn.output in ("tensor", "mask")
         assert isinstance(attack_options(fn), dict)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmbench.attacks.base import AttackContext, is_uint8, register_attack, restore, sigma_for, uniform, work
+from mmbench.attacks.base import AttackContext, is_uint8, per_sample, register_attack, restore, sigma_for, uniform, work
 from mmbench.data.types import ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
 
@@ -126,7 +126,7 @@ def pgd(x: torch.Tensor, level: float, generator: torch.Generator, spec: Modalit
             best, best_loss = y, loss
         else:
             better = loss > best_loss
-            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), y, best)
+            best = torch.where(per_sample(better, x), y, best)
             best_loss = torch.maximum(loss, best_loss)
         if i < steps:
             y = x0 + (y + alpha * g.sign() - x0).clamp(-eps, eps)

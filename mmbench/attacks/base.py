@@ -42,8 +42,6 @@ from mmbench.data.types import MODALITY_KINDS, ModalitySpec
 from mmbench.errors import MMBenchError
 from mmbench.registry import ATTACKS
 
-#: every modality kind an attack may declare (``text``: token ids ``[L]``, int64)
-KNOWN_KINDS: tuple[str, ...] = tuple(dict.fromkeys((*MODALITY_KINDS, "text")))
 OUTPUTS = ("tensor", "mask")
 #: token-id defaults when neither the modality spec nor the options name them: padding 0 and
 #: unknown 1, the ``<pad>=0, <unk>=1`` convention of most word vocabularies
@@ -52,9 +50,9 @@ DEFAULT_TOKEN_IDS = {"pad": 0, "unk": 1}
 
 def register_attack(name: str, kinds: tuple[str, ...] = MODALITY_KINDS, *, needs_model: bool = False,
                     output: str = "tensor", stochastic: bool = True) -> Callable:
-    bad = [k for k in kinds if k not in KNOWN_KINDS]
+    bad = [k for k in kinds if k not in MODALITY_KINDS]
     if bad or output not in OUTPUTS:
-        raise ValueError(f"attack {name!r}: kinds must be among {KNOWN_KINDS} and output in {OUTPUTS}")
+        raise ValueError(f"attack {name!r}: kinds must be among {MODALITY_KINDS} and output in {OUTPUTS}")
 
     def decorator(fn: Callable) -> Callable:
         fn.kinds = tuple(kinds)
@@ -159,6 +157,14 @@ def normal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator) -> t
     return _draw("normal", shape, generator, lambda: torch.randn(shape, generator=generator, device=generator.device))
 
 
+def probability_level(level: float, name: str) -> float:
+    """The level of an attack whose level is a probability (a share of samples, tokens, pixels)."""
+    level = float(level)
+    if not 0.0 <= level <= 1.0:
+        raise MMBenchError(f"attack {name!r}: level is a probability in [0, 1], got {level:g}")
+    return level
+
+
 def per_sample(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A ``[N]`` mask viewed so that it broadcasts over ``x``'s sample dimension."""
     return mask.view(-1, *[1] * (x.dim() - 1)).to(x.device)
@@ -211,9 +217,8 @@ def token_id(spec: ModalitySpec, which: str, override: int | str | None = None) 
     """A special token id of a text modality: ``pad``, ``unk`` or ``blank``.
 
     Looked up, in order: an explicit integer ``override``; the spec's attribute ``<which>_id``
-    (``blank_id``, ``unk_id``, ``pad_id``); the key in a dict the spec carries -- ``tokens``
-    (:class:`~mmbench.data.types.ModalitySpec`'s ``{"pad": 0, "unk": 1, "blank": 2}``), or
-    ``special_tokens``, ``vocab``, ``info``, ``extra``. ``blank`` falls back to ``unk`` (QMF
+    (``blank_id``, ``unk_id``, ``pad_id``); the key in the spec's ``tokens``
+    (:class:`~mmbench.data.types.ModalitySpec`'s ``{"pad": 0, "unk": 1, "blank": 2}``). ``blank`` falls back to ``unk`` (QMF
     replaces words by ``_``, which a fixed vocabulary usually maps to its unknown token), and the
     defaults are :data:`DEFAULT_TOKEN_IDS` (pad 0, unk 1).
     """
@@ -222,17 +227,11 @@ def token_id(spec: ModalitySpec, which: str, override: int | str | None = None) 
     if isinstance(override, str):
         which = override
     keys = [which] + (["unk"] if which == "blank" else [])
+    tokens = getattr(spec, "tokens", None) or {}
     for key in keys:
-        for name in (f"{key}_id", f"{key}_token_id"):
-            value = getattr(spec, name, None)
+        for value in (getattr(spec, f"{key}_id", None), tokens.get(key)):
             if isinstance(value, int):
                 return value
-            for holder in ("tokens", "special_tokens", "vocab", "info", "extra"):
-                d = getattr(spec, holder, None)
-                if isinstance(d, dict):
-                    for k in (name, key):
-                        if isinstance(d.get(k), int):
-                            return d[k]
     key = "unk" if which == "blank" else which
     if key not in DEFAULT_TOKEN_IDS:
         raise MMBenchError(f"unknown special token {which!r}; use pad, unk, blank or an integer id")

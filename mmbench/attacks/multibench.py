@@ -33,8 +33,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmbench.attacks.base import is_uint8, normal, per_sample, register_attack, restore, sigma_for, uniform, work
-from mmbench.attacks.noise import _probability, structured_dropout
+from mmbench.attacks.base import (
+    is_uint8,
+    normal,
+    per_sample,
+    probability_level,
+    register_attack,
+    restore,
+    sigma_for,
+    uniform,
+    work,
+)
+from mmbench.attacks.noise import structured_dropout
 from mmbench.data.types import ModalitySpec
 
 #: MultiBench's Kelvin table: temperature -> RGB
@@ -67,7 +77,7 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
     Images ``[N, C, H, W]`` or videos ``[N, T, C, H, W]`` (a video's frames share every draw but the
     pixel noise); white balance and colorize need 3 channels. Float images are taken to span [0, ``pixel_max``].
     """
-    p = _probability(level, "multibench_visual")
+    p = probability_level(level, "multibench_visual")
     if p == 0.0:
         return x
     top = 255.0 if is_uint8(x) else float(pixel_max)
@@ -83,7 +93,7 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
         return draw() <= p
 
     def where(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask.view(-1, 1, 1, 1), new, old)
+        return torch.where(per_sample(mask, old), new, old)
 
     gray = torch.zeros(n, dtype=torch.bool, device=dev) | (c != 3)
     hit = fires()  # grayscale
@@ -145,7 +155,7 @@ def multibench_audio(x: torch.Tensor, level: float, generator: torch.Generator, 
     probability ``level``; structured dropout: each step starts, with probability ``level``, a run
     of ``span`` zeroed steps (MultiBench: 10). Unhit samples are unchanged (see the module doc).
     """
-    p = _probability(level, "multibench_audio")
+    p = probability_level(level, "multibench_audio")
     if p == 0.0:
         return x
     n = x.shape[0]

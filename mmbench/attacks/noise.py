@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.attacks.base import (
-    KNOWN_KINDS,
     channel_shared_shape,
     is_uint8,
     normal,
     per_sample,
+    probability_level,
     register_attack,
     restore,
     sigma_for,
@@ -29,17 +29,10 @@ from mmbench.attacks.base import (
     uniform,
     work,
 )
-from mmbench.data.types import ModalitySpec
+from mmbench.data.types import MODALITY_KINDS, ModalitySpec
 from mmbench.errors import MMBenchError
 
 CLIP_MODES = ("auto", "range", "wrap")
-
-
-def _probability(level: float, name: str) -> float:
-    level = float(level)
-    if not 0.0 <= level <= 1.0:
-        raise MMBenchError(f"attack {name!r}: level is a probability in [0, 1], got {level:g}")
-    return level
 
 
 def _finish(y: torch.Tensor, x: torch.Tensor, clip: str, pixel_max: float) -> torch.Tensor:
@@ -135,7 +128,7 @@ def salt_pepper(x: torch.Tensor, level: float, generator: torch.Generator, spec:
     ``high`` set them explicitly).
     The share of corrupted samples is the attack's ``fraction`` (QMF: 0.5 x eps/10).
     """
-    density = _probability(level, "salt_pepper")
+    density = probability_level(level, "salt_pepper")
     if density == 0.0:
         return x
     lo, hi = _extremes(x, spec, low, high, pixel_max)
@@ -177,7 +170,7 @@ def occlusion(x: torch.Tensor, level: float, generator: torch.Generator, spec: M
     Filled with zeros (``fill="zero"``, black for ``uint8``) or the training mean (``fill="mean"``);
     the same rectangle for all channels (and frames).
     """
-    share = _probability(level, "occlusion")
+    share = probability_level(level, "occlusion")
     if share == 0.0:
         return x
     if fill not in ("zero", "mean"):
@@ -211,7 +204,7 @@ def _zero_where(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
 @register_attack("dropout", kinds=("vector", "sequence", "image", "video"))
 def dropout(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec) -> torch.Tensor:
     """Random dropout: each entry set to 0 independently with probability ``level`` (MultiBench's random drop)."""
-    p = _probability(level, "dropout")
+    p = probability_level(level, "dropout")
     if p == 0.0:
         return x
     drop = (uniform(tuple(x.shape), generator) < p).to(x.device)
@@ -227,7 +220,7 @@ def structured_dropout(x: torch.Tensor, level: float, generator: torch.Generator
     last dimension, all channels of a dropped step are zeroed; spans lie inside the sequence. The
     share of dropped steps is about ``1 - (1 - level)^span``.
     """
-    p = _probability(level, "structured_dropout")
+    p = probability_level(level, "structured_dropout")
     if p == 0.0:
         return x
     n, t = x.shape[0], x.shape[-1]
@@ -277,18 +270,18 @@ def entry_swap(x: torch.Tensor, level: float, generator: torch.Generator, spec: 
     MultiBench's ``swap_entry`` copies the left neighbour instead of swapping (its two assignments
     run in sequence); mmbench swaps, as the docstring there intends.
     """
-    p = _probability(level, "entry_swap")
+    p = probability_level(level, "entry_swap")
     return x if p == 0.0 else adjacent_swap(x, p, generator)
 
 
-@register_attack("blank", kinds=KNOWN_KINDS)
+@register_attack("blank", kinds=MODALITY_KINDS)
 def blank(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
           value: float | None = None) -> torch.Tensor:
     """Blank the whole modality of a sample with probability ``level``: zeros (text: every token set to padding).
 
     The input is still fed to the model (compare ``missing``, which masks the modality).
     """
-    p = _probability(level, "blank")
+    p = probability_level(level, "blank")
     if p == 0.0:
         return x
     hit = per_sample(uniform((x.shape[0],), generator) < p, x)
@@ -298,12 +291,12 @@ def blank(x: torch.Tensor, level: float, generator: torch.Generator, spec: Modal
     return torch.where(hit, torch.full((), fill, dtype=x.dtype, device=x.device), x)
 
 
-@register_attack("missing", kinds=KNOWN_KINDS, output="mask")
+@register_attack("missing", kinds=MODALITY_KINDS, output="mask")
 def missing(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec) -> torch.Tensor:
     """The modality is absent for a share ``level`` of samples: evaluated through the model's masking.
 
     Returns the ``[N]`` boolean of samples that lose the modality; the runner evaluates them with
     ``model(batch, mask=[modality])`` (zeroed features or the model's null token), not with zeros.
     """
-    p = _probability(level, "missing")
+    p = probability_level(level, "missing")
     return (uniform((x.shape[0],), generator) < p).to(x.device)

@@ -288,10 +288,10 @@ def _target(value: Any, c: _Checker, path: str) -> tuple[str, ...]:
     for t in items:
         t = t.lstrip("!")
         if t.startswith("kind:"):
-            from mmbench.attacks.base import KNOWN_KINDS
+            from mmbench.data.types import MODALITY_KINDS
 
-            if t[5:] not in KNOWN_KINDS + ROLE_KINDS:
-                c.fail(path, unknown_name_message("modality kind", t[5:], list(KNOWN_KINDS + ROLE_KINDS)))
+            if t[5:] not in MODALITY_KINDS + ROLE_KINDS:
+                c.fail(path, unknown_name_message("modality kind", t[5:], list(MODALITY_KINDS + ROLE_KINDS)))
     return tuple(items)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from mmbench.attacks.base import register_attack, token_id, uniform
-from mmbench.attacks.noise import _probability, adjacent_swap
+from mmbench.attacks.base import probability_level, register_attack, token_id, uniform
+from mmbench.attacks.noise import adjacent_swap
 from mmbench.data.types import ModalitySpec
 
 
@@ -22,7 +22,7 @@ def token_blank(x: torch.Tensor, level: float, generator: torch.Generator, spec:
     protocol sets p and the half. ``token``: ``blank`` (the modality's blank id, else its unknown
     id, else 1), ``unk``, ``pad`` or an integer id.
     """
-    p = _probability(level, "token_blank")
+    p = probability_level(level, "token_blank")
     if p == 0.0:
         return x
     blank_id = token_id(spec, "blank", token)
@@ -38,7 +38,7 @@ def token_swap(x: torch.Tensor, level: float, generator: torch.Generator, spec: 
     The token-level counterpart of MultiBench's letter swaps (which need raw strings); no token
     takes part in two swaps.
     """
-    p = _probability(level, "token_swap")
+    p = probability_level(level, "token_swap")
     if p == 0.0:
         return x
     valid = x != token_id(spec, "pad")
