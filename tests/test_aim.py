@@ -13,7 +13,7 @@ from mmbench.data.store import load_split
 from mmbench.methods.aim import depth_blocks
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.encoders import CNNEncoder, MLPEncoder, ResNet18Encoder
-from mmbench.models.multimodal import ModelSpec
+from mmbench.models.multimodal import ModelSpec, Standardize
 from mmbench.training import train_run
 
 
@@ -28,6 +28,17 @@ def test_depth_blocks_compose_to_the_encoder(encoder, shape, depth):
     for b in blocks:
         y = b(y)
     torch.testing.assert_close(y, enc(x))
+
+
+def test_depth_blocks_of_a_uint8_image_encoder_start_by_standardising():
+    enc = Standardize(CNNEncoder((1, 8, 8), 8, 16, 2, 0.0), 100.0, 40.0).eval()
+    blocks = depth_blocks(enc)
+    assert len(blocks) == 3
+    x = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    y = x
+    for b in blocks:
+        y = b(y)
+    torch.testing.assert_close(y, enc.encoder((x.float() - 100.0) / 40.0))
 
 
 def _setup(data_dir, **params):

@@ -47,13 +47,21 @@ from mmbench.errors import MMBenchError
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import encoder_parameters, eval_mode, scale_gradients
 from mmbench.metrics import true_class_prob
+from mmbench.models.multimodal import FramePool, Standardize
 from mmbench.registry import METHODS
 
 ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU)
 
 
 def depth_blocks(encoder: nn.Module) -> list[nn.Module]:
-    """The encoder as a list of blocks, each ending with an activation."""
+    """The encoder as a list of blocks, each ending with an activation (for uint8 pixels, the first
+    block standardises them first)."""
+    if isinstance(encoder, Standardize):
+        first, *rest = depth_blocks(encoder.encoder)
+        return [nn.Sequential(encoder.standardize, first), *rest]
+    if isinstance(encoder, FramePool):
+        raise MMBenchError("aim measures depth on one tensor per sample; video modalities (frames pooled "
+                           "by FramePool) are not supported")
     if hasattr(encoder, "blocks"):
         return list(encoder.blocks())
     net = getattr(encoder, "net", None)

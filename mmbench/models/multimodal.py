@@ -145,11 +145,20 @@ class Standardize(nn.Module):
     def __init__(self, encoder: nn.Module, mean: float, std: float):
         super().__init__()
         self.encoder = encoder
-        self.mean, self.std = float(mean), float(std) or 1.0
+        self.standardize = _Standardizing(mean, std)
         self.out_dim = encoder.out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder((x.float() - self.mean) / self.std)
+        return self.encoder(self.standardize(x))
+
+
+class _Standardizing(nn.Module):
+    def __init__(self, mean: float, std: float):
+        super().__init__()
+        self.mean, self.std = float(mean), float(std) or 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
 
 
 class FramePool(nn.Module):
