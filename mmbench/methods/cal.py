@@ -28,7 +28,9 @@ Reconstruction [INF] (methods.md §2.3), every choice a parameter:
    evaluation) with ``KL(N(mu, sigma^2) || N(0, I))`` weighted by ``beta_m = beta0 * (1 - W^m)``:
    the lower the contribution, the harder the compression.
 7. Loss: ``CE(fused(z)) + unimodal_weight * sum_m CE(h_m(z)) + sum_m beta_m KL_m``, ``h_m`` the
-   fused head with the other modalities zeroed (ARL's shared-head unimodal outputs).
+   model's unimodal output of ``m``: for the concat fusion the fused head's block of ``m`` with
+   bias/M (OGM-GE's split, ARL's shared-head unimodal outputs), separate heads for fusions that
+   do not decompose.
 Defaults: ``alpha = 0.5``, ``T = 4`` (ARL's KS/AVE temperature), ``beta0 = 1e-3``,
 ``unimodal_weight = 1``. ``W``, ``I``, ``D``, the accelerations and the betas are logged.
 """
