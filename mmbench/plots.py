@@ -9,8 +9,8 @@ nothing to draw), so the report, notebooks and tests call them the same way:
 - :func:`plot_shapley_bars` — Shapley contribution of each modality per method;
 - :func:`plot_coefficients` — any ``coeff_*`` / ``weight_*`` / ``ratio_*`` column of ``metrics.csv``
   over training (OGM-GE's coefficient and ratio, CAL W^m, QMF weights ...);
-- :func:`plot_gap_histograms` — modality-gap histograms with a 2-component Gaussian mixture
-  (the one stored in the run's ``gap*.npz``, else fitted here with scikit-learn).
+- :func:`plot_gap_histograms` — modality-gap histograms with the 2-component Gaussian mixture
+  :mod:`mmbench.gap` fits (balanced and imbalanced components, as ``gmm_gap`` separates them).
 
 Colours are the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies);
 past seven series the line style changes too. Accuracies are drawn in percent.
@@ -32,7 +32,6 @@ SERIES = OKABE_ITO[:7]  # black is kept for the fused prediction and mixtures
 LINESTYLES = ["-", "--", "-.", ":"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 COEFF_PREFIXES = ("coeff_", "weight_", "ratio_")
-GAP_KEYS = ("gap", "gaps", "G", "g", "values", "samples")
 
 
 def style(i: int) -> dict:
@@ -216,81 +215,22 @@ def plot_shapley_bars(runs: pd.DataFrame, title: str, prefix: str = "test_shaple
 # ---------------------------------------------------------------------------------------
 
 
-def fit_gmm(samples: np.ndarray, components: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """A 1-D Gaussian mixture (scikit-learn): ``weights``, ``means``, ``stds``."""
-    from sklearn.mixture import GaussianMixture
-
-    x = np.asarray(samples, dtype=float).reshape(-1, 1)
-    gm = GaussianMixture(components, random_state=seed).fit(x)
-    return {"weights": gm.weights_.ravel(), "means": gm.means_.ravel(), "stds": np.sqrt(gm.covariances_.ravel())}
-
-
-def _last(a: np.ndarray, dims: int = 1) -> np.ndarray:
-    """The last epoch of a per-epoch array (leading axis) when it has more than ``dims`` axes."""
-    a = np.asarray(a, dtype=float)
-    return a[-1] if a.ndim > dims else a
-
-
-GMM_NAMES = {"weights": ("weights", "weight", "pi"), "means": ("means", "mean", "mu"),
-             "stds": ("stds", "std", "sigma"), "variances": ("variances", "variance", "var", "covariances", "covariance")}
-
-
-def gap_from_arrays(data: dict[str, np.ndarray]) -> tuple[np.ndarray | None, str]:
-    """(per-sample gap, axis label) from arrays saved by a run.
-
-    - ``true_class_prob`` ``[epochs, N, M]`` or ``[N, M]`` (the trainer's ``gap.npz``): the last epoch,
-      ``G = p(y|m_1) − p(y|m_2)`` for the first two modalities (names from ``modalities``);
-    - else an array named ``gap``/``gaps``/``G``/``values``/``samples`` (2-D: one row per epoch, last used).
-    """
-    if "true_class_prob" in data:
-        p = _last(data["true_class_prob"], dims=2)
-        if p.ndim == 2 and p.shape[1] >= 2:
-            names = [str(m) for m in data.get("modalities", [])] or ["m1", "m2"]
-            names = names if len(names) >= 2 else ["m1", "m2"]
-            return p[:, 0] - p[:, 1], f"modality gap G = p(y|{names[0]}) − p(y|{names[1]})"
-    key = next((k for k in GAP_KEYS if k in data), None)
-    if key is None:
+def load_gap_file(path: str | Path) -> tuple[np.ndarray | None, str]:
+    """(per-sample gap, axis label) from a run's ``gap.npz``: the trainer's true-class probabilities
+    ``[epochs, N, M]`` on the training split, last epoch, ``G = p(y|m_1) − p(y|m_2)`` for the first two
+    modalities; ``(None, "")`` when the file is missing, unreadable or holds fewer than two modalities."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            prob = np.asarray(z["true_class_prob"], dtype=float)
+            names = [str(m) for m in z["modalities"]] if "modalities" in z.files else []
+    except (OSError, ValueError, KeyError):
         return None, ""
-    return _last(data[key]).ravel(), "modality gap G"
-
-
-def gmm_from_arrays(data: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """A stored mixture: ``weights``, ``means`` and ``stds`` or ``variances`` (optionally ``gmm_``-prefixed;
-    per-epoch rows: the last)."""
-    def first(kind):
-        for name in GMM_NAMES[kind]:
-            for key in (name, f"gmm_{name}"):
-                if key in data:
-                    return _last(data[key]).ravel()
-        return None
-
-    w, mu, sd = first("weights"), first("means"), first("stds")
-    if sd is None:
-        var = first("variances")
-        sd = np.sqrt(var) if var is not None else None
-    if w is None or mu is None or sd is None or not (len(w) == len(mu) == len(sd)):
-        return None
-    return {"weights": w, "means": mu, "stds": sd}
-
-
-def load_gap_file(path: str | Path, extra: str | Path | None = None
-                  ) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None, str]:
-    """(samples, mixture or None, axis label) from a run's ``gap*.npz`` (and a mixture stored in ``extra``,
-    e.g. the method's ``artifacts.npz``); ``(None, None, "")`` when it holds no gap."""
-    data: dict[str, np.ndarray] = {}
-    for f in (extra, path):
-        if f is None or not Path(f).exists():
-            continue
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                data.update({k: z[k] for k in z.files})
-        except (OSError, ValueError):
-            continue
-    samples, label = gap_from_arrays(data)
-    if samples is None:
-        return None, None, ""
-    samples = samples[np.isfinite(samples)]
-    return samples, gmm_from_arrays(data), label
+    prob = prob[-1] if prob.ndim == 3 else prob
+    if prob.ndim != 2 or prob.shape[1] < 2:
+        return None, ""
+    names = names if len(names) >= 2 else ["m1", "m2"]
+    gap = prob[:, 0] - prob[:, 1]
+    return gap[np.isfinite(gap)], f"modality gap G = p(y|{names[0]}) − p(y|{names[1]})"
 
 
 def _normal_pdf(x: np.ndarray, mu: float, sd: float) -> np.ndarray:
@@ -298,27 +238,30 @@ def _normal_pdf(x: np.ndarray, mu: float, sd: float) -> np.ndarray:
 
 
 def plot_gap_histograms(gaps: list[tuple], title: str, xlabel: str = "modality gap G") -> Figure | None:
-    """One panel per ``(label, samples, mixture[, axis label])``: density histogram, the mixture's
-    components and their sum. A missing mixture is fitted here (2 components)."""
-    gaps = [(g[0], np.asarray(g[1], dtype=float), g[2], g[3] if len(g) > 3 and g[3] else xlabel)
+    """One panel per ``(label, samples[, axis label])``: density histogram, the components of the
+    mixture fitted on the samples (:func:`mmbench.gap.fit_gap_mixture`) and their sum."""
+    from mmbench.gap import fit_gap_mixture
+
+    gaps = [(g[0], np.asarray(g[1], dtype=float), g[2] if len(g) > 2 and g[2] else xlabel)
             for g in gaps if g[1] is not None and len(g[1]) > 1]
     if not gaps:
         return None
     fig, axes = _grid(len(gaps), ncols=2, width=5.0, height=3.4, sharey=False)
-    for ax, (label, samples, gmm, xlab) in zip(axes, gaps):
-        gmm = gmm or fit_gmm(samples)
+    for ax, (label, samples, xlab) in zip(axes, gaps):
+        fit = fit_gap_mixture(samples)
         ax.hist(samples, bins=min(60, max(10, len(samples) // 20)), density=True, color="#56B4E9", alpha=0.55,
                 edgecolor="white", label="samples")
         lo, hi = np.min(samples), np.max(samples)
         pad = 0.1 * (hi - lo or 1.0)
         x = np.linspace(lo - pad, hi + pad, 400)
         total = np.zeros_like(x)
-        for k, (w, mu, sd) in enumerate(zip(gmm["weights"], gmm["means"], gmm["stds"])):
-            sd = max(float(sd), 1e-6)
-            y = float(w) * _normal_pdf(x, float(mu), sd)
+        for name, colour, w, mu, sd in zip(("balanced", "imbalanced"), (OKABE_ITO[2], OKABE_ITO[3]),
+                                           fit.weights, fit.means, fit.stds):
+            sd = max(sd, 1e-6)
+            y = w * _normal_pdf(x, mu, sd)
             total += y
-            ax.plot(x, y, linestyle="--", color=[OKABE_ITO[3], OKABE_ITO[0], OKABE_ITO[2]][k % 3], linewidth=1.6,
-                    label=f"component {k + 1}: π={float(w):.2f}, μ={float(mu):.2f}, σ={sd:.2f}")
+            ax.plot(x, y, linestyle="--", color=colour, linewidth=1.6,
+                    label=f"{name}: π={w:.2f}, μ={mu:.2f}, σ={sd:.2f}")
         ax.plot(x, total, color="#000000", linewidth=1.8, label="mixture")
         ax.set_title(f"{label} (n={len(samples)})", fontsize=10)
         ax.set_xlabel(xlab)

@@ -1154,17 +1154,16 @@ def make_plots(report: Report, dpi: int = 110) -> list[PlotImage]:
         for run in runs.sort_values(["entry", "seed"]).itertuples(index=False):
             if any(g[0] == run.entry for g in gaps):
                 continue
-            for f in sorted(Path(run.path).glob("gap*.npz")):
-                samples, gmm, xlabel = plots.load_gap_file(f, Path(run.path) / "artifacts.npz")
-                if samples is not None:
-                    gaps.append((run.entry, samples, gmm, xlabel))
-                    break
+            samples, xlabel = plots.load_gap_file(Path(run.path) / "gap.npz")
+            if samples is not None:
+                gaps.append((run.entry, samples, xlabel))
         if gaps:
             figs.append(("gap", plots.plot_gap_histograms(gaps, f"{block}: modality gap with a 2-component GMM"),
-                         "Histogram of the per-sample modality gap (from the run's gap*.npz: the trainer's "
+                         "Histogram of the per-sample modality gap (from the run's gap.npz: the trainer's "
                          "true-class probabilities on the training split at the last epoch; one run per method, "
-                         "lowest seed) with a Gaussian mixture: the one the method stored, else fitted here "
-                         "(scikit-learn, 2 components, seed 0); components dashed, mixture solid."))
+                         "lowest seed) with a 2-component Gaussian mixture fitted on it as gmm_gap does by default "
+                         "(scikit-learn, seed 0): balanced (mean nearer 0) and imbalanced components dashed, "
+                         "mixture solid."))
         for kind, fig, caption in figs:
             if fig is None:
                 continue

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
+from mmbench.gap import fit_gap_mixture
 from mmbench.methods.base import TrainState, build_method
-from mmbench.methods.gmm_gap import fit_gap_mixture
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import train_run
 

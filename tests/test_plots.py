@@ -85,33 +85,29 @@ def test_shapley_bars():
     assert plots.plot_shapley_bars(runs.drop(columns=["test_shapley_audio", "test_shapley_visual"]), "x") is None
 
 
-def test_gap_loader_and_gmm(tmp_path):
+def test_gap_loader_reads_the_trainers_layout(tmp_path):
     rng = np.random.default_rng(0)
-    planted = np.r_[rng.normal(-0.4, 0.05, 300), rng.normal(0.3, 0.08, 200)]
-    gmm = plots.fit_gmm(planted)
-    order = np.argsort(gmm["means"])
-    np.testing.assert_allclose(gmm["means"][order], [-0.4, 0.3], atol=0.03)
-    np.testing.assert_allclose(gmm["weights"][order], [0.6, 0.4], atol=0.03)
-    # the trainer's layout: true-class probabilities [epochs, N, M]
-    p = np.stack([rng.uniform(size=(50, 2)) for _ in range(3)])
+    p = np.stack([rng.uniform(size=(50, 2)) for _ in range(3)])  # true-class probabilities [epochs, N, M]
     np.savez(tmp_path / "gap.npz", true_class_prob=p.astype(np.float16), modalities=np.array(["audio", "visual"]))
-    samples, stored, label = plots.load_gap_file(tmp_path / "gap.npz")
+    samples, label = plots.load_gap_file(tmp_path / "gap.npz")
     np.testing.assert_allclose(samples, p[-1, :, 0].astype(np.float16).astype(float) - p[-1, :, 1].astype(np.float16))
-    assert stored is None and label == "modality gap G = p(y|audio) − p(y|visual)"
-    # a method's own layout: gap per epoch plus the fitted mixture per epoch
-    np.savez(tmp_path / "gap_method.npz", gap=np.stack([planted * 0, planted]),
-             gmm_weights=np.array([[0.5, 0.5], [0.6, 0.4]]), gmm_means=np.array([[0, 0], [-0.4, 0.3]]),
-             gmm_variances=np.array([[1, 1], [0.0025, 0.0064]]))
-    samples, stored, _ = plots.load_gap_file(tmp_path / "gap_method.npz")
-    np.testing.assert_allclose(samples, planted)
-    np.testing.assert_allclose(stored["stds"], [0.05, 0.08])
-    fig = plots.plot_gap_histograms([("gmm_gap", samples, stored, "G"), ("joint", planted, None)], "gap")
-    axes = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(axes) == 2 and axes[0].get_xlabel() == "G" and axes[1].get_ylabel() == "density"
-    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
-    assert legend[-1] == "mixture" and "π=0.60" in legend[1]
+    assert label == "modality gap G = p(y|audio) − p(y|visual)"
+    np.savez(tmp_path / "one.npz", true_class_prob=p[..., :1], modalities=np.array(["audio"]))
     np.savez(tmp_path / "other.npz", labels=np.arange(3))
-    assert plots.load_gap_file(tmp_path / "other.npz") == (None, None, "")
+    for name in ("one.npz", "other.npz", "missing.npz"):
+        assert plots.load_gap_file(tmp_path / name) == (None, "")
+
+
+def test_gap_histograms_draw_the_balanced_and_imbalanced_components():
+    rng = np.random.default_rng(0)
+    planted = np.r_[rng.normal(0.05, 0.05, 350), rng.normal(0.6, 0.08, 150)]
+    fig = plots.plot_gap_histograms([("gmm_gap", planted, "G"), ("joint", planted[::-1])], "gap")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 2 and axes[0].get_xlabel() == "G" and axes[1].get_xlabel() == "modality gap G"
+    legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
+    assert legend[1].startswith("balanced: π=0.70, μ=0.05") and legend[2].startswith("imbalanced: π=0.30, μ=0.60")
+    assert legend[-1] == "mixture"
+    assert plots.plot_gap_histograms([("joint", None), ("x", np.ones(1))], "gap") is None
 
 
 def test_palette_is_okabe_ito():

@@ -395,7 +395,8 @@ def _demo_like(tmp_path, published=True):
                                published=[{"metric": "acc", "value": 72.0, "source": "A & B <2022>, Tab. 1_x"}]
                                if published and method == "ogm_ge" else None)
             rng = np.random.default_rng(s)
-            np.savez(folder / "gap.npz", gap=np.r_[rng.normal(-0.3, 0.05, 150), rng.normal(0.2, 0.1, 150)])
+            prob = rng.uniform(size=(2, 300, 2))  # the trainer's true-class probabilities [epochs, N, M]
+            np.savez(folder / "gap.npz", true_class_prob=prob, modalities=np.array(["vector", "image"]))
     return results
 
 

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.mixture import GaussianMixture
 
+from mmbench.gap import fit_gap_mixture
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import eval_mode
 from mmbench.metrics import true_class_prob
@@ -49,32 +49,6 @@ from mmbench.registry import METHODS
 
 GAP_SOURCES = ("running", "eval")
 FITS = ("signed", "absolute")
-
-
-@dataclass(frozen=True)
-class GapMixture:
-    """A 2-component GMM on gaps: the balanced component is the one whose mean is closer to 0."""
-
-    means: tuple[float, float]  # (balanced, imbalanced)
-    stds: tuple[float, float]
-    weights: tuple[float, float]
-    posterior_imbalanced: np.ndarray  # gamma_i per sample
-
-    def logs(self) -> dict[str, float]:
-        return {"gmm_mean_balanced": self.means[0], "gmm_mean_imbalanced": self.means[1],
-                "gmm_std_balanced": self.stds[0], "gmm_std_imbalanced": self.stds[1],
-                "gmm_weight_imbalanced": self.weights[1],
-                "imbalanced_share": float((self.posterior_imbalanced > 0.5).mean())}
-
-
-def fit_gap_mixture(gap: np.ndarray, seed: int = 0) -> GapMixture:
-    gmm = GaussianMixture(n_components=2, covariance_type="full", random_state=seed).fit(gap.reshape(-1, 1))
-    means = gmm.means_.ravel()
-    order = np.argsort(np.abs(means))  # balanced first
-    posterior = gmm.predict_proba(gap.reshape(-1, 1))[:, order[1]]
-    stds = np.sqrt(gmm.covariances_.ravel())
-    return GapMixture(tuple(means[order].tolist()), tuple(stds[order].tolist()),
-                      tuple(gmm.weights_[order].tolist()), posterior)
 
 
 def true_class_probs(unimodal_logits: dict[str, torch.Tensor], labels: torch.Tensor) -> list[torch.Tensor]:
