@@ -34,14 +34,23 @@ def masked_accuracy(model: torch.nn.Module, data: MultimodalData, mask: list[str
     return accuracy(pred, data.labels)
 
 
+@torch.no_grad()
 def shapley(model: torch.nn.Module, data: MultimodalData, batch_size: int = 512) -> dict[str, float]:
-    """``shapley_<m>`` per modality and ``imbalance`` (the imbalance degree), from masked accuracies."""
+    """``shapley_<m>`` per modality and ``imbalance`` (the imbalance degree), from masked accuracies.
+
+    Each batch is encoded once; every coalition re-fuses its modalities' features
+    (:meth:`MultimodalModel.fuse`), which is what a masked forward pass computes.
+    """
+    model.eval()
     modalities = list(model.modalities)
-    value = {}
-    for size in range(len(modalities) + 1):
-        for subset in combinations(modalities, size):
-            mask = [m for m in modalities if m not in subset]
-            value[frozenset(subset)] = masked_accuracy(model, data, mask, batch_size)
+    subsets = [frozenset(s) for size in range(len(modalities) + 1) for s in combinations(modalities, size)]
+    preds: dict[frozenset, list[torch.Tensor]] = {s: [] for s in subsets}
+    for batch in data.batches(batch_size):
+        features = {m: model.encoders[m](batch.inputs[m]) for m in modalities}
+        for subset in subsets:
+            logits, _ = model.fuse({m: features[m] for m in subset}, len(batch.labels), batch.labels.device)
+            preds[subset].append(logits.argmax(1))
+    value = {s: accuracy(torch.cat(p), data.labels) for s, p in preds.items()}
     phi = shapley_values(value, modalities)
     return {**{f"shapley_{m}": v for m, v in phi.items()}, "imbalance": imbalance_degree(phi)}
 

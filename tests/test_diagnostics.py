@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmbench.config import ModelConfig
+from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
 from mmbench.diagnostics import linear_probe, masked_accuracy, shapley
+from mmbench.methods.base import build_method
 from mmbench.metrics import imbalance_degree, shapley_values
 from mmbench.models.multimodal import ModelSpec, build_model
 from mmbench.training import train_run
@@ -57,6 +58,23 @@ def test_a_modality_the_model_ignores_gets_zero_shapley(data_dir):
     assert result["shapley_image"] == pytest.approx(0.0)
     assert result["shapley_vector"] == pytest.approx(full - none)
     assert result["imbalance"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method,fusion", [("joint", "concat"), ("joint", "late"), ("joint", "film"),
+                                           ("qmf", "concat"), ("tmc", "concat")])
+def test_shapley_from_one_encoding_equals_masked_forward_passes(data_dir, method, fusion):
+    torch.manual_seed(0)
+    data = load_split("tiny", "test", data_dir)
+    spec = ModelSpec(data.meta.modalities, 3, ModelConfig(hidden_dim=8, feature_dim=4, fusion=fusion))
+    model = build_method(MethodConfig(method)).build_model(spec)
+    for p in model.parameters():  # a model whose coalitions all differ
+        torch.nn.init.normal_(p, std=0.5)
+    modalities = list(model.modalities)
+    value = {frozenset(s): masked_accuracy(model, data, [m for m in modalities if m not in s], batch_size=50)
+             for s in ([], ["vector"], ["image"], modalities)}
+    phi = shapley_values(value, modalities)
+    result = shapley(model, data, batch_size=50)
+    assert [result[f"shapley_{m}"] for m in modalities] == [phi[m] for m in modalities]
 
 
 def test_probe_chooses_C_on_validation(data_dir, monkeypatch):
