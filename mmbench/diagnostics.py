@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-from itertools import combinations
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -38,18 +36,16 @@ def masked_accuracy(model: torch.nn.Module, data: MultimodalData, mask: list[str
 def shapley(model: torch.nn.Module, data: MultimodalData, batch_size: int = 512) -> dict[str, float]:
     """``shapley_<m>`` per modality and ``imbalance`` (the imbalance degree), from masked accuracies.
 
-    Each batch is encoded once; every coalition re-fuses its modalities' features
-    (:meth:`MultimodalModel.fuse`), which is what a masked forward pass computes.
+    Each batch is encoded once and its coalitions re-fused (:meth:`MultimodalModel.fuse_coalitions`),
+    which is what masked forward passes compute.
     """
     model.eval()
     modalities = list(model.modalities)
-    subsets = [frozenset(s) for size in range(len(modalities) + 1) for s in combinations(modalities, size)]
-    preds: dict[frozenset, list[torch.Tensor]] = {s: [] for s in subsets}
+    preds: dict[frozenset, list[torch.Tensor]] = {}
     for batch in data.batches(batch_size):
         features = {m: model.encoders[m](batch.inputs[m]) for m in modalities}
-        for subset in subsets:
-            logits, _ = model.fuse({m: features[m] for m in subset}, len(batch.labels), batch.labels.device)
-            preds[subset].append(logits.argmax(1))
+        for subset, logits in model.fuse_coalitions(features).items():
+            preds.setdefault(subset, []).append(logits.argmax(1))
     value = {s: accuracy(torch.cat(p), data.labels) for s, p in preds.items()}
     phi = shapley_values(value, modalities)
     return {**{f"shapley_{m}": v for m, v in phi.items()}, "imbalance": imbalance_degree(phi)}

@@ -152,16 +152,8 @@ def coalition_values(model: MultimodalModel, features: dict[str, torch.Tensor], 
                      ) -> dict[frozenset, float]:
     """``v(S)`` = batch mean of the true-class probability of the fused prediction when only the
     modalities in ``S`` are kept (the others zeroed), for every ``S``, from already computed features."""
-    from itertools import combinations
-
-    modalities = list(features)
-    values = {}
-    for size in range(len(modalities) + 1):
-        for subset in combinations(modalities, size):
-            kept = {m: features[m].detach() for m in subset}
-            logits, _ = model.fuse(kept, len(labels), labels.device)
-            values[frozenset(subset)] = true_class_prob(logits, labels).mean().item()
-    return values
+    logits = model.fuse_coalitions({m: f.detach() for m, f in features.items()})
+    return {s: true_class_prob(z, labels).mean().item() for s, z in logits.items()}
 
 
 # -- robust-fusion architectures (QMF, TMC, MICINet, QADM) ----------------------------------------

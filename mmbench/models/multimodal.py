@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +82,14 @@ class MultimodalModel(nn.Module):
             batch_size, device = ref.shape[0], ref.device
         logits, unimodal, _ = self._fuse(features, batch_size, device)
         return logits, unimodal
+
+    def fuse_coalitions(self, features: dict[str, torch.Tensor]) -> dict[frozenset[str], torch.Tensor]:
+        """Fused logits of every subset of ``features`` (the empty one included), each a masked forward
+        pass's logits: the coalitions of Shapley values, with the encoders run once."""
+        ref = next(iter(features.values()))
+        names = list(features)
+        return {frozenset(subset): self.fuse({m: features[m] for m in subset}, ref.shape[0], ref.device)[0]
+                for size in range(len(names) + 1) for subset in combinations(names, size)}
 
     def _fuse(self, features: dict[str, torch.Tensor], batch_size: int, device: torch.device | None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
