@@ -51,8 +51,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h>
 _cpu_tuning: dict[str, Any] | None = None
 
 
-def tune_cpu() -> dict[str, Any]:
-    """Keep large tensor buffers inside the process while training on CPU (glibc only; idempotent).
+def tune_cpu(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Keep large tensor buffers inside the process while training on CPU (glibc only; idempotent;
+    nothing for other devices).
 
     glibc's ``malloc`` serves every block above its mmap threshold (32 MiB at most) with a fresh
     ``mmap`` and unmaps it on ``free``. A ResNet-18 step at 224x224, batch 64, allocates and frees
@@ -69,6 +70,8 @@ def tune_cpu() -> dict[str, Any]:
     applied (empty when none).
     """
     global _cpu_tuning
+    if torch.device(device).type != "cpu":
+        return {}
     if _cpu_tuning is not None:
         return _cpu_tuning
     _cpu_tuning = {}
@@ -129,8 +132,7 @@ class Trainer:
 
     def __init__(self, method: Method, model: torch.nn.Module, optim: OptimConfig, device: torch.device,
                  seed: int = 0, progress=None, checkpoint=None):
-        if torch.device(device).type == "cpu":
-            tune_cpu()
+        tune_cpu(device)
         self.method, self.model, self.cfg, self.device = method, model.to(device), optim, device
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
         self.scheduler = build_scheduler(self.optimizer, optim)
@@ -258,8 +260,7 @@ def load_trained(folder: RunFolder, device: str = "cpu", data_dir: str | None = 
     method = build_method(cfg.method)
     test = load_split(cfg.data.dataset, "test", data_dir or cfg.output.data_dir, cfg.data.modalities)
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        tune_cpu()
+    tune_cpu(dev)
     model = method.build_model(model_spec(cfg, test))
     model.load_state_dict(folder.load_state_dict())
     return cfg, method, model.to(dev).eval(), test.to(dev)
@@ -351,7 +352,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         return folder, False
     guard.folder = folder
     folder.write_config(cfg)
-    folder.write_env(str(device), cpu_tuning=tune_cpu() if device.type == "cpu" else {})
+    folder.write_env(str(device), cpu_tuning=tune_cpu(device))
     (folder.path / "summary.json").unlink(missing_ok=True)
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
