@@ -379,22 +379,19 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     return MultimodalData(inputs, labels, meta.select(modalities))
 
 
-def verify_array(folder: Path, rel: str, meta: DatasetMeta) -> None:
-    """A prepared array file exists and matches the checksum ``meta.json`` recorded for it."""
+def verify_array(folder: Path, rel: str, meta: DatasetMeta, checksum: bool = True) -> Path:
+    """A prepared array file exists and (``checksum``) matches the checksum ``meta.json`` recorded for it."""
     path = folder / rel
     if not path.exists():
         raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
-    if meta.checksums.get(rel) != file_sha256(path):
+    if checksum and meta.checksums.get(rel) != file_sha256(path):
         raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
                            "prepare the dataset again with --force")
+    return path
 
 
 def _load_array(folder: Path, rel: str, meta: DatasetMeta, verify: bool) -> np.ndarray:
-    path = folder / rel
-    if verify:
-        verify_array(folder, rel, meta)
-    elif not path.exists():
-        raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
+    path = verify_array(folder, rel, meta, checksum=verify)
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
