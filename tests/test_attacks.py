@@ -312,16 +312,7 @@ def test_structured_dropout_drops_contiguous_spans_across_channels():
     assert torch.equal(dropped, y[:, 1] == 0), "all channels of a step drop together"
     share = dropped.float().mean().item()
     assert 0.6 * (1 - 0.9 ** 3) < share < 1.05 * (1 - 0.9 ** 3)
-    runs = []  # every run of dropped steps is at least one span long
-    for row in dropped[:50].tolist():
-        length = 0
-        for v in row + [False]:
-            if v:
-                length += 1
-            elif length:
-                runs.append(length)
-                length = 0
-    assert min(runs) >= 3
+    assert min(_run_lengths(dropped[:50])) >= 3  # every run of dropped steps is at least one span long
 
 
 # -- text attacks -------------------------------------------------------------------------------
@@ -363,6 +354,20 @@ def test_fraction_corrupts_the_same_samples_in_every_modality(data_dir):
     changed = {m: (noisy.inputs[m] != data.inputs[m]).flatten(1).any(1) for m in data.inputs}
     assert torch.equal(changed["vector"], changed["image"])
     assert 0.3 < changed["vector"].float().mean().item() < 0.7
+
+
+def _run_lengths(mask: torch.Tensor) -> list[int]:
+    """Lengths of the runs of True along each row of a boolean ``[N, T]`` mask."""
+    runs = []
+    for row in mask.tolist():
+        length = 0
+        for v in row + [False]:
+            if v:
+                length += 1
+            elif length:
+                runs.append(length)
+                length = 0
+    return runs
 
 
 def _two_images(n=4000):
@@ -583,15 +588,7 @@ def test_multibench_audio_one_of_three_noises_on_a_share_p_of_samples():
     assert noisy.float().mean().item() == pytest.approx(0.2, abs=0.03)  # one of three, uniformly
     assert (y - x)[noisy].std().item() == pytest.approx(0.6 * 2.0, rel=0.05)  # sigma = p x training std
     assert torch.equal(y[noisy] != x[noisy], torch.ones_like(y[noisy], dtype=torch.bool))
-    runs = []  # dropped samples: single steps (random dropout) or runs of at least 10 (structured)
-    for row in zeroed[dropped][:400].tolist():
-        length = 0
-        for v in row + [False]:
-            if v:
-                length += 1
-            elif length:
-                runs.append(length)
-                length = 0
+    runs = _run_lengths(zeroed[dropped][:400])  # single steps (random dropout) or runs of >= 10 (structured)
     assert 1 in runs and max(runs) >= 10
 
 
