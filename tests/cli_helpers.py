@@ -20,6 +20,12 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return (0 if code is None else code), captured.out, captured.err
 
 
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``mmbench ARGS`` through ``main()``: (exit code, stderr), for commands that report on stderr."""
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    return code, err
+
+
 def assert_one_line_error(code: int, stderr: str, *fragments: str, ignore: str | None = None) -> str:
     """Exit code 2 and one ``error:`` line (no traceback) holding every fragment; lines starting with
     ``ignore`` (e.g. a sweep's own progress line) do not count."""

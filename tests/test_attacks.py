@@ -412,7 +412,9 @@ def _replay_cases(data_dir):
 
 
 def test_replayed_draws_equal_fresh_draws_at_every_level(data_dir):
-    for name, data, m in _replay_cases(data_dir):
+    cases = list(_replay_cases(data_dir))
+    assert {name for name, _, _ in cases} == {n for n in ATTACKS.names() if not ATTACKS.get(n).needs_model}
+    for name, data, m in cases:
         for fraction, independent in ((1.0, False), (0.5, True)):
             st = Step(name, fraction=fraction)
             replay = Replay()

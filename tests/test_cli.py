@@ -41,8 +41,6 @@ def invoke(*args: str):
     return result
 
 
-
-
 def prepare_tiny(data_dir, name="tiny"):
     return invoke("prepare", "synthetic", "--name", name, *TINY_OPTIONS, "--data-dir", str(data_dir))
 

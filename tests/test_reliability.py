@@ -31,16 +31,11 @@ from mmbench.errors import MMBenchError
 from mmbench.report import build_report
 from mmbench.results import RunFolder, run_folders, status_counts
 from mmbench.training import load_trained, train_run
-from tests.cli_helpers import assert_one_line_error, run_main
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"optim.batch_size": 32, "model.hidden_dim": 16, "model.feature_dim": 8, "output.probe": False}
 RUN_FILES = {"config.yaml", "env.json", "metrics.csv", "model.pt", "gap.npz", "summary.json"}
-
-
-def cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    code, _, err = run_main(monkeypatch, capsys, *args)
-    return code, err
 
 
 def one_line_error(code: int, err: str, *fragments: str) -> str:
@@ -144,7 +139,7 @@ def test_kill_9_mid_sweep_then_resume_completes_every_run_exactly_once(tmp_path,
     assert all(f.status == "interrupted" for f in interrupted)
     resumable = {f.run_id: json.loads(json.dumps(from_file(f.path / "checkpoint.pt")["epoch"])) for f in interrupted}
 
-    code, err = cli(monkeypatch, capsys, *args)
+    code, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert f"{len(before)} before" in err and "2 diverged" in err
 
@@ -189,7 +184,7 @@ def test_kill_9_mid_sweep_then_resume_completes_every_run_exactly_once(tmp_path,
 def test_results_dir_that_is_a_file_is_a_clear_error(tmp_path, data_dir, monkeypatch, capsys):
     blocker = tmp_path / "results"
     blocker.write_text("not a folder")
-    code, err = cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"]), "--data-dir", str(data_dir),
+    code, err = run_cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"]), "--data-dir", str(data_dir),
                     "--results-dir", str(blocker))
     one_line_error(code, err, "cannot write", str(blocker), "choose another --results-dir")
     assert blocker.read_text() == "not a folder"
@@ -201,7 +196,7 @@ def test_read_only_results_dir_is_a_clear_error(tmp_path, data_dir, monkeypatch,
     results.mkdir()
     results.chmod(0o555)
     try:
-        code, err = cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"]), "--data-dir", str(data_dir),
+        code, err = run_cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"]), "--data-dir", str(data_dir),
                         "--results-dir", str(results))
         one_line_error(code, err, "cannot write", "Permission denied")
     finally:
@@ -233,12 +228,12 @@ def test_write_failure_mid_sweep_stops_it_with_earlier_results_intact(target, er
                                                                        monkeypatch, capsys):
     results = tmp_path / "results"
     common = ["--data-dir", str(data_dir), "--results-dir", str(results), "--quiet"]
-    code, err = cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"], name="first.yaml"), *common)
+    code, err = run_cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"], name="first.yaml"), *common)
     assert code == 0, err
     earlier = snapshot(results)
     # the second sweep: its manifest and the first run's config.yaml and env.json are written, then writes fail
     _fail_after(monkeypatch, 3, error, target)
-    code, err = cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint_uni", "ogm_ge"], name="second.yaml"),
+    code, err = run_cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint_uni", "ogm_ge"], name="second.yaml"),
                     *common)
     one_line_error(code, err, "cannot write", message, "results written before are intact")
     monkeypatch.undo()
@@ -250,7 +245,7 @@ def test_write_failure_mid_sweep_stops_it_with_earlier_results_intact(target, er
 
 def test_disk_full_during_train_is_a_clear_error(make_cfg, data_dir, tmp_path, monkeypatch, capsys):
     _fail_after(monkeypatch, 0, OSError(errno.ENOSPC, "No space left on device"))
-    code, err = cli(monkeypatch, capsys, "train", "--dataset", "tiny", "--method", "joint", "--epochs", "1",
+    code, err = run_cli(monkeypatch, capsys, "train", "--dataset", "tiny", "--method", "joint", "--epochs", "1",
                     "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"), "--quiet")
     one_line_error(code, err, "No space left on device", "free some space")
 
@@ -274,7 +269,7 @@ def test_tampered_model_is_a_checksum_error(make_cfg, monkeypatch, capsys):
     _flip_byte(folder.path / "model.pt")
     with pytest.raises(MMBenchError, match="checksum mismatch for .*model.pt"):
         load_trained(folder)
-    code, err = cli(monkeypatch, capsys, "attack", str(folder.path), "--noise", "gaussian")
+    code, err = run_cli(monkeypatch, capsys, "attack", str(folder.path), "--noise", "gaussian")
     one_line_error(code, err, "checksum mismatch", "model.pt", "train the run again with --force")
 
 
@@ -297,7 +292,7 @@ def _interrupted_run(make_cfg, epochs=3):
 def test_tampered_checkpoint_is_a_checksum_error(make_cfg, data_dir, tmp_path, monkeypatch, capsys):
     cfg, folder = _interrupted_run(make_cfg)
     _flip_byte(folder.path / "checkpoint.pt", offset=len((folder.path / "checkpoint.pt").read_bytes()) // 2)
-    code, err = cli(monkeypatch, capsys, "train", *_cfg_args(data_dir, cfg.output.results_dir), "--resume")
+    code, err = run_cli(monkeypatch, capsys, "train", *_cfg_args(data_dir, cfg.output.results_dir), "--resume")
     one_line_error(code, err, "checksum mismatch for checkpoint", "delete")
     assert folder.read_status()["status"] == "failed" and "checksum mismatch" in folder.read_status()["error"]
     assert not folder.complete
@@ -309,7 +304,7 @@ def test_tampered_checkpoint_in_a_sweep_fails_that_run_only(make_cfg, data_dir, 
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump({"datasets": ["tiny"], "methods": ["joint", "joint_uni"],
                                     "set": {**SMALL, "optim.epochs": 3}}))
-    code, err = cli(monkeypatch, capsys, "sweep", str(path), "--data-dir", str(data_dir), "--results-dir",
+    code, err = run_cli(monkeypatch, capsys, "sweep", str(path), "--data-dir", str(data_dir), "--results-dir",
                     cfg.output.results_dir, "--quiet")
     assert code == 1 and "1 done (1 now, 0 before), 1 failed" in err
     assert "checksum mismatch for checkpoint" in folder.read_status()["error"]
@@ -322,7 +317,7 @@ def test_tampered_prepared_data_stops_the_sweep_before_any_run(tmp_path, monkeyp
     prepare("synthetic", data_dir=data, name="tiny", options=TINY)
     _flip_byte(data / "tiny" / "val" / "image.npy")
     results = tmp_path / "results"
-    code, err = cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"]), "--data-dir", str(data),
+    code, err = run_cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"]), "--data-dir", str(data),
                     "--results-dir", str(results))
     one_line_error(code, err, "checksum mismatch", "val/image.npy", "prepare the dataset again with --force")
     assert not (results / "runs").exists()
@@ -374,11 +369,11 @@ def test_yaml_files_cannot_run_code(make_cfg, data_dir, tmp_path, monkeypatch, c
     evil = f"!!python/object/apply:os.system ['touch {marker}']"
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"datasets: [tiny]\nmethods: [joint]\nseeds: {evil}\n")
-    code, err = cli(monkeypatch, capsys, "sweep", str(grid), "--data-dir", str(data_dir))
+    code, err = run_cli(monkeypatch, capsys, "sweep", str(grid), "--data-dir", str(data_dir))
     one_line_error(code, err, "is not valid YAML")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"optim:\n  epochs: {evil}\n")
-    code, err = cli(monkeypatch, capsys, "train", "--dataset", "tiny", "--method", "joint", "--recipe", str(recipe),
+    code, err = run_cli(monkeypatch, capsys, "train", "--dataset", "tiny", "--method", "joint", "--recipe", str(recipe),
                     "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results"))
     one_line_error(code, err, "recipe", "is not valid YAML")
     folder, _ = train_run(make_cfg("joint", sets=["output.probe=false"]))

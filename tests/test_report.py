@@ -531,11 +531,14 @@ def test_cli_report_options(tmp_path):
 
 
 def test_method_labels_show_changed_parameters_and_mark_reconstructed_methods():
-    from mmbench.registry import METHODS
+    from mmbench.config import MethodConfig
+    from mmbench.methods.base import build_method, method_params_dict
 
-    saved = json.loads(json.dumps(dict(METHODS.get("arm").Params().__dict__)))  # as a run folder saves them
-    assert method_label("arm", saved) == "arm‡"  # tuple defaults read back as lists are not "changed"
-    assert method_label("ogm_ge", json.loads(json.dumps(dict(METHODS.get("ogm_ge").Params().__dict__)))) == "ogm_ge"
-    assert method_label("cal", json.loads(json.dumps(dict(METHODS.get("cal").Params().__dict__)))) == "cal‡"
+    def saved(name):  # a method's default parameters as a run folder saves them (JSON: tuples become lists)
+        return json.loads(json.dumps(method_params_dict(build_method(MethodConfig(name)))))
+
+    assert method_label("arm", saved("arm")) == "arm‡"  # tuple defaults read back as lists are not "changed"
+    assert method_label("ogm_ge", saved("ogm_ge")) == "ogm_ge"
+    assert method_label("cal", saved("cal")) == "cal‡"
     assert method_label("cal", {"alpha": 0.9, "reconstructed": ["x"]}) == "cal‡(alpha=0.9)"
     assert reference_for(["joint", "cal‡(alpha=0.9)"], "cal") == "cal‡(alpha=0.9)"

@@ -14,7 +14,7 @@ from mmbench.methods.base import Method
 from mmbench.registry import EXECUTORS, METHODS
 from mmbench.results import RunFolder, run_folders, run_statuses, status_counts
 from mmbench.sweep import InlineExecutor, expand, run_state, run_sweep
-from tests.cli_helpers import assert_one_line_error, run_main
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 SMALL = {"optim.epochs": 2, "optim.batch_size": 32, "model.hidden_dim": 16, "model.feature_dim": 8,
          "output.probe": False}
@@ -28,11 +28,6 @@ def write_grid(tmp_path, name="grid.yaml", **grid) -> str:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return str(path)
-
-
-def sweep_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    code, _, err = run_main(monkeypatch, capsys, "sweep", *args)
-    return code, err
 
 
 # -- expansion ------------------------------------------------------------------------------
@@ -112,12 +107,12 @@ def test_process_workers_limit_every_thread_pool():
 def test_dry_run_lists_runs_and_how_many_are_done(tmp_path, data_dir, monkeypatch, capsys):
     path = write_grid(tmp_path, methods=["joint", "joint_uni"], seeds=2)
     args = [path, "--data-dir", str(data_dir), "--results-dir", str(tmp_path / "results")]
-    code, err = sweep_cli(monkeypatch, capsys, *args, "--dry-run")
+    code, err = run_cli(monkeypatch, capsys, "sweep", *args, "--dry-run")
     assert code == 0 and "4 runs: 4 pending; 4 to run" in err
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
     grid = expand(path, str(tmp_path / "results"), str(data_dir))
     run_sweep(grid.__class__(grid.path, grid.runs[:3]), InlineExecutor())
-    code, err = sweep_cli(monkeypatch, capsys, *args, "--dry-run")
+    code, err = run_cli(monkeypatch, capsys, "sweep", *args, "--dry-run")
     assert code == 0 and "4 runs: 3 done, 1 pending; 1 to run" in err
 
 
@@ -126,7 +121,7 @@ def test_sweep_runs_everything_then_skips_it(tmp_path, data_dir, monkeypatch, ca
                       attack=[{"noise": ["gaussian"], "levels": [0, 1], "seeds": 2}])
     results = tmp_path / "results"
     args = [path, "--data-dir", str(data_dir), "--results-dir", str(results), "--quiet"]
-    code, err = sweep_cli(monkeypatch, capsys, *args)
+    code, err = run_cli(monkeypatch, capsys, "sweep", *args)
     assert code == 0, err
     assert "4 done (4 now, 0 before), 0 failed, 0 diverged" in err
     folders = run_folders(results)
@@ -136,7 +131,7 @@ def test_sweep_runs_everything_then_skips_it(tmp_path, data_dir, monkeypatch, ca
                                                       "summary.json", "attack.csv"}
         assert len(f.read_attack()) == 4
     stamps = {f.run_id: (f.path / "summary.json").stat().st_mtime_ns for f in folders}
-    code, err = sweep_cli(monkeypatch, capsys, *args)
+    code, err = run_cli(monkeypatch, capsys, "sweep", *args)
     assert code == 0 and "4 done (0 now, 4 before)" in err
     assert stamps == {f.run_id: (f.path / "summary.json").stat().st_mtime_ns for f in run_folders(results)}
     manifest = next((results / "sweeps").glob("grid-*.json"))
@@ -221,17 +216,12 @@ def faulty_methods():
         METHODS._entries.pop(name, None)
 
 
-def report_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
-    code, _, err = run_main(monkeypatch, capsys, "report", *args)
-    return code, err
-
-
 def test_failures_and_divergence_are_data_and_the_sweep_goes_on(tmp_path, data_dir, monkeypatch, capsys,
                                                                faulty_methods):
     path = write_grid(tmp_path, methods=["fails_test", "inf_test", "nan_test", "joint"], set={"optim.epochs": 3})
     results = tmp_path / "results"
     args = [path, "--data-dir", str(data_dir), "--results-dir", str(results), "--quiet", "--retries", "2"]
-    code, err = sweep_cli(monkeypatch, capsys, *args)
+    code, err = run_cli(monkeypatch, capsys, "sweep", *args)
     assert code == 1, err  # a failed run: exit 1 (diverged alone is a result, not a failure)
     assert "1 done (1 now, 0 before), 1 failed, 2 diverged, 2 retries" in err
     by_method = {RunFolder(p).read_config().method.name: RunFolder(p) for p in (results / "runs").iterdir()}
@@ -258,16 +248,16 @@ def test_failures_and_divergence_are_data_and_the_sweep_goes_on(tmp_path, data_d
     assert dict(zip(table["method"], table["epoch"])) == {"fails_test": 1, "inf_test": 1, "nan_test": 2}
 
     # `mmbench report` shows the failed and diverged counts beside the leaderboard of the complete run
-    code, err = report_cli(monkeypatch, capsys, str(results), "--no-plots", "--format", "md")
+    code, err = run_cli(monkeypatch, capsys, "report", str(results), "--no-plots", "--format", "md")
     assert code == 0, err
     assert "3 runs are not in the tables: 1 failed, 2 diverged" in " ".join(err.split())
     markdown = (results / "leaderboard.md").read_text()
     assert "3 runs are not in the tables: 1 failed, 2 diverged" in markdown and "| joint" in markdown
-    code, err = report_cli(monkeypatch, capsys, str(results), "--method", "nan", "--no-plots")
+    code, err = run_cli(monkeypatch, capsys, "report", str(results), "--method", "nan", "--no-plots")
     assert_one_line_error(code, err, "no complete runs", "(1 diverged; see each run's status.json)")
 
     # again: the diverged runs are kept (the same seed diverges again), the failed one is tried again
-    code, err = sweep_cli(monkeypatch, capsys, *args[:-2])
+    code, err = run_cli(monkeypatch, capsys, "sweep", *args[:-2])
     assert code == 1 and "0 now, 1 before), 1 failed, 2 diverged" in err
     assert failed.read_status()["attempt"] == 1
 
@@ -304,14 +294,14 @@ BAD_GRIDS = [
 def test_bad_grid_is_one_clear_message(text, message, tmp_path, data_dir, monkeypatch, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    code, err = sweep_cli(monkeypatch, capsys, str(path), "--data-dir", str(data_dir),
+    code, err = run_cli(monkeypatch, capsys, "sweep", str(path), "--data-dir", str(data_dir),
                           "--results-dir", str(tmp_path / "results"))
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "results" / "runs").exists()
 
 
 def test_missing_grid_file(tmp_path, monkeypatch, capsys):
-    code, err = sweep_cli(monkeypatch, capsys, str(tmp_path / "none.yaml"))
+    code, err = run_cli(monkeypatch, capsys, "sweep", str(tmp_path / "none.yaml"))
     assert_one_line_error(code, err, "grid file", "not found")
 
 
@@ -328,6 +318,6 @@ CONFLICTS = [
 
 @pytest.mark.parametrize("options, message", CONFLICTS, ids=[m[:30] for _, m in CONFLICTS])
 def test_conflicting_options_are_one_clear_message(options, message, tmp_path, data_dir, monkeypatch, capsys):
-    code, err = sweep_cli(monkeypatch, capsys, write_grid(tmp_path), "--data-dir", str(data_dir),
+    code, err = run_cli(monkeypatch, capsys, "sweep", write_grid(tmp_path), "--data-dir", str(data_dir),
                           "--results-dir", str(tmp_path / "results"), *options)
     assert_one_line_error(code, err, message)
