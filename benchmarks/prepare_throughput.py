@@ -64,6 +64,14 @@ def make_fixture(root: Path, clips: int, seed: int = 0) -> int:
     return files
 
 
+def ensure_fixture(raw: Path, clips: int) -> None:
+    """Write the fixture into ``raw`` unless one is there already."""
+    if not (raw / "train.csv").exists():
+        start = time.perf_counter()
+        written = make_fixture(raw, clips)
+        print(f"fixture: {clips} clips, {written} files in {time.perf_counter() - start:.1f} s ({raw})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=2000)
@@ -75,10 +83,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="mmbench-prepare-"))
     raw = args.keep or tmp / "raw"
-    if not (raw / "train.csv").exists():
-        start = time.perf_counter()
-        written = make_fixture(raw, args.clips)
-        print(f"fixture: {args.clips} clips, {written} files in {time.perf_counter() - start:.1f} s ({raw})")
+    ensure_fixture(raw, args.clips)
     options = {"image_size": args.image_size, "frames": args.frames}
     out = subprocess.run([sys.executable, "-c", CHILD, str(raw), str(tmp / "data"), json.dumps(options),
                           json.dumps(args.workers)], check=True, capture_output=True, text=True).stdout

@@ -26,7 +26,6 @@ code does 4.8 samples/s on 2 CPU threads (5.3 for forward + backward alone), wit
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -35,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from prepare_throughput import ensure_fixture  # benchmarks/ is on sys.path when this script runs
 
 CHILD = """
 import json, resource, sys, time
@@ -79,16 +78,9 @@ print(json.dumps({
     "user_s": user, "system_s": system, "system_share": system / (user + system),
     "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / args["steps"],
     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "losses": losses,
-    "encoders": dict(cfg.model.encoders), "threads": torch.get_num_threads(),
+    "encoders": dict(cfg.model.encoders), "threads": torch.get_num_threads(), "batch": args["batch"],
     "first_steps_s": [round(marks[i][0] - (marks[i - 1][0] if i else start), 2) for i in range(args["warmup"])]}))
 """
-
-
-def _fixture_module():
-    spec = importlib.util.spec_from_file_location("prepare_throughput", HERE / "prepare_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ensure_data(clips: int, raw: Path, data_dir: Path) -> None:
@@ -101,10 +93,7 @@ def ensure_data(clips: int, raw: Path, data_dir: Path) -> None:
             return
     except Exception:  # noqa: BLE001 - not prepared (or prepared otherwise): prepare below
         pass
-    if not (raw / "train.csv").exists():
-        start = time.perf_counter()
-        written = _fixture_module().make_fixture(raw, clips)
-        print(f"fixture: {clips} clips, {written} files in {time.perf_counter() - start:.1f} s ({raw})")
+    ensure_fixture(raw, clips)
     start = time.perf_counter()
     prepare("cremad", raw, data_dir, options={"image_size": 224, "frames": 1}, force=True)
     print(f"prepared at 224x224, 1 frame in {time.perf_counter() - start:.1f} s ({data_dir})")
@@ -124,7 +113,7 @@ def run(data_dir: Path, steps: int, warmup: int, threads: int, batch: int, off: 
 
 def report(label: str, r: dict) -> None:
     print(f"{label}: {r['samples_per_s']:.2f} samples/s ({r['seconds_per_step']:.2f} s per batch of "
-          f"{round(r['samples_per_s'] * r['seconds_per_step'])}), kernel time {100 * r['system_share']:.0f}% of CPU time "
+          f"{r['batch']}), kernel time {100 * r['system_share']:.0f}% of CPU time "
           f"(user {r['user_s']:.1f} s, system {r['system_s']:.1f} s), {r['minor_faults_per_step'] / 1e3:.0f} k minor "
           f"faults per step, peak RSS {r['peak_rss_mb']:.0f} MB; warm-up steps {r['first_steps_s']} s; "
           f"{r['threads']} threads")
