@@ -76,7 +76,6 @@ def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers:
     if warm_grid:  # steady state: the workers' start-up is not in the wall time
         warm_up(executor, warm_grid, results + "-warm-up", data_dir)
         start = time.perf_counter()
-    setup = time.perf_counter() - start
     submitted: dict[str, float] = {}
     overheads: list[float] = []
 
@@ -93,10 +92,8 @@ def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers:
         _set_threads(previous)
     assert report.complete == len(grid.runs) and not report.failed, report
     task_seconds = sum(r.seconds for r in report.results)
-    capacity = 1 if executor_name == "inline" else workers
-    return {"executor": name, "runs": len(grid.runs), "wall": wall, "setup": setup, "task_seconds": task_seconds,
-            "capacity": capacity, "per_run": task_seconds / len(grid.runs),
-            "outside": wall - task_seconds / capacity, "workers": len({r.worker for r in report.results}),
+    return {"executor": name, "runs": len(grid.runs), "wall": wall, "capacity": executor.capacity,
+            "per_run": task_seconds / len(grid.runs), "outside": wall - task_seconds / executor.capacity, "workers": len({r.worker for r in report.results}),
             "overhead_ms": 1000 * statistics.median(overheads)}
 
 
@@ -121,8 +118,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="rounds over the executors; the median is reported")
     parser.add_argument("--executors", default="inline,process,ray", help="inline, inline:1, process, ray")
-    parser.add_argument("--warm", action="store_true", help="steady state: start and warm the workers (two 1-epoch "
-                        "runs each) before the clock starts")
+    parser.add_argument("--warm", action="store_true", help="steady state: start and warm the workers (1-epoch "
+                        "runs until each has finished one) before the clock starts")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
 
