@@ -120,6 +120,11 @@ def load_catalog() -> dict[str, Any]:
     return copy.deepcopy(_parsed_catalog())
 
 
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """The ``defaults`` of ``dataset`` in ``datasets.yaml`` (a copy; empty for a dataset not listed)."""
+    return copy.deepcopy((_parsed_catalog().get(dataset) or {}).get("defaults") or {})
+
+
 @functools.lru_cache(maxsize=1)
 def _parsed_catalog() -> dict[str, Any]:  # parsed once per process: resolve() runs once per sweep run
     with open(catalog_path()) as f:
@@ -149,8 +154,7 @@ def resolve(
     dataset = DataConfig.dataset
     for layer in upper:
         dataset = layer.get("data", {}).get("dataset", dataset)
-    entry = load_catalog().get(dataset) or {}
-    layers = [_split_method(entry.get("defaults") or {}), *upper]
+    layers = [_split_method(dataset_defaults(dataset)), *upper]
 
     merged = _split_method(RunConfig().to_dict())
     for source, layer in zip(("datasets.yaml", "recipe", "flags", "--set"), layers):

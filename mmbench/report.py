@@ -599,17 +599,11 @@ def _with_fusion(runs: pd.DataFrame, labels: pd.Series) -> pd.Series:
     Methods with an architecture of their own (``build_model``) keep their label."""
     if not {"config.method.name", "config.model.fusion", "config.data.dataset"} <= set(runs.columns):
         return labels
-    from mmbench.config import ModelConfig, load_catalog
+    from mmbench.config import ModelConfig, dataset_defaults
     from mmbench.methods.base import Method
 
-    try:
-        catalog = load_catalog()
-    except (OSError, ValueError):
-        catalog = {}
-
-    def default_fusion(dataset: str) -> str:
-        entry = catalog.get(dataset) or {}
-        return str(((entry.get("defaults") or {}).get("model") or {}).get("fusion", ModelConfig.fusion))
+    default_fusion = {d: str((dataset_defaults(d).get("model") or {}).get("fusion", ModelConfig.fusion))
+                      for d in set(map(str, runs["config.data.dataset"]))}
 
     def generic(name: str) -> bool:
         try:
@@ -620,7 +614,7 @@ def _with_fusion(runs: pd.DataFrame, labels: pd.Series) -> pd.Series:
     out = []
     for label, name, fusion, dataset in zip(labels, runs["config.method.name"], runs["config.model.fusion"],
                                             runs["config.data.dataset"]):
-        if isinstance(fusion, str) and fusion != default_fusion(str(dataset)) and generic(str(name)):
+        if isinstance(fusion, str) and fusion != default_fusion[str(dataset)] and generic(str(name)):
             label = f"{label[:-1]}, fusion={fusion})" if label.endswith(")") else f"{label}(fusion={fusion})"
         out.append(label)
     return pd.Series(out, index=labels.index)
