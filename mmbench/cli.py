@@ -182,6 +182,7 @@ def report(
 ) -> None:
     """Leaderboards with mean ± std, 95% intervals and paired tests over seeds; plots; CSV, Markdown, HTML, LaTeX, JSON."""
     from mmbench.report import ReportOptions, build_report, parse_formats, terminal_tables, write_report
+    from mmbench.results import status_summary
     from mmbench.ui import console, rich_table
 
     if not Path(results_dir).exists():
@@ -191,7 +192,7 @@ def report(
                             reference=reference, ci=ci, alpha=alpha)
     result = build_report(results_dir, options)
     if result.empty:
-        left = ", ".join(f"{n} {s}" for s, n in result.statuses.items())
+        left = status_summary(result.statuses)
         raise MMBenchError(f"no complete runs in {results_dir}/runs" + (" match the filters" if dataset or method else "")
                            + (f" ({left}; see each run's status.json)" if left else "") + "; train some runs first")
     paths = write_report(result, out or results_dir, formats, plots=plots)

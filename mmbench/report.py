@@ -53,7 +53,7 @@ import pandas as pd
 
 from mmbench.errors import MMBenchError
 from mmbench.registry import METHODS, unknown_name_message
-from mmbench.results import incomplete_note, run_folders
+from mmbench.results import incomplete_note, run_folders, run_statuses
 from mmbench.robustness import effective_robustness, robustness_auc, worst_level
 from mmbench.stats import CONFIDENCE, holm, interval, paired_tests
 
@@ -784,8 +784,6 @@ def build_report(results_dir: str | os.PathLike, options: ReportOptions | None =
 def incomplete_statuses(results_dir: str | os.PathLike, options: ReportOptions) -> dict[str, int]:
     """How many runs that pass the filters are not complete, by status (failed, diverged, running,
     interrupted): the tables read complete runs only, these are counted so nothing goes missing unseen."""
-    from mmbench.results import run_statuses
-
     table = run_statuses(results_dir)
     if table.empty:
         return {}

@@ -356,7 +356,7 @@ def run_statuses(results_dir: str | os.PathLike) -> pd.DataFrame:
 
 def status_counts(results_dir: str | os.PathLike) -> dict[str, int]:
     """``{"complete": n, "failed": n, "diverged": n, "running": n, "interrupted": n}``."""
-    counts = dict.fromkeys(("complete", "failed", "diverged", "running", "interrupted"), 0)
+    counts = dict.fromkeys(("complete", *INCOMPLETE), 0)
     for folder in all_run_folders(results_dir):
         status = folder.status
         if status != "pending":
@@ -367,13 +367,18 @@ def status_counts(results_dir: str | os.PathLike) -> dict[str, int]:
 INCOMPLETE = ("failed", "diverged", "running", "interrupted")
 
 
+def status_summary(statuses: dict[str, int]) -> str:
+    """``"1 failed, 2 diverged"``: the incomplete statuses that occur, in a fixed order ("" when none)."""
+    return ", ".join(f"{statuses[s]} {s}" for s in INCOMPLETE if statuses.get(s))
+
+
 def incomplete_note(statuses: dict[str, int]) -> str | None:
     """``"3 runs are not in the tables: 1 failed, 1 diverged, 1 running ..."`` (None when there are none)."""
-    parts = [f"{statuses[s]} {s}" for s in INCOMPLETE if statuses.get(s)]
-    if not parts:
+    summary = status_summary(statuses)
+    if not summary:
         return None
     total = sum(statuses.get(s, 0) for s in INCOMPLETE)
-    return (f"{total} run{'s are' if total > 1 else ' is'} not in the tables: {', '.join(parts)} "
+    return (f"{total} run{'s are' if total > 1 else ' is'} not in the tables: {summary} "
             "(error and epoch in each run folder's status.json; the same `mmbench sweep` again retries failed "
             "runs and resumes interrupted ones)")
 
