@@ -948,6 +948,7 @@ def main(grid_path: str, executor: str = "inline", max_parallel: int | None = No
         counts[state] = counts.get(state, 0) + 1
     dup = f" ({grid.duplicates} duplicate grid points dropped)" if grid.duplicates else ""
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: _STATE_ORDER.index(kv[0])))
+    pending = [r for r, s in states if s not in ("done", "diverged")]
     if dry:
         import pandas as pd
 
@@ -956,24 +957,23 @@ def main(grid_path: str, executor: str = "inline", max_parallel: int | None = No
         table = pd.DataFrame([{"run_id": r.run_id, "run": r.label, "state": s} for r, s in states])
         console.print(rich_table(table, f"{len(grid.runs)} runs in {grid_path}"))
         console.print(f"{len(grid.runs)} runs{dup}: {summary}; "
-                      f"{sum(n for s, n in counts.items() if s not in ('done', 'diverged'))} to run", highlight=False)
+                      f"{len(pending)} to run", highlight=False)
         return None
     verify_datasets(grid)
     write_manifest(grid, results_dir, {"executor": executor, "max_parallel": max_parallel, "address": address,
                                        "shared_fs": shared_fs, "retries": retries})
     ex = make_executor(executor, max_parallel, address, shared_fs)
     try:
-        warnings = ex.check_resources([r for r, s in states if s not in ("done", "diverged")])
+        warnings = ex.check_resources(pending)
     except MMBenchError:
         ex.close()
         raise
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
-    to_run = sum(n for s, n in counts.items() if s not in ("done", "diverged"))
-    console.print(f"sweep {grid_path}: {len(grid.runs)} runs{dup}: {summary}; running {to_run} on {executor}"
+    console.print(f"sweep {grid_path}: {len(grid.runs)} runs{dup}: {summary}; running {len(pending)} on {executor}"
                   f" ({ex.capacity} at a time)", highlight=False)
     live = sys.stderr.isatty() if live is None else live
-    with SweepProgress(to_run, live) as progress:
+    with SweepProgress(len(pending), live) as progress:
         report = run_sweep(grid, ex, retries, resume, on_event=progress)
     console.print(f"sweep finished in {report.seconds:.0f}s: {report.done} done ({report.complete} now, "
                   f"{report.skipped} before), {report.failed} failed, {report.diverged} diverged"
