@@ -12,6 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def modality_gap(true_class_prob):
+    """``G_i`` from true-class probabilities ``[N, M]`` (array or tensor): first modality minus second."""
+    return true_class_prob[:, 0] - true_class_prob[:, 1]
+
+
 @dataclass(frozen=True)
 class GapMixture:
     """A 2-component GMM on gaps: the balanced component is the one whose mean is closer to 0."""

@@ -27,6 +27,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from mmbench.gap import fit_gap_mixture, modality_gap
+
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 SERIES = OKABE_ITO[:7]  # black is kept for the fused prediction and mixtures
 LINESTYLES = ["-", "--", "-.", ":"]
@@ -229,7 +231,7 @@ def load_gap_file(path: str | Path) -> tuple[np.ndarray | None, str]:
     if prob.ndim != 2 or prob.shape[1] < 2:
         return None, ""
     names = names if len(names) >= 2 else ["m1", "m2"]
-    gap = prob[:, 0] - prob[:, 1]
+    gap = modality_gap(prob)
     return gap[np.isfinite(gap)], f"modality gap G = p(y|{names[0]}) − p(y|{names[1]})"
 
 
@@ -240,8 +242,6 @@ def _normal_pdf(x: np.ndarray, mu: float, sd: float) -> np.ndarray:
 def plot_gap_histograms(gaps: list[tuple], title: str, xlabel: str = "modality gap G") -> Figure | None:
     """One panel per ``(label, samples[, axis label])``: density histogram, the components of the
     mixture fitted on the samples (:func:`mmbench.gap.fit_gap_mixture`) and their sum."""
-    from mmbench.gap import fit_gap_mixture
-
     gaps = [(g[0], np.asarray(g[1], dtype=float), g[2] if len(g) > 2 and g[2] else xlabel)
             for g in gaps if g[1] is not None and len(g[1]) > 1]
     if not gaps:

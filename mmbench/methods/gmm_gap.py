@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmbench.gap import fit_gap_mixture
+from mmbench.gap import fit_gap_mixture, modality_gap
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import eval_mode
 from mmbench.metrics import true_class_prob
@@ -112,7 +112,7 @@ class GMMGap(Method):
             prob = state.true_class_prob
         else:
             prob = self._eval_probs(state)
-        return (prob[:, 0] - prob[:, 1]).double().cpu().numpy()
+        return modality_gap(prob).double().cpu().numpy()
 
     @torch.no_grad()
     def _eval_probs(self, state) -> torch.Tensor:
