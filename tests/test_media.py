@@ -119,7 +119,16 @@ def test_log_spectrogram_matches_a_numpy_stft_and_finds_the_tone():
     x = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(spec.samples) / sr) + 0.01 * rng.standard_normal(spec.samples))
     out = spec(x.astype(np.float32))
     assert out.shape == spec.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out[0], _reference_log_stft(x.astype(np.float32), n_fft, hop), atol=2e-3)
+    # A float32 FFT's rounding error is absolute in magnitude (about eps32 x log2(n_fft) x the frame's peak),
+    # so its log error grows without bound near the floor and varies with the CPU's FFT kernels. Compare
+    # magnitudes with a tolerance scaled to each frame's peak (measured error: 3e-7 of it), and logs where
+    # the magnitude is at least 1e-3 of the peak (measured: 6e-5).
+    ref = _reference_log_stft(x.astype(np.float32), n_fft, hop)
+    magnitude, ref_magnitude = np.exp(out[0].astype(np.float64)), np.exp(ref)
+    peak = ref_magnitude.max(axis=0, keepdims=True)
+    assert np.all(np.abs(magnitude - ref_magnitude) <= 1e-5 * peak)
+    audible = ref_magnitude > 1e-3 * peak
+    np.testing.assert_allclose(out[0][audible], ref[audible], atol=1e-3)
     assert abs(int(np.median(out[0].argmax(axis=0))) - round(1000 * n_fft / sr)) <= 1
 
 
