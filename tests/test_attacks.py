@@ -509,7 +509,7 @@ def _run_curve(protocol, name, data, eps, seed=0):
 def test_qmf_gaussian_eps5_is_sigma50_on_half_the_images_plus_text_blanking(variant):
     data = _text_image()
     p = resolve_protocol(f"qmf:{variant}")
-    assert p.levels == (0.0, 5.0, 10.0) and p.version_label == f"2024-{variant}"
+    assert p.levels == (0.0, 5.0, 10.0) and p.version_label == f"2024.1-{variant}"
     c = _run_curve(p, "gaussian", data, 5.0)
     img_hit = (c.data.inputs["image"] != data.inputs["image"]).flatten(1).any(1)
     assert img_hit.float().mean().item() == pytest.approx(0.5, abs=0.03)
@@ -594,17 +594,17 @@ def test_multibench_audio_one_of_three_noises_on_a_share_p_of_samples():
     assert 1 in runs and max(runs) >= 10
 
 
-def test_multibench_gives_audio_its_own_noise_and_keeps_the_visual_chain_for_images():
+def test_multibench_v2_gives_audio_its_own_noise_and_keeps_the_visual_chain_for_images():
     data = _audio_visual()
-    curves = {(c.name, tuple(c.modalities)): c for c in build_curves(data, protocol=resolve_protocol("multibench"))}
+    curves = {(c.name, tuple(c.modalities)): c for c in build_curves(data, protocol=resolve_protocol("multibench@2"))}
     assert set(curves) == {("visual", ("visual",)), ("audio", ("audio",)), ("all", ("audio", "visual"))}
     assert [st.attack for st, _ in curves["audio", ("audio",)].steps] == ["multibench_audio"]
     assert {st.attack: ms for st, ms in curves["all", ("audio", "visual")].steps} == {
         "multibench_visual": ["visual"], "multibench_audio": ["audio"]}
-    assert resolve_protocol("multibench").version_label == "2-affect"
+    assert resolve_protocol("multibench@2").version_label == "2-affect"
     old = {(c.name, tuple(c.modalities)) for c in build_curves(data, protocol=resolve_protocol("multibench@1"))}
     assert ("visual", ("audio",)) in old, "version 1 (the first release) gave spectrograms the visual chain"
-    c = _run_curve(resolve_protocol("multibench"), "audio", data, 0.5)
+    c = _run_curve(resolve_protocol("multibench@2"), "audio", data, 0.5)
     assert torch.equal(c.data.inputs["visual"], data.inputs["visual"])
     assert 0.3 < c.shares["audio"] < 0.7
 
@@ -694,7 +694,7 @@ def test_attack_rejects_unknown_modality(run):
 
 
 def test_protocol_rows_record_name_version_seed_and_shares(run):
-    rows = attack_run(run, protocol="qmf:clean", attack_seeds=[0, 1, 2])
+    rows = attack_run(run, protocol="qmf@2024:clean", attack_seeds=[0, 1, 2])  # 2024: float images too
     assert {r["attack"] for r in rows} == {"gaussian", "salt_pepper"}
     assert len(rows) == 2 * 3 * 3
     assert {r["protocol"] for r in rows} == {"qmf"} and {r["protocol_version"] for r in rows} == {"2024-clean"}
@@ -805,7 +805,7 @@ def test_cli_attack_with_a_protocol_and_independent_modalities(run):
     from mmbench.cli import app
 
     results = str(run.path.parent.parent)
-    out = CliRunner().invoke(app, ["attack", run.run_id, "--protocol", "qmf_rgbd:clean", "--levels", "0,5,20",
+    out = CliRunner().invoke(app, ["attack", run.run_id, "--protocol", "qmf_rgbd@2024:clean", "--levels", "0,5,20",
                                    "--attack-seeds", "2", "--results-dir", results])
     assert out.exit_code == 0, out.output
     rows = run.read_attack()

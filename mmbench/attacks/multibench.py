@@ -6,7 +6,11 @@ MultiBench applies ten perturbations in sequence to every test image, each with 
 colour temperature of its Kelvin table); colorize (blend 0.3 with red, blue or green); salt and
 pepper (on grayscale); Gaussian N(0, p) on grayscale; rotation by U(-20, 20) degrees; horizontal
 flip; random crop (4/5 of each side, resized back). White balance and colorize only act on images
-still in colour, as there.
+still in colour, as there. MultiBench converts every image to RGB before the chain and back to its
+own mode after it, so a one-channel (grey) image is tinted by white balance and colorize and then
+turned back to grey -- on average about 38 and 16 grey levels darker. mmbench does the same with
+``grey_as_rgb`` (``multibench`` version 3); without it (versions 1 and 2) both steps skip
+one-channel images, which differs from MultiBench.
 
 Design decisions (documented differences):
 
@@ -71,11 +75,13 @@ def _warp(y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 @register_attack("multibench_visual", kinds=("image", "video"))
 def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
-                      pixel_max: float = 1.0) -> torch.Tensor:
+                      pixel_max: float = 1.0, grey_as_rgb: bool = False) -> torch.Tensor:
     """MultiBench's visual chain: ten perturbations (grayscale ... random crop), each with probability ``level``.
 
     Images ``[N, C, H, W]`` or videos ``[N, T, C, H, W]`` (a video's frames share every draw but the
-    pixel noise); white balance and colorize need 3 channels. Float images are taken to span [0, ``pixel_max``].
+    pixel noise). Float images are taken to span [0, ``pixel_max``]. ``grey_as_rgb``: one-channel
+    images go through the chain as three equal channels and come back as PIL's luma (MultiBench's
+    ``convert('RGB')`` ... ``convert(mode)``); otherwise white balance and colorize skip them.
     """
     p = probability_level(level, "multibench_visual")
     if p == 0.0:
@@ -83,6 +89,9 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
     top = 255.0 if is_uint8(x) else float(pixel_max)
     c, h, w = x.shape[-3:]
     y = work(x).reshape(-1, c, h, w).clone()
+    grey_in = grey_as_rgb and c == 1
+    if grey_in:
+        y, c = y.expand(-1, 3, h, w).clone(), 3
     n, frames = y.shape[0], y.shape[0] // max(x.shape[0], 1)
     dev = y.device
 
@@ -137,6 +146,8 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
                          torch.stack([0 * one, 0.8 * one, 2 * oy - 0.2], 1)], 1)
     if hit.any():
         y = y.index_put((hit,), _warp(y[hit], theta[hit]))
+    if grey_in:
+        y = _gray(y)[:, :1]
     return restore(y.reshape(x.shape), x)
 
 

@@ -8,7 +8,7 @@ Randomness: every draw comes from a generator derived from the attack seed and a
 the curve, the step and the modality (:func:`derived_generator`), never from the level. So
 the same samples are hit and the same standard-normal noise is scaled at every level of a
 curve (smooth curves), and each modality's corruption depends only on the attack seed -- not
-on which other modalities are attacked (the clean-variant rule of ``protocols.md`` §1.6).
+on which other modalities are attacked (``docs/protocols.md``, randomness).
 
 Cost: the runner goes through a curve's levels for one attack seed at a time and records the
 random draws at the first level (:class:`Replay`); later levels get the same values without
@@ -323,6 +323,11 @@ def build_curves(data: MultimodalData, *, attacks: list[str] | None = None, prot
             if bad:
                 raise MMBenchError(f"attack {st.attack!r} applies to {', '.join(kinds_of(fn))} modalities, "
                                    f"not {bad[0]!r} ({data.meta.modalities[bad[0]].kind}); choose --modalities")
+            floats = [m for m in mods if st.uint8_only and data.inputs[m].dtype != torch.uint8]
+            if floats:
+                raise MMBenchError(f"attack {st.attack!r} of this protocol works in 0-255 pixel units on uint8 images; "
+                                   f"{floats[0]!r} is stored as {str(data.inputs[floats[0]].dtype).removeprefix('torch.')}: "
+                                   "leave it out with --modalities, or use a protocol version for it")
             if getattr(fn, "needs_model", False) and len(mods) != 1:
                 raise MMBenchError(f"attack {st.attack!r} perturbs one modality; choose it with --modalities "
                                    f"(one of {', '.join(mods)})")
