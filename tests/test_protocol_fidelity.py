@@ -1,0 +1,212 @@
+"""Protocols against the peers' own transforms on the same inputs: rates and statistics.
+
+Each test runs the peer's rule -- MultiBench's ``robustness/*.py`` loaded from
+``$MMBENCH_REFERENCE_DIR/MultiBench`` (skipped without it), or a transcription of QMF's numpy
+code where loading it would drag in its training stack -- beside mmbench's protocol, as the
+peer's loaders call it, and compares what each does to the data.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from mmbench.attacks.noise import gaussian
+from mmbench.attacks.protocols import resolve_protocol
+from mmbench.attacks.runner import apply_steps, build_curves
+from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
+from mmbench.errors import MMBenchError
+from tests.reference import load_module
+
+N, T, F = 3000, 12, 4  # samples, time steps, features
+
+
+def _series(n: int = N, seed: int = 0) -> np.ndarray:
+    """``[N, T, F]`` features far from zero, so that zeros are drops (MultiBench's layout)."""
+    return np.random.default_rng(seed).normal(size=(n, T, F)) + 5.0
+
+
+def _data(arrays: dict[str, np.ndarray]) -> MultimodalData:
+    """Sequences in mmbench's layout ``[N, C, T]`` (time last), training std 1 (sigma = p)."""
+    n = len(next(iter(arrays.values())))
+    specs = {m: ModalitySpec(m, "sequence", (F, T), std=1.0) for m in arrays}
+    return MultimodalData({m: torch.from_numpy(a.transpose(0, 2, 1).astype(np.float32)) for m, a in arrays.items()},
+                          torch.zeros(n, dtype=torch.long), DatasetMeta("d", "x", ("a", "b"), specs, {"test": n}))
+
+
+def _mmbench(protocol: str, curve: str, arrays: dict[str, np.ndarray], p: float, seed: int = 0) -> dict[str, np.ndarray]:
+    data = _data(arrays)
+    cv = next(c for c in build_curves(data, protocol=resolve_protocol(protocol)) if c.name == curve)
+    out = apply_steps(data, cv.steps, p, seed, cv.independent, key=curve).data
+    return {m: out.inputs[m].numpy().transpose(0, 2, 1).astype(np.float64) for m in arrays}
+
+
+def _stats(y: np.ndarray, x: np.ndarray) -> dict[str, float]:
+    """What a time-series corruption did: whole samples zeroed, entries zeroed in the others, and
+    how the additive noise is shared (the spread of the offsets inside a sample and inside a step)."""
+    zero = y == 0
+    whole = zero.all(axis=(1, 2))
+    kept = ~whole
+    d = np.where(zero, np.nan, y - x)[kept]
+    with warnings.catch_warnings():  # a step dropped whole has no spread
+        warnings.simplefilter("ignore", RuntimeWarning)
+        within_step = np.nanmean(np.nanstd(d, axis=2))
+    return {"whole_samples": whole.mean(), "entries_in_kept": zero[kept].mean(),
+            "steps_in_kept": zero[kept].all(axis=2).mean(),
+            "offset_sd": np.nanstd(np.nanmean(d, axis=(1, 2))),
+            "within_sample_sd": np.nanmean(np.nanstd(d, axis=(1, 2))),
+            "within_step_sd": within_step}
+
+
+def _timeseries():
+    return load_module("MultiBench", "robustness/timeseries_robust.py")
+
+
+def _peer(family: str, x: np.ndarray, p: float) -> np.ndarray:
+    """``add_timeseries_noise`` called as MultiBench's loader of ``family`` calls it (49f9be2)."""
+    ts = _timeseries()
+    np.random.seed(0)
+    if family == "affect":  # datasets/affect/get_data.py: [X] wrapped in a list, rand_drop=False
+        return ts.add_timeseries_noise([x.copy()], noise_level=p, rand_drop=False)[0]
+    if family == "mimic":  # datasets/mimic/get_data.py: [[x_1, ..., x_N]]
+        return np.stack(ts.add_timeseries_noise([[s.copy() for s in x]], noise_level=p)[0])
+    return ts.add_timeseries_noise(x.copy(), noise_level=p)  # datasets/stocks/get_data.py: the bare array
+
+
+@pytest.mark.parametrize("family", ["affect", "mimic", "stocks"])
+@pytest.mark.parametrize("p", [0.3, 0.6])
+def test_multibench_v3_timeseries_as_each_loader_calls_it(family, p):
+    x = _series()
+    peer = _stats(_peer(family, x, p), x)
+    ours = _stats(_mmbench(f"multibench@3:{family}", "timeseries", {"vision": x}, p)["vision"], x)
+    for key in ("whole_samples", "entries_in_kept", "steps_in_kept"):
+        assert ours[key] == pytest.approx(peer[key], abs=0.05), key  # 4 sd of the difference at N = 3000
+    assert ours["offset_sd"] == pytest.approx(peer["offset_sd"], rel=0.12)
+    for key in ("within_sample_sd", "within_step_sd"):  # 0 where the noise is one offset per sample / step
+        assert ours[key] == pytest.approx(peer[key], rel=0.12, abs=1e-3), key
+
+
+def test_multibench_v3_affect_zeroes_whole_samples_where_v2_zeroed_entries():
+    x, p = _series(), 0.3
+    peer = _stats(_peer("affect", x, p), x)
+    assert peer["whole_samples"] == pytest.approx(p, abs=0.04) and peer["entries_in_kept"] == 0
+    old = _mmbench("multibench@2", "timeseries", {"vision": x}, p)["vision"]
+    assert _stats(old, x)["whole_samples"] < 0.05 and (old == 0).mean() > 0.6  # per-entry and span-3 drops
+
+
+@pytest.mark.parametrize("i", [3, 6, 9])
+def test_multibench_v3_all_curve_zeroes_whole_modality_sample_pairs_at_p_over_3(i):
+    ts = _timeseries()
+    arrays = {m: _series(seed=k) for k, m in enumerate(("vision", "audio", "words"))}
+    np.random.seed(0)  # datasets/affect/get_data.py: every modality in one list, noise_level = i / (10 * 3)
+    peer = ts.add_timeseries_noise([a.copy() for a in arrays.values()], noise_level=i / (10 * 3), rand_drop=False)
+    ours = _mmbench("multibench@3", "all", arrays, i / 10)
+    for m, y_peer in zip(arrays, peer):
+        a, b = _stats(y_peer, arrays[m]), _stats(ours[m], arrays[m])
+        assert a["whole_samples"] == pytest.approx(i / 30, abs=0.03)
+        assert b["whole_samples"] == pytest.approx(a["whole_samples"], abs=0.03)
+        assert a["entries_in_kept"] == b["entries_in_kept"] == 0, "nothing partial"
+        assert b["offset_sd"] == pytest.approx(a["offset_sd"], rel=0.12)
+        assert b["within_sample_sd"] == pytest.approx(a["within_sample_sd"], abs=1e-3)
+
+
+def test_multibench_v3_audio_gets_the_loader_time_series_noise():
+    x, p = _series(), 0.3
+    audio = _mmbench("multibench@3", "audio", {"audio": x}, p)["audio"]
+    peer = _stats(_peer("affect", x, p), x)
+    assert _stats(audio, x)["whole_samples"] == pytest.approx(peer["whole_samples"], abs=0.04)
+    assert _stats(audio, x)["within_sample_sd"] < 1e-3
+
+
+def _grey_images(n: int, value: int = 128) -> MultimodalData:
+    spec = ModalitySpec("image", "image", (1, 8, 8), dtype="uint8", mean=128.0, std=50.0)
+    return MultimodalData({"image": torch.full((n, 1, 8, 8), value, dtype=torch.uint8)}, torch.zeros(n, dtype=torch.long),
+                          DatasetMeta("d", "x", ("a", "b"), {"image": spec}, {"test": n}))
+
+
+def _peer_colour_shifts(value: int) -> set[int]:
+    """Grey levels MultiBench's white balance and colorize (then ``convert('L')``) give a grey pixel."""
+    from PIL import Image
+
+    vr = load_module("MultiBench", "robustness/visual_robust.py")
+    grey = Image.fromarray(np.full((4, 4), value, dtype=np.uint8)).convert("RGB")
+    out = set()
+    for seed in range(400):  # enough draws to meet every Kelvin entry and colour
+        np.random.seed(seed)
+        wb = vr.WB(grey, 1.0)
+        col = vr.colorize(grey, 1.0)
+        both = vr.colorize(wb, 1.0)
+        out |= {int(np.asarray(im.convert("L"))[0, 0]) - value for im in (wb, col, both)}
+    return out
+
+
+def test_multibench_v3_one_channel_images_take_the_colour_steps_as_multibench():
+    from mmbench.attacks.multibench import multibench_visual
+
+    data, p = _grey_images(3000), 0.5
+    x, spec = data.inputs["image"], data.meta.modalities["image"]
+    on = multibench_visual(x, p, torch.Generator().manual_seed(0), spec, grey_as_rgb=True)
+    off = multibench_visual(x, p, torch.Generator().manual_seed(0), spec)
+    diff = (on.float() - off.float()).flatten(1)
+    shifted = (diff != 0).any(1)
+    shifts = {int(d[d != 0].median()) for d in diff[shifted]}  # one shift per image (rotation edges aside)
+    allowed = _peer_colour_shifts(128) | _peer_colour_shifts(127)  # 127: after the inversion step
+    assert all(any(abs(s - a) <= 1 for a in allowed) for s in shifts), sorted(shifts)
+    # white balance or colorize fires on an image the grayscale step left alone: (1 - p)(1 - (1 - p)^2)
+    assert shifted.float().mean().item() == pytest.approx((1 - p) * (1 - (1 - p) ** 2), abs=0.03)
+    v2 = resolve_protocol("multibench@2").conditions[0].steps[0]
+    assert not v2.options.get("grey_as_rgb") and resolve_protocol("multibench").conditions[0].steps[0].options["grey_as_rgb"]
+
+
+# -- QMF ----------------------------------------------------------------------------------------
+
+
+def _qmf_gaussian(img: np.ndarray, variance: float) -> np.ndarray:
+    """Transcription of QMF's ``AddGaussianNoise.__call__`` (text-image-classification/src/data/dataset.py,
+    fe6c4c6) on an ``[H, W, C]`` uint8 array."""
+    h, w, c = img.shape
+    np.random.seed(0)
+    noise = 1.0 * np.random.normal(loc=0.0, scale=variance, size=(h, w, 1))
+    noise = np.repeat(noise, c, axis=2)
+    out = noise + img
+    out[out > 255] = 255
+    return out.astype("uint8")
+
+
+@pytest.mark.parametrize("sigma", [50.0, 100.0])
+def test_qmf_faithful_gaussian_is_bit_exact_on_224_images_in_float64(sigma):
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, size=(4, 224, 224, 3), dtype=np.uint8)
+    spec = ModalitySpec("image", "image", (3, 224, 224), dtype="uint8")
+    x = torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
+    opts = {"unit": "pixel", "channel_shared": True, "fixed_pattern": True, "clip": "wrap"}
+    peer = np.stack([_qmf_gaussian(im, sigma) for im in imgs]).transpose(0, 3, 1, 2)
+    new = gaussian(x, sigma, torch.Generator(), spec, **opts, float64=True).numpy()
+    assert np.array_equal(new, peer)
+    old = gaussian(x, sigma, torch.Generator(), spec, **opts).numpy()  # float32: version 2024
+    assert 0 < (old != peer).mean() < 1e-3 and np.abs(old.astype(int) - peer.astype(int)).max() in (1, 255)
+    opts_v = next(st for st in resolve_protocol("qmf").conditions[0].steps if st.attack == "gaussian").options
+    assert opts_v["float64"] and "float64" not in resolve_protocol("qmf@2024").conditions[0].steps[0].options
+
+
+def _audio_visual(n=50) -> MultimodalData:
+    meta = DatasetMeta("d", "x", ("a", "b"), {
+        "audio": ModalitySpec("audio", "image", (1, 8, 30), std=2.0),
+        "visual": ModalitySpec("visual", "video", (1, 3, 6, 6), dtype="uint8", mean=120.0, std=60.0),
+        "depth": ModalitySpec("depth", "image", (1, 6, 6), std=1.0)}, {"test": n})
+    return MultimodalData({"audio": torch.rand(n, 1, 8, 30), "visual": torch.zeros(n, 1, 3, 6, 6, dtype=torch.uint8),
+                           "depth": torch.rand(n, 1, 6, 6)}, torch.zeros(n, dtype=torch.long), meta)
+
+
+@pytest.mark.parametrize("name", ["qmf", "qmf_rgbd"])
+def test_qmf_pixel_steps_reach_uint8_images_only(name):
+    data = _audio_visual()
+    with pytest.raises(MMBenchError, match="'depth' is stored as float32"):
+        build_curves(data, protocol=resolve_protocol(name))
+    picked = build_curves(data, protocol=resolve_protocol(name), modalities=["audio", "visual"])
+    assert {m for c in picked for _, ms in c.steps for m in ms} == {"visual"}, "the spectrogram is left out"
+    old = build_curves(data, protocol=resolve_protocol(f"{name}@2024"))
+    assert "audio" in {m for c in old for _, ms in c.steps for m in ms}, "2024 as first released"
