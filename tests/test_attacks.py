@@ -133,6 +133,16 @@ def sample_tensor(kind: str, dtype: str = "float32") -> tuple[torch.Tensor, Moda
     return torch.rand(32, 1, 10, 10, generator=g), ModalitySpec("i", "image", (1, 10, 10), std=0.3, mean=0.5)
 
 
+def text_source(x: torch.Tensor):
+    """A vocabulary of 5+ letter words for the ids of ``x`` and the raw texts the rows encode."""
+    from mmbench.data.media import Vocabulary
+    from mmbench.data.textimage import TextSource
+
+    vocab = Vocabulary([f"word{chr(97 + i % 26)}{i}" for i in range(int(x.max()) + 1)])
+    texts = [" ".join(vocab.itos[i] for i in row if i != 0) for row in x.tolist()]
+    return TextSource(vocab, x.shape[1], texts)
+
+
 def conformance_cases():
     for name in ATTACKS.names():
         fn = ATTACKS.get(name)
@@ -159,6 +169,8 @@ def test_attack_conformance_pure_seeded_identity_at_level_0(name, kind, dtype, f
         kwargs["ctx"] = AttackContext(model, method, test.inputs, test.labels, kind, test.meta, 64)
     else:
         x, spec = sample_tensor(kind, dtype)
+    if getattr(fn, "needs_text", False):
+        kwargs["source"] = text_source(x)
     before = x.clone()
     a = fn(x, 0.3, gen(1), spec, **kwargs)
     b = fn(x, 0.3, gen(1), spec, **kwargs)
@@ -508,8 +520,8 @@ def _run_curve(protocol, name, data, eps, seed=0):
 @pytest.mark.parametrize("variant", ["faithful", "clean"])
 def test_qmf_gaussian_eps5_is_sigma50_on_half_the_images_plus_text_blanking(variant):
     data = _text_image()
-    p = resolve_protocol(f"qmf:{variant}")
-    assert p.levels == (0.0, 5.0, 10.0) and p.version_label == f"2024.1-{variant}"
+    p = resolve_protocol(f"qmf@2024:{variant}")  # tokens blanked in place (2024.1: on the raw text, tested apart)
+    assert p.levels == (0.0, 5.0, 10.0) and p.version_label == f"2024-{variant}"
     c = _run_curve(p, "gaussian", data, 5.0)
     img_hit = (c.data.inputs["image"] != data.inputs["image"]).flatten(1).any(1)
     assert img_hit.float().mean().item() == pytest.approx(0.5, abs=0.03)

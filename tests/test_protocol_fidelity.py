@@ -19,7 +19,7 @@ from mmbench.attacks.protocols import resolve_protocol
 from mmbench.attacks.runner import apply_steps, build_curves
 from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
-from tests.reference import load_module
+from tests.reference import load_module, reference_dir
 
 N, T, F = 3000, 12, 4  # samples, time steps, features
 
@@ -210,3 +210,114 @@ def test_qmf_pixel_steps_reach_uint8_images_only(name):
     assert {m for c in picked for _, ms in c.steps for m in ms} == {"visual"}, "the spectrogram is left out"
     old = build_curves(data, protocol=resolve_protocol(f"{name}@2024"))
     assert "audio" in {m for c in old for _, ms in c.steps for m in ms}, "2024 as first released"
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+
+def _qmf_blank(text: str, p: float, rng: np.random.RandomState) -> str:
+    """Transcription of QMF's test-time word replacement (JsonlDataset.__getitem__, fe6c4c6) once the
+    sample is chosen: each ``split(' ')`` field becomes ``_`` with probability p."""
+    words = text.split(" ")
+    for i in range(len(words)):
+        if rng.choice([0, 1], p=[1 - p, p]):
+            words[i] = "_"
+    return " ".join(words)
+
+
+def _mvsa_texts() -> list[str]:
+    import json
+
+    path = reference_dir("QMF") / "text-image-classification/datasets/MVSA_Single/test.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _source(texts: list[str], length: int = 64):
+    from mmbench.data.media import Vocabulary
+    from mmbench.data.textimage import TextSource
+
+    return TextSource(Vocabulary.build(texts), length, texts)
+
+
+def _text_data(source) -> MultimodalData:
+    ids = torch.from_numpy(source.encode(source.texts))
+    spec = ModalitySpec("text", "text", (source.length,), dtype="int64", tokens={"pad": 0, "unk": 1, "blank": 2})
+    return MultimodalData({"text": ids}, torch.zeros(len(ids), dtype=torch.long),
+                          DatasetMeta("d", "x", ("a", "b"), {"text": spec}, {"test": len(ids)}))
+
+
+def _text_stats(ids: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+    return {"tokens": (ids != 0).sum(1).float().mean().item(), "blanks": (ids == 2).sum(1).float().mean().item(),
+            "changed": ((ids != clean) & (clean != 0)).float().sum().item() / (clean != 0).sum().item()}
+
+
+@pytest.mark.parametrize("eps", [5.0, 10.0])
+def test_qmf_text_blanks_whitespace_fields_of_the_raw_text(eps):
+    texts = _mvsa_texts()
+    source = _source(texts)
+    data = _text_data(source)
+    rng = np.random.RandomState(0)
+    peer = torch.from_numpy(source.encode([_qmf_blank(t, 0.1 * eps, rng) for t in texts]))
+    hit = (peer != data.inputs["text"]).any(1)
+    cv = next(c for c in build_curves(data, protocol=resolve_protocol("qmf")) if c.name == "gaussian")
+    st = next((st, ms) for st, ms in cv.steps if st.attack == "field_blank")
+    ours = apply_steps(data, [st], eps, 0, True, key="t", texts={"text": source}).data.inputs["text"]
+    chosen = (ours != data.inputs["text"]).any(1)
+    assert chosen.float().mean().item() == pytest.approx(0.5, abs=0.07)  # QMF's choice([0, 1]) per sample
+    a, b = _text_stats(peer[hit], data.inputs["text"][hit]), _text_stats(ours[chosen], data.inputs["text"][chosen])
+    assert b["tokens"] == pytest.approx(a["tokens"], rel=0.06) and b["blanks"] == pytest.approx(a["blanks"], rel=0.06)
+    clean = (data.inputs["text"] != 0).sum(1).float().mean().item()
+    assert a["tokens"] < clean - 2, "a field of several tokens becomes one blank: the sequence shrinks"
+    old = apply_steps(data, [(resolve_protocol("qmf@2024").conditions[0].steps[1], ["text"])], eps, 0, True, key="t")
+    assert _text_stats(old.data.inputs["text"], data.inputs["text"])["tokens"] == pytest.approx(clean), "2024: in place"
+
+
+def _peer_text():
+    import types
+
+    tqdm = types.ModuleType("tqdm")
+    tqdm.tqdm = lambda it, *a, **k: it
+    return load_module("MultiBench", "robustness/text_robust.py", stubs={"tqdm": tqdm})
+
+
+def _word_texts(n: int = 800) -> list[str]:
+    """Lower-case words of 2 to 10 letters: MultiBench's normalisation and mmbench's tokenizer agree."""
+    rng = np.random.default_rng(3)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, size=k)) for k in rng.integers(2, 11, size=300)]
+    return [" ".join(rng.choice(words, size=20)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("p", [0.3, 0.9])
+def test_multibench_v3_text_typos_only_words_of_five_or_more_characters(p):
+    tr = _peer_text()
+    texts = _word_texts()
+    np.random.seed(0)
+    noisy = tr.add_text_noise(texts, noise_level=p)
+    before = [w for t in texts for w in t.split()]
+    after = [w for t in noisy for w in t.split()]
+    assert len(before) == len(after)
+    peer_rate = np.mean([a != b for a, b in zip(before, after)])
+    peer_short = np.mean([a != b for a, b in zip(before, after) if len(a) < 5])
+    source = _source(texts, 20)
+    data = _text_data(source)
+    cv = next(c for c in build_curves(data, protocol=resolve_protocol("multibench")) if c.name == "text")
+    ours = apply_steps(data, cv.steps, p, 0, True, key="text", texts={"text": source}).data.inputs["text"]
+    clean = data.inputs["text"]
+    long = torch.tensor([[len(source.vocab.itos[i]) >= 5 for i in row] for row in clean.tolist()])
+    assert peer_short == 0 and bool(((ours != clean) & ~long).sum() == 0)
+    ours_rate = (ours != clean).float().mean().item()
+    assert ours_rate == pytest.approx(peer_rate, abs=0.02)
+    old = apply_steps(data, [(resolve_protocol("multibench@2").conditions[4].steps[0], ["text"])], p, 0, True, key="t")
+    assert (old.data.inputs["text"] != clean).float().mean().item() > 1.4 * peer_rate, "v2 replaced any token"
+
+
+def test_keyboard_neighbours_are_multibench_s():
+    import ast
+
+    source = (reference_dir("MultiBench") / "robustness/text_robust.py").read_text()
+    func = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == "qwerty_typo")
+    table = ast.literal_eval(next(n for n in ast.walk(func) if isinstance(n, ast.Dict)))
+    from mmbench.attacks.text import KEYBOARD_NEIGHBOURS
+
+    assert {k: set(v) for k, v in KEYBOARD_NEIGHBOURS.items()} == {k: set(v) for k, v in table.items()}

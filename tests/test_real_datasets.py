@@ -241,6 +241,29 @@ def test_mvsa_text_vocabulary_is_built_on_train_only(tmp_path):
     assert lengths[0] == 6 and ((test.inputs["text"] != 0).sum(1).numpy() == lengths).all()
 
 
+def test_text_image_store_keeps_raw_text_and_image_sizes(tmp_path):
+    from PIL import Image
+
+    from mmbench.data.textimage import load_text_source
+
+    raw = tmp_path / "raw"
+    fixtures.mvsa_single(raw, per_split=(4, 2, 3))
+    rows = [json.loads(line) for line in (raw / "test.jsonl").read_text().splitlines()]
+    rows[0]["text"] = "Ünïcode  two  spaces, kept #as-is"
+    (raw / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prepare("mvsa_single", raw, tmp_path / "data", options=SMALL["mvsa_single"])
+    source = load_text_source("mvsa_single", "test", tmp_path / "data")
+    assert source.texts == [r["text"] for r in rows] and source.length == SMALL["mvsa_single"]["max_tokens"]
+    test = load_split("mvsa_single", "test", tmp_path / "data")
+    assert np.array_equal(source.encode(source.texts), test.inputs["text"].numpy()), "the texts encode to the stored ids"
+    hw = np.load(tmp_path / "data" / "mvsa_single" / "test" / "image_hw.npy")
+    sizes = []
+    for r in rows:
+        with Image.open(raw / r["img"]) as im:
+            sizes.append((im.height, im.width))
+    assert hw.tolist() == [list(s) for s in sizes]
+
+
 def test_jsonl_errors_and_carved_val(tmp_path):
     raw = tmp_path / "raw"
     fixtures.mvsa_single(raw, per_split=(6, 1, 1))

@@ -20,7 +20,9 @@ Built-ins (registry ``PROTOCOLS``; ``--protocol NAME[@VERSION][:VARIANT]``):
   Gaussian sigma = 10 eps on the 0–255 scale, one map for all channels, on 50 % of images) and
   ``salt_pepper`` (density 0.1 on 50 % x eps/10 of images; versions ``2025*``: eps/100, QMF after
   its 2025-06-28 refactor); both also blank text tokens with p = 0.1 eps on 50 % of samples, image
-  and text drawn independently. Variants: ``faithful`` (default; QMF's fixed noise pattern --
+  and text drawn independently (versions ``*.1``: each whitespace field of the raw text becomes
+  one ``_``, QMF's rule, and the text is tokenized again; versions ``2024``/``2025``: tokens
+  blanked in place). Variants: ``faithful`` (default; QMF's fixed noise pattern --
   numpy seed 0 in every call -- and its one-sided clipping with uint8 wrap-around) and ``clean``
   (fresh noise from the attack seed, clipping to [0, 255]). Versions ``2024.1`` (default) and
   ``2025.1``: the faithful sum in float64 as QMF's numpy, and the image steps reach uint8 image
@@ -39,11 +41,13 @@ Built-ins (registry ``PROTOCOLS``; ``--protocol NAME[@VERSION][:VARIANT]``):
   whole samples zeroed with probability p; mimic: the same plus entries dropped; stocks and imdb:
   one offset per time step, entries dropped, single steps zeroed); images get MultiBench's visual
   chain (one-channel images through the colour steps, as there); vectors: drop p, swap p; text:
-  tokens replaced by the unknown token with p (a token-level stand-in for its letter typos);
+  MultiBench's letter typos on words of five or more characters with probability p (the typed
+  word looked up in the vocabulary again);
   ``all``: one offset per (modality, sample) on time series and audio and whole (modality, sample)
   pairs zeroed with probability p/3. Version ``2``: variants ``affect`` / ``imdb`` (levels only),
   per-step white noise, random drop and span-3 structured drop on every time series, mmbench's
-  ``multibench_audio`` on audio, and ``all`` = every per-modality step at p/3; version ``1``: as
+  ``multibench_audio`` on audio, text tokens replaced by the unknown token with p (a token-level
+  stand-in), and ``all`` = every per-modality step at p/3; version ``1``: as
   ``2`` with the visual chain on audio spectrograms.
 
 User protocols: a YAML file (``--protocol my.yaml``), validated by :func:`load_protocol_file`::
@@ -182,7 +186,7 @@ def qmf(variant: str | None = None, version: str | None = None) -> Protocol:
     variant = _pick("qmf", variant, FIDELITY, "variant")
     version = _pick("qmf", version, list(QMF_VERSIONS), "version")
     rev = "." in version
-    text = Step("token_blank", ("kind:text",), level_scale=0.1, fraction=0.5)
+    text = Step("field_blank" if rev else "token_blank", ("kind:text",), level_scale=0.1, fraction=0.5)
     gauss = _pixel_step("gaussian", ("kind:image", "kind:video"), rev, level_scale=10.0, fraction=0.5,
                         options=_image_gaussian_options(variant, rev))
     salt = _pixel_step("salt_pepper", ("kind:image", "kind:video"), rev, level=0.1, fraction=0.5,
@@ -243,7 +247,7 @@ def _multibench_v3(family: str) -> tuple[Condition, ...]:
         "audio": _timeseries_steps(family, 1.0, ("kind:audio",)),
         "timeseries": _timeseries_steps(family, 1.0, ("kind:sequence", "!kind:audio")),
         "tabular": (Step("dropout", ("kind:vector",)), Step("entry_swap", ("kind:vector",))),
-        "text": (Step("token_blank", ("kind:text",), options={"token": "unk"}),),
+        "text": (Step("letter_typo", ("kind:text",)),),
     }
     third = 1 / 3  # the affect loader's i / (10 * 3): a list of modalities, one offset and one drop per pair
     together = (Step("white_noise", ("kind:sequence", "kind:audio"), level_scale=third, options={"per": "sample"}),

@@ -136,11 +136,13 @@ class Replay:
 
 def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: float, seed: int,
                 independent: bool = False, key: str = "", model: torch.nn.Module | None = None,
-                method: Any = None, batch_size: int = 512, replay: Replay | None = None) -> Corruption:
+                method: Any = None, batch_size: int = 512, replay: Replay | None = None,
+                texts: dict[str, Any] | None = None) -> Corruption:
     """Run ``steps`` (in order) at protocol level ``eps``; see the module doc for the sampling rules.
 
     ``replay``: draws kept across the levels of one curve and attack seed (:class:`Replay`); the
-    result is the same with or without it.
+    result is the same with or without it. ``texts``: text modality -> its
+    :class:`~mmbench.data.textimage.TextSource`, for attacks that need words (``needs_text``).
     """
     n, device = len(data), data.labels.device
     inputs = dict(data.inputs)
@@ -168,6 +170,9 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
             x = inputs[m]
             sub = x if idx is None else x[idx]
             kwargs = dict(st.options)
+            if getattr(fn, "needs_text", False):
+                source = (texts or {}).get(m)
+                kwargs["source"] = None if source is None else source.take(idx)
             if getattr(fn, "needs_model", False):
                 if model is None:
                     raise MMBenchError(f"attack {st.attack!r} needs the trained model")
@@ -401,14 +406,20 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
             "protocol": protocol.name if protocol else label,
             "protocol_version": protocol.version_label if protocol else protocol_version,
             "variant": protocol.variant if protocol else ""}
-    rows = run_curves(model, method, test, curves, levels, attack_seeds, batch_size, base, progress)
+    texts = None
+    if any(getattr(ATTACKS.get(st.attack), "needs_text", False) for cv in curves for st, _ in cv.steps):
+        from mmbench.data.textimage import load_text_source
+
+        source = load_text_source(cfg.data.dataset, "test", data_dir or cfg.output.data_dir)
+        texts = {"text": source} if source is not None else None
+    rows = run_curves(model, method, test, curves, levels, attack_seeds, batch_size, base, progress, texts)
     folder.write_attack_rows(rows, ROW_KEY)
     return rows
 
 
 def run_curves(model: torch.nn.Module, method: Any, test: MultimodalData, curves: list[Curve], levels: list[float],
                attack_seeds: list[int] | tuple[int, ...], batch_size: int = 512, base: dict | None = None,
-               progress: Callable | None = None) -> list[dict]:
+               progress: Callable | None = None, texts: dict[str, Any] | None = None) -> list[dict]:
     """One row per curve × level × attack seed (in that order) on a loaded model; no file is read or written.
 
     Levels at which every step is the identity share one clean evaluation; within a curve and
@@ -430,7 +441,7 @@ def run_curves(model: torch.nn.Module, method: Any, test: MultimodalData, curves
                     metrics, shares = clean, {m: 0.0 for m in test.modalities}
                 else:
                     c = apply_steps(test, curve.steps, level, seed, curve.independent, key, model, method, batch_size,
-                                    replay)
+                                    replay, texts)
                     only_masks = bool(c.missing) and all(c.data.inputs[m] is test.inputs[m] for m in test.modalities)
                     metrics = evaluate_corruption(model, method, c, batch_size, masked if only_masks else None)
                     shares = c.shares
