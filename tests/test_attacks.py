@@ -430,9 +430,10 @@ def test_replayed_draws_equal_fresh_draws_at_every_level(data_dir):
         for fraction, independent in ((1.0, False), (0.5, True)):
             st = Step(name, fraction=fraction)
             replay = Replay()
+            texts = {m: text_source(data.inputs[m])} if data.meta.modalities[m].kind == "text" else None
             for level in (0.2, 0.5, 0.9):
-                a = apply_steps(data, [(st, [m])], level, 3, independent, key="k", replay=replay)
-                b = apply_steps(data, [(st, [m])], level, 3, independent, key="k")
+                a = apply_steps(data, [(st, [m])], level, 3, independent, key="k", replay=replay, texts=texts)
+                b = apply_steps(data, [(st, [m])], level, 3, independent, key="k", texts=texts)
                 assert torch.equal(a.data.inputs[m], b.data.inputs[m]), (name, m, fraction, level)
                 assert a.missing.keys() == b.missing.keys() and all(torch.equal(a.missing[k], b.missing[k])
                                                                     for k in a.missing), name
