@@ -264,6 +264,26 @@ def test_text_image_store_keeps_raw_text_and_image_sizes(tmp_path):
     assert hw.tolist() == [list(s) for s in sizes]
 
 
+def test_text_image_run_attacked_with_the_word_level_protocols(tmp_path):
+    from mmbench.attacks.runner import attack_run
+    from mmbench.training import train_run
+
+    _prepare("mvsa_single", tmp_path, per_split=(4, 1, 20))
+    folder, _ = train_run(_config("mvsa_single", tmp_path))
+    rows = attack_run(folder, protocol="qmf", levels=[0.0, 10.0], data_dir=str(tmp_path / "data"))
+    assert {r["protocol_version"] for r in rows} == {"2024.1-faithful"}
+    g10 = next(r for r in rows if r["attack"] == "gaussian" and r["level"] == 10.0)
+    assert 0 < g10["hit_text"] < 1 and "field_blank" in g10["steps"]
+    rows = attack_run(folder, protocol="multibench", levels=[0.0, 0.9], data_dir=str(tmp_path / "data"))
+    assert any(r["attack"] == "text" and r["level"] == 0.9 and r["hit_text"] > 0 for r in rows)
+    meta_path = tmp_path / "data" / "mvsa_single" / "meta.json"  # a store prepared before text_raw was kept
+    meta = json.loads(meta_path.read_text())
+    meta["info"]["aux_arrays"].remove("text_raw")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(MMBenchError, match="prepare again with --force"):
+        attack_run(folder, protocol="qmf", levels=[10.0], data_dir=str(tmp_path / "data"))
+
+
 def test_jsonl_errors_and_carved_val(tmp_path):
     raw = tmp_path / "raw"
     fixtures.mvsa_single(raw, per_split=(6, 1, 1))
