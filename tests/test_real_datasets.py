@@ -274,6 +274,7 @@ def test_text_image_run_attacked_with_the_word_level_protocols(tmp_path):
     assert {r["protocol_version"] for r in rows} == {"2024.1-faithful"}
     g10 = next(r for r in rows if r["attack"] == "gaussian" and r["level"] == 10.0)
     assert 0 < g10["hit_text"] < 1 and "field_blank" in g10["steps"]
+    assert (g10["image_size"], g10["protocol_image_size"]) == ("16x16", "224x224"), "the report marks this run"
     rows = attack_run(folder, protocol="multibench", levels=[0.0, 0.9], data_dir=str(tmp_path / "data"))
     assert any(r["attack"] == "text" and r["level"] == 0.9 and r["hit_text"] > 0 for r in rows)
     meta_path = tmp_path / "data" / "mvsa_single" / "meta.json"  # a store prepared before text_raw was kept

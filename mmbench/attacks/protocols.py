@@ -138,6 +138,7 @@ class Protocol:
     variant: str = ""
     description: str = ""
     source: str = ""
+    image_size: int | None = None  # the side of the images the peer added its noise to (rows record both)
 
     @property
     def version_label(self) -> str:
@@ -198,7 +199,8 @@ def qmf(variant: str | None = None, version: str | None = None) -> Protocol:
         variant=variant,
         description="QMF/PDF text-image: sigma=10 eps (0-255) on 50% of images; salt density 0.1 on "
                     f"50%*eps*{QMF_VERSIONS[version]:g} of images; text blanking p=0.1 eps on 50%",
-        source="QMF github.com/QingyangZhang/QMF (90bf6b1 / fe6c4c6), PDF github.com/Yinan-Xia/PDF; docs/protocols.md")
+        source="QMF github.com/QingyangZhang/QMF (90bf6b1 / fe6c4c6), PDF github.com/Yinan-Xia/PDF; docs/protocols.md",
+        image_size=224)
 
 
 @PROTOCOLS.register("qmf_rgbd")
@@ -212,7 +214,7 @@ def qmf_rgbd(variant: str | None = None, version: str | None = None) -> Protocol
     return Protocol("qmf_rgbd", version, (0.0, 5.0), (Condition("gaussian", (gauss,), independent=True),),
                     variant=variant,
                     description="QMF RGB-D: sigma=eps (0-255) on RGB and depth independently with p=0.5",
-                    source="QMF RGBD-scene-recognition/test.py (2024-11-27); docs/protocols.md")
+                    source="QMF RGBD-scene-recognition/test.py (2024-11-27); docs/protocols.md", image_size=224)
 
 
 MULTIBENCH_LEVELS = {"affect": tuple(i / 10 for i in range(10)), "imdb": tuple(i / 10 for i in range(11)),

@@ -382,7 +382,9 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
     :class:`Protocol`, a registered ``NAME[@VERSION][:VARIANT]`` or a YAML path) gives the
     conditions and levels (``levels`` overrides them; ``modalities`` restricts them).
     Each row: run id, protocol, version, attack (curve), modalities, level, fraction, attack seed,
-    the steps, the realised share of samples changed per modality (``hit_<m>``) and the metrics.
+    the steps, the realised share of samples changed per modality (``hit_<m>``), the side of the
+    images attacked and the one the protocol's peer used (``image_size``, ``protocol_image_size``)
+    and the metrics.
     """
     label = "custom"
     if isinstance(protocol, str) and protocol not in ("", "custom") and not attacks:
@@ -405,7 +407,8 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
     base = {"run_id": folder.run_id, "dataset": cfg.data.dataset, "method": cfg.method.name, "seed": cfg.seed,
             "protocol": protocol.name if protocol else label,
             "protocol_version": protocol.version_label if protocol else protocol_version,
-            "variant": protocol.variant if protocol else ""}
+            "variant": protocol.variant if protocol else "",
+            "image_size": image_size(test), "protocol_image_size": f"{protocol.image_size}x{protocol.image_size}" if protocol and protocol.image_size else ""}
     texts = None
     if any(getattr(ATTACKS.get(st.attack), "needs_text", False) for cv in curves for st, _ in cv.steps):
         from mmbench.data.textimage import load_text_source
@@ -415,6 +418,13 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
     rows = run_curves(model, method, test, curves, levels, attack_seeds, batch_size, base, progress, texts)
     folder.write_attack_rows(rows, ROW_KEY)
     return rows
+
+
+def image_size(data: MultimodalData) -> str:
+    """``HxW`` of the data's images (the first image or video modality that is no spectrogram), or ""."""
+    m = next((m for m in data.modalities if data.meta.modalities[m].kind in ("image", "video")
+              and not is_role(m, "audio")), None)
+    return "" if m is None else "x".join(map(str, data.meta.modalities[m].shape[-2:]))
 
 
 def run_curves(model: torch.nn.Module, method: Any, test: MultimodalData, curves: list[Curve], levels: list[float],
