@@ -115,6 +115,8 @@ _BUILTINS = {
         "token_swap": ("mmbench.attacks.text:token_swap", "neighbouring tokens swapped with probability level"),
         "field_blank": ("mmbench.attacks.text:field_blank",
                         "each whitespace field of the raw text replaced by one _ with probability level (QMF)"),
+        "qmf_coupled_blank": ("mmbench.attacks.text:qmf_coupled_blank",
+                              "QMF's text blanking drawn from the numpy stream its Gaussian image noise reseeds"),
         "letter_typo": ("mmbench.attacks.text:letter_typo",
                         "a letter typo in each word of 5+ characters with probability level (MultiBench text)"),
         "multibench_visual": ("mmbench.attacks.multibench:multibench_visual",

@@ -140,7 +140,7 @@ def text_source(x: torch.Tensor):
 
     vocab = Vocabulary([f"word{chr(97 + i % 26)}{i}" for i in range(int(x.max()) + 1)])
     texts = [" ".join(vocab.itos[i] for i in row if i != 0) for row in x.tolist()]
-    return TextSource(vocab, x.shape[1], texts)
+    return TextSource(vocab, x.shape[1], texts, np.tile([300, 400], (len(x), 1)))
 
 
 def conformance_cases():

@@ -321,3 +321,59 @@ def test_keyboard_neighbours_are_multibench_s():
     from mmbench.attacks.text import KEYBOARD_NEIGHBOURS
 
     assert {k: set(v) for k, v in KEYBOARD_NEIGHBOURS.items()} == {k: set(v) for k, v in table.items()}
+
+
+def _qmf_gaussian_run_text(texts, hw, noised, p, workers=16, batch_size=16, seed=123):
+    """Transcription of the numpy draws of QMF's Gaussian test runs (fe6c4c6): per sample in loader
+    order, JsonlDataset.__getitem__ draws the text choice and the per-word choices, then, when
+    RandomApply fires, AddGaussianNoise reseeds numpy with 0 and draws one normal per pixel of the
+    image after Resize(256). Each loader worker has its own numpy stream. Returns the blanked mask."""
+    n = len(texts)
+    blanked = np.zeros(n, dtype=bool)
+    order = {w: [k for b in range(w, -(-n // batch_size), workers)
+                 for k in range(b * batch_size, min((b + 1) * batch_size, n))] for w in range(workers)}
+    for w, ks in order.items():
+        np.random.seed(seed + w)
+        for k in ks:
+            if np.random.choice([0, 1], p=[0.5, 0.5]):
+                words = texts[k].split(" ")
+                for i in range(len(words)):
+                    if np.random.choice([0, 1], p=[1 - p, p]):
+                        words[i] = "_"
+                blanked[k] = "_" in words
+            if noised[k]:
+                h, w_ = hw[k]
+                short, long = min(h, w_), max(h, w_)
+                np.random.seed(0)
+                np.random.normal(loc=0.0, scale=50.0, size=(256, int(256 * long / short), 1))
+    return blanked
+
+
+@pytest.mark.parametrize("hw,expected", [((500, 500), (0.0, 0.05)), ((480, 640), (0.25, 0.5))])
+def test_qmf_coupled_text_share_follows_the_image_sizes_as_in_qmf(hw, expected):
+    n = 1024
+    rng = np.random.default_rng(5)
+    words = [f"word{chr(97 + i % 26)}{i}" for i in range(50)]
+    texts = [" ".join(rng.choice(words, size=8)) for _ in range(n)]
+    source = _source(texts, 16)
+    source.image_hw = np.tile(hw, (n, 1))
+    data = _text_data(source)
+    data.inputs["image"] = torch.full((n, 3, 8, 8), 128, dtype=torch.uint8)
+    data.meta.modalities["image"] = ModalitySpec("image", "image", (3, 8, 8), dtype="uint8")
+    cv = next(c for c in build_curves(data, protocol=resolve_protocol("qmf:coupled")) if c.name == "gaussian")
+    c = apply_steps(data, cv.steps, 5.0, 0, True, key="g", texts={"text": source})
+    noised = (c.data.inputs["image"] != data.inputs["image"]).flatten(1).any(1).numpy()
+    ours = (c.data.inputs["text"] != data.inputs["text"]).any(1).float().mean().item()
+    peer = _qmf_gaussian_run_text(texts, source.image_hw, noised, 0.5).mean()
+    assert expected[0] <= peer <= expected[1] and ours == pytest.approx(peer, abs=0.04)
+    assert c.shares["text"] == pytest.approx(ours)  # the row's hit_text is the realised share
+    from mmbench.attacks.text import qmf_coupled_blank  # one stream from a known seed: sample for sample
+
+    seed = int((torch.rand(1, generator=torch.Generator().manual_seed(3)) * 2 ** 32).long())
+    one = qmf_coupled_blank(data.inputs["text"], 0.5, torch.Generator().manual_seed(3), data.meta.modalities["text"],
+                            source=source, hits={"image": torch.from_numpy(noised)}, workers=1, batch_size=n)
+    exact = _qmf_gaussian_run_text(texts, source.image_hw, noised, 0.5, workers=1, batch_size=n, seed=seed)
+    assert np.array_equal((one != data.inputs["text"]).any(1).numpy(), exact)
+    plain = next(c for c in build_curves(data, protocol=resolve_protocol("qmf")) if c.name == "gaussian")
+    c = apply_steps(data, plain.steps, 5.0, 0, True, key="g", texts={"text": source})
+    assert c.shares["text"] == pytest.approx(0.5, abs=0.05), "the default variant draws text on its own"

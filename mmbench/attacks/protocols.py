@@ -24,11 +24,12 @@ Built-ins (registry ``PROTOCOLS``; ``--protocol NAME[@VERSION][:VARIANT]``):
   one ``_``, QMF's rule, and the text is tokenized again; versions ``2024``/``2025``: tokens
   blanked in place). Variants: ``faithful`` (default; QMF's fixed noise pattern --
   numpy seed 0 in every call -- and its one-sided clipping with uint8 wrap-around) and ``clean``
-  (fresh noise from the attack seed, clipping to [0, 255]). Versions ``2024.1`` (default) and
+  (fresh noise from the attack seed, clipping to [0, 255]); on ``*.1``, ``coupled``: ``faithful``
+  plus QMF's coupling of the text draws to its Gaussian image noise (``qmf_coupled_blank``: the
+  text share then depends on the image sizes, as in QMF's runs). Versions ``2024.1`` (default) and
   ``2025.1``: the faithful sum in float64 as QMF's numpy, and the image steps reach uint8 image
   modalities only (an error on float images; ``audio`` spectrograms are left out); ``2024`` and
-  ``2025`` as first released. Not reproduced: QMF's coupling of the text draws to the image noise
-  stream (it depends on the loader's order); the realised text share is in each row (``hit_text``).
+  ``2025`` as first released. The realised text share is in each row (``hit_text``).
 - ``qmf_rgbd`` -- QMF RGB-D: Gaussian sigma = eps pixel units (no x10), on every image modality
   independently with p = 0.5 (25 % both, 25 % each alone, 25 % clean); levels {0, 5} (5 is the
   script's default severity; other severities with ``--levels``). Variants as ``qmf``; versions
@@ -154,7 +155,7 @@ class Protocol:
 #: and after its 2025-06-28 refactor; ``.1`` is mmbench's revision 1 of each (docs/protocols.md):
 #: the faithful Gaussian in float64, and pixel-unit steps on uint8 images only
 QMF_VERSIONS = {"2024.1": 0.1, "2025.1": 0.01, "2024": 0.1, "2025": 0.01}
-FIDELITY = ("faithful", "clean")
+FIDELITY = ("faithful", "clean", "coupled")  # coupled: faithful, and text drawn as QMF's Gaussian runs did
 #: uint8 images only: a float spectrogram (``audio``) is no image in pixel units
 PIXEL_TARGETS = ("kind:image", "kind:video", "!kind:audio")
 
@@ -168,7 +169,7 @@ def _pick(name: str, value: str | None, allowed: tuple[str, ...] | list[str], wh
 
 def _image_gaussian_options(variant: str, revision: bool = False) -> dict[str, Any]:
     opts: dict[str, Any] = {"unit": "pixel", "channel_shared": True}
-    if variant == "faithful":
+    if variant in ("faithful", "coupled"):
         opts.update(fixed_pattern=True, clip="wrap")
         if revision:
             opts["float64"] = True
@@ -187,14 +188,17 @@ def qmf(variant: str | None = None, version: str | None = None) -> Protocol:
     variant = _pick("qmf", variant, FIDELITY, "variant")
     version = _pick("qmf", version, list(QMF_VERSIONS), "version")
     rev = "." in version
+    if variant == "coupled" and not rev:
+        raise MMBenchError(f"variant 'coupled' of protocol 'qmf' needs the raw text: use qmf@{version}.1:coupled")
     text = Step("field_blank" if rev else "token_blank", ("kind:text",), level_scale=0.1, fraction=0.5)
     gauss = _pixel_step("gaussian", ("kind:image", "kind:video"), rev, level_scale=10.0, fraction=0.5,
                         options=_image_gaussian_options(variant, rev))
+    gauss_text = Step("qmf_coupled_blank", ("kind:text",), level_scale=0.1) if variant == "coupled" else text
     salt = _pixel_step("salt_pepper", ("kind:image", "kind:video"), rev, level=0.1, fraction=0.5,
                        fraction_scale=QMF_VERSIONS[version], options={"pixel_max": 1.0})
     return Protocol(
         "qmf", version, (0.0, 5.0, 10.0),
-        (Condition("gaussian", (gauss, text), independent=True),
+        (Condition("gaussian", (gauss, gauss_text), independent=True),
          Condition("salt_pepper", (salt, text), independent=True)),
         variant=variant,
         description="QMF/PDF text-image: sigma=10 eps (0-255) on 50% of images; salt density 0.1 on "
@@ -206,7 +210,7 @@ def qmf(variant: str | None = None, version: str | None = None) -> Protocol:
 @PROTOCOLS.register("qmf_rgbd")
 def qmf_rgbd(variant: str | None = None, version: str | None = None) -> Protocol:
     """QMF RGB-D protocol: Gaussian sigma = eps pixel units on each image modality independently, p = 0.5."""
-    variant = _pick("qmf_rgbd", variant, FIDELITY, "variant")
+    variant = _pick("qmf_rgbd", variant, FIDELITY[:2], "variant")
     version = _pick("qmf_rgbd", version, ("2024.1", "2024"), "version")
     rev = "." in version
     gauss = _pixel_step("gaussian", ("kind:image",), rev, level_scale=1.0, fraction=0.5,

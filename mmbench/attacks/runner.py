@@ -147,6 +147,7 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
     n, device = len(data), data.labels.device
     inputs = dict(data.inputs)
     lost: dict[str, torch.Tensor] = {}
+    hits: dict[str, torch.Tensor] = {}  # modality -> samples selected by the steps so far
     shared: torch.Tensor | None = None
     draw_select = replay.uniform if replay is not None else _uniform
     for i, (st, mods) in enumerate(steps):
@@ -167,12 +168,16 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
                 if idx.numel() == 0:
                     continue
             gkey = f"{key}/attack/{i}/{m}"
+            picked = torch.ones(n, dtype=torch.bool, device=device) if idx is None else \
+                torch.zeros(n, dtype=torch.bool, device=device).index_fill(0, idx, True)
             x = inputs[m]
             sub = x if idx is None else x[idx]
             kwargs = dict(st.options)
             if getattr(fn, "needs_text", False):
                 source = (texts or {}).get(m)
                 kwargs["source"] = None if source is None else source.take(idx)
+            if getattr(fn, "needs_hits", False):
+                kwargs["hits"] = {k: (v if idx is None else v[idx]) for k, v in hits.items()}
             if getattr(fn, "needs_model", False):
                 if model is None:
                     raise MMBenchError(f"attack {st.attack!r} needs the trained model")
@@ -183,6 +188,7 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
                 return fn(sub, level, g, spec, **kwargs)
 
             out = replay.call(gkey, seed, device, run) if replay is not None else run(derived_generator(seed, gkey, device))
+            hits[m] = hits[m] | picked if m in hits else picked
             if getattr(fn, "output", "tensor") == "mask":
                 gone = out.to(device).bool() if idx is None else torch.zeros(n, dtype=torch.bool, device=device).index_fill(
                     0, idx[out.to(device).bool()], True)

@@ -154,3 +154,62 @@ def letter_typo(x: torch.Tensor, level: float, generator: torch.Generator, spec:
         word = typo(itos[int(x[tuple(pos)])], TYPOS[min(int(draw[1] * len(TYPOS)), len(TYPOS) - 1)], *draw[2:])
         out[tuple(pos)] = stoi.get(word, token_id(spec, "unk"))
     return out
+
+
+def resized_pixels(height: int, width: int, short: int = 256) -> int:
+    """Pixels of an image after torchvision's ``Resize(short)`` (shorter side to ``short``)."""
+    small, large = min(height, width), max(height, width)
+    return short * int(short * large / small)
+
+
+@register_attack("qmf_coupled_blank", kinds=("text",), needs_text=True, needs_hits=True)
+def qmf_coupled_blank(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
+                      source: Any = None, hits: Any = None, image: str = "image", batch_size: int = 16,
+                      workers: int = 16) -> torch.Tensor:
+    """QMF's text blanking as its Gaussian runs drew it (``qmf`` variant ``coupled``).
+
+    QMF draws, per sample in its loader's order, one numpy number to decide whether the text is
+    blanked (>= 0.5) and one per whitespace field (blanked with probability ``level``); its Gaussian
+    image noise then calls ``np.random.seed(0)`` and draws one normal per pixel of the image
+    resized to a shorter side of 256. So the text draws of the next sample in the same loader
+    worker come from a state fixed by that image's size, not from a fresh stream. This replays
+    that stream: samples in batches of ``batch_size``, batch b in worker ``b % workers`` (0: one
+    process), each worker's first state seeded from the generator; ``hits[image]`` says which
+    images got the noise (none when no earlier step reached ``image``) and the dataset's stored
+    image sizes give the pixel counts. Call it on every sample (fraction 1): the 50 % choice is
+    part of the stream.
+    """
+    import numpy as np
+
+    p = probability_level(level, "qmf_coupled_blank")
+    if p == 0.0:
+        return x
+    if source is None or source.texts is None or source.image_hw is None:
+        raise MMBenchError("attack 'qmf_coupled_blank' needs the raw text and image sizes of the test samples; "
+                           "this dataset was prepared without them: run mmbench prepare again with --force")
+    noised = hits[image].tolist() if hits and image in hits else [False] * len(x)
+    n, streams = len(source.texts), max(int(workers), 1)
+    seeds = (uniform((streams,), generator) * 2 ** 32).long().tolist()
+    after_noise: dict[int, dict] = {}
+    texts: dict[int, str] = {}
+    batches = -(-n // max(int(batch_size), 1))
+    for w in range(streams):
+        rs = np.random.RandomState(seeds[w])
+        for k in (k for b in range(w, batches, streams) for k in range(b * batch_size, min((b + 1) * batch_size, n))):
+            fields = source.texts[k].split(" ")
+            if rs.random_sample() >= 0.5:
+                blank = rs.random_sample(len(fields)) >= 1 - p
+                if blank.any():
+                    texts[k] = " ".join("_" if b else f for f, b in zip(fields, blank))
+            if noised[k]:
+                pixels = resized_pixels(*source.image_hw[k])
+                if pixels not in after_noise:
+                    noise = np.random.RandomState(0)
+                    noise.standard_normal(pixels)
+                    after_noise[pixels] = noise.get_state(legacy=False)
+                rs.set_state(after_noise[pixels])
+    out = x.clone()
+    if texts:
+        rows = sorted(texts)
+        out[rows] = torch.from_numpy(source.encode([texts[k] for k in rows])).to(x.device, x.dtype)
+    return out

@@ -165,17 +165,21 @@ class JsonlTextImageDataset(DatasetBuilder):
 @dataclass
 class TextSource:
     """What text noise defined on words needs beside the token ids: the vocabulary, the stored
-    length, and (when the store kept them) the raw texts, in the order of the split's samples."""
+    length, and (when the store kept them) the raw texts and each sample's image file size
+    ``(height, width)``, in the order of the split's samples."""
 
     vocab: Vocabulary
     length: int
     texts: list[str] | None = None
+    image_hw: np.ndarray | None = None
 
     def take(self, idx: Any) -> TextSource:
         """The samples at positions ``idx`` (a tensor, list or None for all)."""
-        if idx is None or self.texts is None:
+        if idx is None:
             return self
-        return TextSource(self.vocab, self.length, [self.texts[i] for i in idx.tolist()])
+        rows = idx.tolist() if hasattr(idx, "tolist") else list(idx)
+        return TextSource(self.vocab, self.length, None if self.texts is None else [self.texts[i] for i in rows],
+                          None if self.image_hw is None else self.image_hw[rows])
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Token ids ``[len(texts), length]`` as ``prepare`` encodes them."""
@@ -194,7 +198,7 @@ def load_text_source(name: str, split: str, data_dir: Any = None) -> TextSource 
         return None
     raw = load_aux(name, split, "text_raw", data_dir)
     texts = None if raw is None else [unpack_text(row) for row in raw]
-    return TextSource(Vocabulary.from_text(vocab), int(spec.shape[0]), texts)
+    return TextSource(Vocabulary.from_text(vocab), int(spec.shape[0]), texts, load_aux(name, split, "image_hw", data_dir))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
