@@ -122,7 +122,7 @@ _BUILTINS = {
         "multibench_visual": ("mmbench.attacks.multibench:multibench_visual",
                               "MultiBench's visual chain: ten image perturbations, each with probability level"),
         "multibench_audio": ("mmbench.attacks.multibench:multibench_audio",
-                             "MultiBench's audio noise: per sample with probability level, white noise or dropout"),
+                             "mmbench's audio noise after MultiBench's add_audio_noise: per sample, white noise or dropout"),
         "fgsm": ("mmbench.attacks.adversarial:fgsm",
                  "FGSM on one modality: L-inf step eps = level x training std along the loss gradient's sign"),
         "pgd": ("mmbench.attacks.adversarial:pgd",

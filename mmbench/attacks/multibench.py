@@ -1,5 +1,5 @@
-"""MultiBench's visual perturbation chain (``robustness/visual_robust.py``) and its audio
-perturbations (``robustness/audio_robust.py``), vectorised.
+"""MultiBench's visual perturbation chain (``robustness/visual_robust.py``), vectorised, and
+mmbench's own audio noise modelled on MultiBench's ``robustness/audio_robust.py``.
 
 MultiBench applies ten perturbations in sequence to every test image, each with probability p
 (the noise level): grayscale; low contrast (factor 0.5); inversion; white balance (a random
@@ -8,7 +8,7 @@ pepper (on grayscale); Gaussian N(0, p) on grayscale; rotation by U(-20, 20) deg
 flip; random crop (4/5 of each side, resized back). White balance and colorize only act on images
 still in colour, as there. MultiBench converts every image to RGB before the chain and back to its
 own mode after it, so a one-channel (grey) image is tinted by white balance and colorize and then
-turned back to grey -- on average about 38 and 16 grey levels darker. mmbench does the same with
+turned back to grey (a grey-128 image about 23 and 21 levels darker on average). mmbench does the same with
 ``grey_as_rgb`` (``multibench`` version 3); without it (versions 1 and 2) both steps skip
 one-channel images, which differs from MultiBench.
 
@@ -21,9 +21,12 @@ Design decisions (documented differences):
   black, where white is meant: mmbench writes white);
 - the Gaussian step's sigma is p on the 0–255 scale, as there (under one grey level for p < 1).
 
-Audio (:func:`multibench_audio`): MultiBench picks, for each sample with probability p, one of
-additive white Gaussian noise (sigma = p), random dropout and structured dropout (runs of 10
-steps). Its released code has two bugs that mmbench does not copy (documented differences):
+Audio (:func:`multibench_audio`) is mmbench's own attack, not what MultiBench's published audio
+curves ran: no MultiBench loader calls ``add_audio_noise`` (the affect datasets' audio curves use
+the time-series noise, ``multibench`` version 3). It follows ``add_audio_noise``'s idea: for each
+sample with probability p, one of additive white Gaussian noise (sigma = p), random dropout and
+structured dropout (runs of 10 steps). That function's released code has two bugs that mmbench does
+not copy:
 samples that draw no noise are returned as zeros (the output array starts as ``np.zeros``), and
 the random dropout calls the structured one with its arguments swapped (``step = p``, which
 fails for a float p); mmbench keeps unhit samples as they are and drops single time steps with
