@@ -15,7 +15,7 @@ the attack rows; :func:`build_report` turns them into
 - ``published``: the recipes' ``published:`` figures beside ours, with the difference and
   whether the published value lies inside our interval.
 
-Robustness per attack curve (``protocols.md`` §1.4; f_i is a run's accuracy at level i, mean
+Robustness per attack curve (``docs/protocols.md``; f_i is a run's accuracy at level i, mean
 over attack seeds, f_0 the clean accuracy; the test accuracy when the sweep has no level 0):
 
 - ``clean`` = f_0; ``worst`` = min_i f_i;
@@ -647,9 +647,31 @@ def published_fraction(entry: dict, metric: str) -> float:
     return value
 
 
-def published_table(runs: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
+def _as_attacked(attacks: pd.DataFrame | None, run_ids: list[str], entry: dict, metric: str) -> tuple[float, str]:
+    """For a published attack entry: the realised share of samples whose text changed (``hit_text``)
+    in our matching rows, and a note when they attacked images of another size than the protocol's."""
+    if attacks is None or attacks.empty or "attack" not in entry or "level" not in entry:
+        return np.nan, ""
+    a = attacks[attacks["run_id"].isin(run_ids) & (attacks["attack"] == entry["attack"])
+                & (attacks["level"].astype(float) == float(entry["level"]))]
+    if "protocol" in entry and "protocol" in a:
+        a = a[a["protocol"] == entry["protocol"]]
+    version = re.match(r"[^/]*?\.v([^/]*)/", metric)
+    if version and "protocol_version" in a:
+        a = a[a["protocol_version"].astype(str) == version.group(1)]
+    share = float(a["hit_text"].mean()) if "hit_text" in a and a["hit_text"].notna().any() else np.nan
+    note = ""
+    if {"image_size", "protocol_image_size"} <= set(a.columns):
+        sizes = a[["image_size", "protocol_image_size"]].dropna().astype(str)
+        off = sizes[(sizes["protocol_image_size"] != "") & (sizes["image_size"] != sizes["protocol_image_size"])]
+        if not off.empty:
+            note = f"attacked at {off['image_size'].iloc[0]}, protocol {off['protocol_image_size'].iloc[0]}"
+    return share, note
+
+
+def published_table(runs: pd.DataFrame, stats: pd.DataFrame, attacks: pd.DataFrame | None = None) -> pd.DataFrame:
     cols = ["block", "entry", "metric", "published", "published_std", "source", "mean", "ci_low", "ci_high", "n",
-            "diff", "inside_ci", "note"]
+            "diff", "inside_ci", "note", "text_share", "resolution"]
     rows = []
     if runs.empty or "published" not in runs.columns:
         return pd.DataFrame(columns=cols)
@@ -667,7 +689,7 @@ def published_table(runs: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
             row = {"block": run.block, "entry": run.entry, "metric": metric, "published": pub,
                    "published_std": published_fraction({**e, "value": std}, metric) if _numeric(std) else np.nan,
                    "source": str(e.get("source", "")), "mean": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                   "n": 0, "diff": np.nan, "inside_ci": None, "note": ""}
+                   "n": 0, "diff": np.nan, "inside_ci": None, "note": "", "text_share": np.nan, "resolution": ""}
             if index is not None and (run.block, run.entry, metric) not in index.index and "protocol" in e \
                     and "protocol_version" not in e:  # any version of the protocol, when only one was run
                 head, _, rest = metric.partition("/")
@@ -685,6 +707,8 @@ def published_table(runs: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
                     row["note"] = "one seed: no interval"
             else:
                 row["note"] = f"{metric} not measured"
+            ids = runs.loc[(runs["block"] == run.block) & (runs["entry"] == run.entry), "run_id"].tolist()
+            row["text_share"], row["resolution"] = _as_attacked(attacks, ids, e, metric)
             rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
@@ -774,7 +798,7 @@ def build_report(results_dir: str | os.PathLike, options: ReportOptions | None =
     primary = chosen[0] if options.metrics else ("test_acc" if "test_acc" in chosen else chosen[0])
     stats = aggregate(long, grouping, options.reference, options.ci, options.alpha, options.confidence)
     wide = widen(stats, grouping, primary)
-    published = published_table(runs, stats)
+    published = published_table(runs, stats, attacks)
     warnings += _stat_warnings(stats, primary, options.reference, options.ci)
     warnings += _robust_reference_warnings(runs, curves, options.reference)
     return Report(str(results_dir), options, grouping, runs, attacks, curves, long, stats, wide, published, primary,
@@ -1006,7 +1030,7 @@ def _robust_order(metric: str) -> tuple:
 def published_display(report: Report) -> DisplayTable:
     entry_name = report.grouping.entry_name
     headers = ["block", entry_name, "metric", "published", "ours (mean)", "95% CI", "n", "ours − published",
-               "inside CI", "source"]
+               "inside CI", "as attacked", "source"]
     rows = []
     for r in report.published.itertuples(index=False):
         pub = format_value(r.metric, r.published)
@@ -1016,12 +1040,15 @@ def published_display(report: Report) -> DisplayTable:
         if diff != "–" and r.diff > 0:
             diff = "+" + diff
         inside = "yes" if r.inside_ci is True else ("no" if r.inside_ci is False else (r.note or "–"))
+        attacked = "; ".join(([f"text on {r.text_share:.0%}"] if np.isfinite(r.text_share) else [])
+                             + ([r.resolution] if r.resolution else [])) or "–"
         rows.append([Cell(r.block, r.block), Cell(r.entry, r.entry), Cell(pretty_header(r.metric), r.metric),
                      Cell(pub, r.published), Cell(format_value(r.metric, r.mean), r.mean),
                      Cell(format_interval(r.metric, r.ci_low, r.ci_high), r.ci_low), Cell(str(r.n), r.n, warn=0 < r.n < 3),
-                     Cell(diff, r.diff), Cell(inside, inside, best=r.inside_ci is True), Cell(r.source, r.source)])
+                     Cell(diff, r.diff), Cell(inside, inside, best=r.inside_ci is True),
+                     Cell(attacked, attacked, warn=bool(r.resolution)), Cell(r.source, r.source)])
     return DisplayTable("", "published", "published vs reproduced", headers, rows,
-                        [False, False, False, True, True, True, True, True, False, False])
+                        [False, False, False, True, True, True, True, True, False, False, False])
 
 
 def legend(report: Report) -> list[str]:

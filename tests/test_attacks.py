@@ -133,6 +133,16 @@ def sample_tensor(kind: str, dtype: str = "float32") -> tuple[torch.Tensor, Moda
     return torch.rand(32, 1, 10, 10, generator=g), ModalitySpec("i", "image", (1, 10, 10), std=0.3, mean=0.5)
 
 
+def text_source(x: torch.Tensor):
+    """A vocabulary of 5+ letter words for the ids of ``x`` and the raw texts the rows encode."""
+    from mmbench.data.media import Vocabulary
+    from mmbench.data.textimage import TextSource
+
+    vocab = Vocabulary([f"word{chr(97 + i % 26)}{i}" for i in range(int(x.max()) + 1)])
+    texts = [" ".join(vocab.itos[i] for i in row if i != 0) for row in x.tolist()]
+    return TextSource(vocab, x.shape[1], texts, np.tile([300, 400], (len(x), 1)))
+
+
 def conformance_cases():
     for name in ATTACKS.names():
         fn = ATTACKS.get(name)
@@ -159,6 +169,8 @@ def test_attack_conformance_pure_seeded_identity_at_level_0(name, kind, dtype, f
         kwargs["ctx"] = AttackContext(model, method, test.inputs, test.labels, kind, test.meta, 64)
     else:
         x, spec = sample_tensor(kind, dtype)
+    if getattr(fn, "needs_text", False):
+        kwargs["source"] = text_source(x)
     before = x.clone()
     a = fn(x, 0.3, gen(1), spec, **kwargs)
     b = fn(x, 0.3, gen(1), spec, **kwargs)
@@ -418,9 +430,10 @@ def test_replayed_draws_equal_fresh_draws_at_every_level(data_dir):
         for fraction, independent in ((1.0, False), (0.5, True)):
             st = Step(name, fraction=fraction)
             replay = Replay()
+            texts = {m: text_source(data.inputs[m])} if data.meta.modalities[m].kind == "text" else None
             for level in (0.2, 0.5, 0.9):
-                a = apply_steps(data, [(st, [m])], level, 3, independent, key="k", replay=replay)
-                b = apply_steps(data, [(st, [m])], level, 3, independent, key="k")
+                a = apply_steps(data, [(st, [m])], level, 3, independent, key="k", replay=replay, texts=texts)
+                b = apply_steps(data, [(st, [m])], level, 3, independent, key="k", texts=texts)
                 assert torch.equal(a.data.inputs[m], b.data.inputs[m]), (name, m, fraction, level)
                 assert a.missing.keys() == b.missing.keys() and all(torch.equal(a.missing[k], b.missing[k])
                                                                     for k in a.missing), name
@@ -508,7 +521,7 @@ def _run_curve(protocol, name, data, eps, seed=0):
 @pytest.mark.parametrize("variant", ["faithful", "clean"])
 def test_qmf_gaussian_eps5_is_sigma50_on_half_the_images_plus_text_blanking(variant):
     data = _text_image()
-    p = resolve_protocol(f"qmf:{variant}")
+    p = resolve_protocol(f"qmf@2024:{variant}")  # tokens blanked in place (2024.1: on the raw text, tested apart)
     assert p.levels == (0.0, 5.0, 10.0) and p.version_label == f"2024-{variant}"
     c = _run_curve(p, "gaussian", data, 5.0)
     img_hit = (c.data.inputs["image"] != data.inputs["image"]).flatten(1).any(1)
@@ -594,17 +607,17 @@ def test_multibench_audio_one_of_three_noises_on_a_share_p_of_samples():
     assert 1 in runs and max(runs) >= 10
 
 
-def test_multibench_gives_audio_its_own_noise_and_keeps_the_visual_chain_for_images():
+def test_multibench_v2_gives_audio_its_own_noise_and_keeps_the_visual_chain_for_images():
     data = _audio_visual()
-    curves = {(c.name, tuple(c.modalities)): c for c in build_curves(data, protocol=resolve_protocol("multibench"))}
+    curves = {(c.name, tuple(c.modalities)): c for c in build_curves(data, protocol=resolve_protocol("multibench@2"))}
     assert set(curves) == {("visual", ("visual",)), ("audio", ("audio",)), ("all", ("audio", "visual"))}
     assert [st.attack for st, _ in curves["audio", ("audio",)].steps] == ["multibench_audio"]
     assert {st.attack: ms for st, ms in curves["all", ("audio", "visual")].steps} == {
         "multibench_visual": ["visual"], "multibench_audio": ["audio"]}
-    assert resolve_protocol("multibench").version_label == "2-affect"
+    assert resolve_protocol("multibench@2").version_label == "2-affect"
     old = {(c.name, tuple(c.modalities)) for c in build_curves(data, protocol=resolve_protocol("multibench@1"))}
     assert ("visual", ("audio",)) in old, "version 1 (the first release) gave spectrograms the visual chain"
-    c = _run_curve(resolve_protocol("multibench"), "audio", data, 0.5)
+    c = _run_curve(resolve_protocol("multibench@2"), "audio", data, 0.5)
     assert torch.equal(c.data.inputs["visual"], data.inputs["visual"])
     assert 0.3 < c.shares["audio"] < 0.7
 
@@ -694,7 +707,7 @@ def test_attack_rejects_unknown_modality(run):
 
 
 def test_protocol_rows_record_name_version_seed_and_shares(run):
-    rows = attack_run(run, protocol="qmf:clean", attack_seeds=[0, 1, 2])
+    rows = attack_run(run, protocol="qmf@2024:clean", attack_seeds=[0, 1, 2])  # 2024: float images too
     assert {r["attack"] for r in rows} == {"gaussian", "salt_pepper"}
     assert len(rows) == 2 * 3 * 3
     assert {r["protocol"] for r in rows} == {"qmf"} and {r["protocol_version"] for r in rows} == {"2024-clean"}
@@ -805,7 +818,7 @@ def test_cli_attack_with_a_protocol_and_independent_modalities(run):
     from mmbench.cli import app
 
     results = str(run.path.parent.parent)
-    out = CliRunner().invoke(app, ["attack", run.run_id, "--protocol", "qmf_rgbd:clean", "--levels", "0,5,20",
+    out = CliRunner().invoke(app, ["attack", run.run_id, "--protocol", "qmf_rgbd@2024:clean", "--levels", "0,5,20",
                                    "--attack-seeds", "2", "--results-dir", results])
     assert out.exit_code == 0, out.output
     rows = run.read_attack()

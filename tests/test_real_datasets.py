@@ -241,6 +241,50 @@ def test_mvsa_text_vocabulary_is_built_on_train_only(tmp_path):
     assert lengths[0] == 6 and ((test.inputs["text"] != 0).sum(1).numpy() == lengths).all()
 
 
+def test_text_image_store_keeps_raw_text_and_image_sizes(tmp_path):
+    from PIL import Image
+
+    from mmbench.data.textimage import load_text_source
+
+    raw = tmp_path / "raw"
+    fixtures.mvsa_single(raw, per_split=(4, 2, 3))
+    rows = [json.loads(line) for line in (raw / "test.jsonl").read_text().splitlines()]
+    rows[0]["text"] = "Ünïcode  two  spaces, kept #as-is"
+    (raw / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prepare("mvsa_single", raw, tmp_path / "data", options=SMALL["mvsa_single"])
+    source = load_text_source("mvsa_single", "test", tmp_path / "data")
+    assert source.texts == [r["text"] for r in rows] and source.length == SMALL["mvsa_single"]["max_tokens"]
+    test = load_split("mvsa_single", "test", tmp_path / "data")
+    assert np.array_equal(source.encode(source.texts), test.inputs["text"].numpy()), "the texts encode to the stored ids"
+    hw = np.load(tmp_path / "data" / "mvsa_single" / "test" / "image_hw.npy")
+    sizes = []
+    for r in rows:
+        with Image.open(raw / r["img"]) as im:
+            sizes.append((im.height, im.width))
+    assert hw.tolist() == [list(s) for s in sizes]
+
+
+def test_text_image_run_attacked_with_the_word_level_protocols(tmp_path):
+    from mmbench.attacks.runner import attack_run
+    from mmbench.training import train_run
+
+    _prepare("mvsa_single", tmp_path, per_split=(4, 1, 20))
+    folder, _ = train_run(_config("mvsa_single", tmp_path))
+    rows = attack_run(folder, protocol="qmf", levels=[0.0, 10.0], data_dir=str(tmp_path / "data"))
+    assert {r["protocol_version"] for r in rows} == {"2024.1-faithful"}
+    g10 = next(r for r in rows if r["attack"] == "gaussian" and r["level"] == 10.0)
+    assert 0 < g10["hit_text"] < 1 and "field_blank" in g10["steps"]
+    assert (g10["image_size"], g10["protocol_image_size"]) == ("16x16", "224x224"), "the report marks this run"
+    rows = attack_run(folder, protocol="multibench", levels=[0.0, 0.9], data_dir=str(tmp_path / "data"))
+    assert any(r["attack"] == "text" and r["level"] == 0.9 and r["hit_text"] > 0 for r in rows)
+    meta_path = tmp_path / "data" / "mvsa_single" / "meta.json"  # a store prepared before text_raw was kept
+    meta = json.loads(meta_path.read_text())
+    meta["info"]["aux_arrays"].remove("text_raw")
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(MMBenchError, match="prepare again with --force"):
+        attack_run(folder, protocol="qmf", levels=[10.0], data_dir=str(tmp_path / "data"))
+
+
 def test_jsonl_errors_and_carved_val(tmp_path):
     raw = tmp_path / "raw"
     fixtures.mvsa_single(raw, per_split=(6, 1, 1))

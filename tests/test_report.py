@@ -316,6 +316,20 @@ def test_published_vs_reproduced(tmp_path):
     assert "Published vs reproduced" in text and "Paper, Table 1" in text
 
 
+def test_published_attack_rows_show_the_realised_text_share_and_the_resolution(tmp_path):
+    published = [{"metric": "acc", "value": 60.0, "protocol": "qmf", "protocol_version": "2024.1-faithful",
+                  "attack": "gaussian", "level": 5, "source": "Paper"}]
+    for s, (share, size) in enumerate([(0.2, "64x64"), (0.3, "64x64")]):
+        _fake_run(tmp_path, "qmf", s, 0.8, {}, published=published, attack={(5.0, 0): 0.6},
+                  protocol={"protocol": "qmf", "protocol_version": "2024.1-faithful", "fraction": 0.5,
+                            "hit_text": share, "image_size": size, "protocol_image_size": "224x224"})
+    r = build_report(tmp_path)
+    row = r.published.iloc[0]
+    assert row["text_share"] == pytest.approx(0.25) and row["resolution"] == "attacked at 64x64, protocol 224x224"
+    write_report(r, tmp_path / "out", ["md"], plots=False)
+    assert "text on 25%; attacked at 64x64, protocol 224x224" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
 # ---------------------------------------------------------------------------------------
 # Filters and grouping
 # ---------------------------------------------------------------------------------------

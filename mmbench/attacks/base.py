@@ -21,6 +21,12 @@ attack need more than a tensor, and declare it:
   modality. The runner evaluates those samples through the model's masking (``model(batch,
   mask=[...])``), never by feeding zeros.
 
+- ``needs_text=True`` (``field_blank``, ``letter_typo``): text noise defined on words; the
+  function also receives ``source``, a :class:`~mmbench.data.textimage.TextSource` with the
+  vocabulary and the raw texts of the samples being attacked; the runner loads it from the store.
+- ``needs_hits=True`` (``qmf_coupled_blank``): the function also receives ``hits``, modality ->
+  boolean ``[N]`` of the samples the condition's earlier steps selected.
+
 ``stochastic=False`` marks an attack whose output does not depend on the generator (``fgsm``).
 
 Draw random numbers through :func:`uniform` and :func:`normal`: the runner records them at the
@@ -49,7 +55,8 @@ DEFAULT_TOKEN_IDS = {"pad": 0, "unk": 1}
 
 
 def register_attack(name: str, kinds: tuple[str, ...] = MODALITY_KINDS, *, needs_model: bool = False,
-                    output: str = "tensor", stochastic: bool = True) -> Callable:
+                    output: str = "tensor", stochastic: bool = True, needs_text: bool = False,
+                    needs_hits: bool = False) -> Callable:
     bad = [k for k in kinds if k not in MODALITY_KINDS]
     if bad or output not in OUTPUTS:
         raise ValueError(f"attack {name!r}: kinds must be among {MODALITY_KINDS} and output in {OUTPUTS}")
@@ -57,6 +64,8 @@ def register_attack(name: str, kinds: tuple[str, ...] = MODALITY_KINDS, *, needs
     def decorator(fn: Callable) -> Callable:
         fn.kinds = tuple(kinds)
         fn.needs_model = needs_model
+        fn.needs_text = needs_text
+        fn.needs_hits = needs_hits
         fn.output = output
         fn.stochastic = stochastic
         return ATTACKS.register(name)(fn)
@@ -71,7 +80,7 @@ def kinds_of(fn: Callable) -> tuple[str, ...]:
 def attack_options(fn: Callable) -> dict[str, Any]:
     """The options an attack accepts (its keyword-only parameters) with their defaults."""
     params = inspect.signature(fn).parameters.values()
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name != "ctx"}
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("ctx", "source", "hits")}
 
 
 def check_options(name: str, fn: Callable, options: dict[str, Any]) -> None:

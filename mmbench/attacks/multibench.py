@@ -1,12 +1,16 @@
-"""MultiBench's visual perturbation chain (``robustness/visual_robust.py``) and its audio
-perturbations (``robustness/audio_robust.py``), vectorised.
+"""MultiBench's visual perturbation chain (``robustness/visual_robust.py``), vectorised, and
+mmbench's own audio noise modelled on MultiBench's ``robustness/audio_robust.py``.
 
 MultiBench applies ten perturbations in sequence to every test image, each with probability p
 (the noise level): grayscale; low contrast (factor 0.5); inversion; white balance (a random
 colour temperature of its Kelvin table); colorize (blend 0.3 with red, blue or green); salt and
 pepper (on grayscale); Gaussian N(0, p) on grayscale; rotation by U(-20, 20) degrees; horizontal
 flip; random crop (4/5 of each side, resized back). White balance and colorize only act on images
-still in colour, as there.
+still in colour, as there. MultiBench converts every image to RGB before the chain and back to its
+own mode after it, so a one-channel (grey) image is tinted by white balance and colorize and then
+turned back to grey (a grey-128 image about 23 and 21 levels darker on average). mmbench does the same with
+``grey_as_rgb`` (``multibench`` version 3); without it (versions 1 and 2) both steps skip
+one-channel images, which differs from MultiBench.
 
 Design decisions (documented differences):
 
@@ -17,9 +21,12 @@ Design decisions (documented differences):
   black, where white is meant: mmbench writes white);
 - the Gaussian step's sigma is p on the 0–255 scale, as there (under one grey level for p < 1).
 
-Audio (:func:`multibench_audio`): MultiBench picks, for each sample with probability p, one of
-additive white Gaussian noise (sigma = p), random dropout and structured dropout (runs of 10
-steps). Its released code has two bugs that mmbench does not copy (documented differences):
+Audio (:func:`multibench_audio`) is mmbench's own attack, not what MultiBench's published audio
+curves ran: no MultiBench loader calls ``add_audio_noise`` (the affect datasets' audio curves use
+the time-series noise, ``multibench`` version 3). It follows ``add_audio_noise``'s idea: for each
+sample with probability p, one of additive white Gaussian noise (sigma = p), random dropout and
+structured dropout (runs of 10 steps). That function's released code has two bugs that mmbench does
+not copy:
 samples that draw no noise are returned as zeros (the output array starts as ``np.zeros``), and
 the random dropout calls the structured one with its arguments swapped (``step = p``, which
 fails for a float p); mmbench keeps unhit samples as they are and drops single time steps with
@@ -71,11 +78,13 @@ def _warp(y: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
 @register_attack("multibench_visual", kinds=("image", "video"))
 def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
-                      pixel_max: float = 1.0) -> torch.Tensor:
+                      pixel_max: float = 1.0, grey_as_rgb: bool = False) -> torch.Tensor:
     """MultiBench's visual chain: ten perturbations (grayscale ... random crop), each with probability ``level``.
 
     Images ``[N, C, H, W]`` or videos ``[N, T, C, H, W]`` (a video's frames share every draw but the
-    pixel noise); white balance and colorize need 3 channels. Float images are taken to span [0, ``pixel_max``].
+    pixel noise). Float images are taken to span [0, ``pixel_max``]. ``grey_as_rgb``: one-channel
+    images go through the chain as three equal channels and come back as PIL's luma (MultiBench's
+    ``convert('RGB')`` ... ``convert(mode)``); otherwise white balance and colorize skip them.
     """
     p = probability_level(level, "multibench_visual")
     if p == 0.0:
@@ -83,6 +92,9 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
     top = 255.0 if is_uint8(x) else float(pixel_max)
     c, h, w = x.shape[-3:]
     y = work(x).reshape(-1, c, h, w).clone()
+    grey_in = grey_as_rgb and c == 1
+    if grey_in:
+        y, c = y.expand(-1, 3, h, w).clone(), 3
     n, frames = y.shape[0], y.shape[0] // max(x.shape[0], 1)
     dev = y.device
 
@@ -137,6 +149,8 @@ def multibench_visual(x: torch.Tensor, level: float, generator: torch.Generator,
                          torch.stack([0 * one, 0.8 * one, 2 * oy - 0.2], 1)], 1)
     if hit.any():
         y = y.index_put((hit,), _warp(y[hit], theta[hit]))
+    if grey_in:
+        y = _gray(y)[:, :1]
     return restore(y.reshape(x.shape), x)
 
 

@@ -57,7 +57,7 @@ def _finish(y: torch.Tensor, x: torch.Tensor, clip: str, pixel_max: float) -> to
 @register_attack("gaussian", kinds=("vector", "image", "sequence", "video"))
 def gaussian(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
              unit: str = "std", pixel_max: float = 1.0, channel_shared: bool = False,
-             fixed_pattern: bool = False, clip: str = "auto") -> torch.Tensor:
+             fixed_pattern: bool = False, clip: str = "auto", float64: bool = False) -> torch.Tensor:
     """Additive Gaussian noise, sigma = level x the modality's training std.
 
     Options: ``unit`` -- ``std`` (sigma = level x training std, the data's own scale), ``absolute``
@@ -66,39 +66,57 @@ def gaussian(x: torch.Tensor, level: float, generator: torch.Generator, spec: Mo
     image broadcast over the channels (QMF); ``fixed_pattern`` -- QMF's faithful quirk: the noise
     map is ``np.random.seed(0); np.random.normal(0, sigma, ...)`` for every image, whatever the
     attack seed (the seed then only picks which samples are hit); ``clip`` -- ``auto``, ``range``
-    or ``wrap`` (QMF: only values above 255 clipped, negatives wrap around in the uint8 cast).
+    or ``wrap`` (QMF: only values above 255 clipped, negatives wrap around in the uint8 cast);
+    ``float64`` -- compute the sum in double precision, as QMF's numpy code does (``sigma x noise``
+    rounded, then added: the same grey level as QMF for every pixel; in float32 a few values in
+    100,000 land one level off at sigma >= 50).
     """
     if float(level) == 0.0:
         return x
     sigma = sigma_for(level, spec, x, unit, pixel_max)
     shape = channel_shared_shape(x) if channel_shared else tuple(x.shape)
+    dtype = torch.float64 if float64 else torch.float32
     if fixed_pattern:
         import numpy as np
 
         one = shape[1:]
         pattern = np.random.RandomState(0).standard_normal(math.prod(one)).reshape(one)
-        noise = torch.as_tensor(pattern, dtype=torch.float32, device=x.device).unsqueeze(0)
+        noise = torch.as_tensor(pattern, dtype=dtype, device=x.device).unsqueeze(0)
     else:
         noise = normal(shape, generator).to(x.device)
+    if float64:
+        return _finish(x.to(torch.float64) + noise.to(torch.float64) * sigma, x, clip, pixel_max)
     xf = work(x)
     y = torch.add(xf, noise.to(xf.dtype), alpha=sigma)  # one pass: x + sigma * noise
     return _finish(y, x, clip, pixel_max)
 
 
-@register_attack("white_noise", kinds=("vector", "sequence"))
-def white_noise(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
-                unit: str = "std") -> torch.Tensor:
-    """White noise per time step, sigma = level x training std (MultiBench's time-series white noise).
+WHITE_NOISE_PER = ("step", "sample", "entry")
 
-    One draw per sample and time step, shared by all channels of ``[N, C, T]`` (MultiBench adds
-    one ``normal(0, p)`` scalar to each time step's feature vector); one per entry of ``[N, D]``.
-    ``unit``: ``std`` or ``absolute`` (sigma = level, MultiBench's literal rule on its
-    standardised features).
+
+@register_attack("white_noise", kinds=("vector", "sequence", "image"))
+def white_noise(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
+                unit: str = "std", per: str = "step") -> torch.Tensor:
+    """White noise, sigma = level x training std (MultiBench's time-series white noise).
+
+    ``per``: ``step`` -- one draw per sample and time step (the last dimension), shared by all
+    channels, MultiBench's rule on a bare ``[N, T, F]`` array (its stocks loader); ``sample`` --
+    one draw per sample added to every entry, what the same rule does to an array wrapped in a
+    list (its affect and MIMIC loaders); ``entry`` -- one draw per entry. ``[N, D]`` vectors get
+    one draw per entry under ``step``. ``unit``: ``std`` or ``absolute`` (sigma = level,
+    MultiBench's literal rule on its own features).
     """
     if float(level) == 0.0:
         return x
+    if per not in WHITE_NOISE_PER:
+        raise MMBenchError(f"white_noise: per must be one of {', '.join(WHITE_NOISE_PER)}, got {per!r}")
     sigma = sigma_for(level, spec, x, unit)
-    shape = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1]) if x.dim() > 2 else tuple(x.shape)
+    if per == "sample":
+        shape = (x.shape[0], *[1] * (x.dim() - 1))
+    elif per == "step" and x.dim() > 2:
+        shape = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1])
+    else:
+        shape = tuple(x.shape)
     xf = work(x)
     y = torch.add(xf, normal(shape, generator).to(x.device, xf.dtype), alpha=sigma)
     return restore(y, x)
@@ -211,14 +229,16 @@ def dropout(x: torch.Tensor, level: float, generator: torch.Generator, spec: Mod
     return _zero_where(x, drop)
 
 
-@register_attack("structured_dropout", kinds=("vector", "sequence"))
+@register_attack("structured_dropout", kinds=("vector", "sequence", "image"))
 def structured_dropout(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
-                       span: int = 3) -> torch.Tensor:
+                       span: int = 1) -> torch.Tensor:
     """Structured dropout: each time step starts, with probability ``level``, a run of ``span`` zeroed steps.
 
-    MultiBench's structured drop (``m = 3`` for time series; its audio version uses 10): time is the
-    last dimension, all channels of a dropped step are zeroed; spans lie inside the sequence. The
-    share of dropped steps is about ``1 - (1 - level)^span``.
+    Time is the last dimension; all channels (and, for ``[N, C, F, T]`` spectrograms, all
+    frequency bins) of a dropped step are zeroed. ``span = 1`` (the default) is MultiBench's
+    time-series structured drop: single steps, each with probability ``level``. Longer runs lie
+    inside the sequence (MultiBench's audio version uses 10) and drop about ``1 - (1 - level)^span``
+    of the steps; ``span = 3`` is mmbench's own earlier choice (``multibench`` versions 1 and 2).
     """
     p = probability_level(level, "structured_dropout")
     if p == 0.0:

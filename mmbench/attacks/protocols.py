@@ -3,8 +3,10 @@
 A :class:`Protocol` is a list of levels eps and of :class:`Condition` s -- one attack curve each
 (the row's ``attack``) -- made of :class:`Step` s: which attack, on which modalities, at which
 attack level and on which share of the samples, as functions of eps. Each protocol documents
-its own eps (``protocols.md`` §1.3: the numbers are not guessed). Every result row records the
-protocol's name, its version (with the variant, e.g. ``2024-faithful``) and the attack seed.
+its own eps, taken from the peer's code. Every result row records the protocol's name, its
+version (with the variant, e.g. ``2024.1-faithful``) and the attack seed. A change to what a
+protocol does is a new version; the old versions stay available (``NAME@VERSION``).
+``docs/protocols.md`` gives each protocol, version and the measured match with the peer's code.
 
 Where in the pipeline: mmbench corrupts the prepared test tensors -- after the dataset's resize
 and crop, before the model's own normalisation (pixels stored as ``uint8`` are on QMF's 0–255
@@ -14,30 +16,40 @@ Only the test split is corrupted.
 
 Built-ins (registry ``PROTOCOLS``; ``--protocol NAME[@VERSION][:VARIANT]``):
 
-- ``qmf`` -- QMF / PDF text–image protocol (``protocols.md`` §1.1): eps in {0, 5, 10}; conditions
-  ``gaussian`` (image Gaussian sigma = 10 eps on the 0–255 scale, one map for all channels, on
-  50 % of images) and ``salt_pepper`` (density 0.1 on 50 % x eps/10 of images; version ``2025``:
-  eps/100, QMF after its 2025-06-28 refactor); both also blank text tokens with p = 0.1 eps on
-  50 % of samples (QMF blanks text whatever the image noise type), image and text drawn
-  independently. Variants: ``faithful`` (default; QMF's fixed noise pattern -- numpy seed 0 in
-  every call -- and its one-sided clipping with uint8 wrap-around) and ``clean`` (fresh noise from
-  the attack seed, clipping to [0, 255]). Not reproduced in either: QMF's coupling of the text
-  draws to the image noise stream (§1.1 item 2: it depends on loader-worker order); mmbench draws
-  every modality from its own generator derived from the attack seed, and corrupts the test split only.
-- ``qmf_rgbd`` -- QMF RGB-D (§1.2): Gaussian sigma = eps pixel units (no x10), on every image
-  modality independently with p = 0.5 (25 % both, 25 % each alone, 25 % clean); levels {0, 5}
-  (5 is the script's default severity; other severities with ``--levels``). Variants as ``qmf``.
-- ``multibench`` -- MultiBench sweeps (§1.4): levels 0.0 … 0.9 (variant ``affect``, default) or
-  0.0 … 1.0 (``imdb``); one curve per modality with the perturbations of its kind -- images:
-  MultiBench's visual chain (``multibench_visual``); audio (a modality named ``audio`` or
-  ``audio_*``, whether stored as a spectrogram image or a sequence): with probability p per
-  sample one of white noise sigma = p, random drop p, structured drop p over 10 steps
-  (``multibench_audio``); other sequences (time series): white noise sigma = p (x training std),
-  random drop p, structured drop p over 3 steps; vectors (tabular): drop p, swap p; text: tokens
-  replaced by the unknown token with p (the token-level stand-in for its letter typos) -- plus
-  the all-modalities curve ``all`` at level p/3 on every modality at once (MultiBench's
-  ``i / (10 * 3)``). Version ``2`` (default) adds the audio curve; version ``1`` (the first
-  release) gave audio spectrograms the visual chain.
+- ``qmf`` -- QMF / PDF text–image protocol: eps in {0, 5, 10}; conditions ``gaussian`` (image
+  Gaussian sigma = 10 eps on the 0–255 scale, one map for all channels, on 50 % of images) and
+  ``salt_pepper`` (density 0.1 on 50 % x eps/10 of images; versions ``2025*``: eps/100, QMF after
+  its 2025-06-28 refactor); both also blank text tokens with p = 0.1 eps on 50 % of samples, image
+  and text drawn independently (versions ``*.1``: each whitespace field of the raw text becomes
+  one ``_``, QMF's rule, and the text is tokenized again; versions ``2024``/``2025``: tokens
+  blanked in place). Variants: ``faithful`` (default; QMF's fixed noise pattern --
+  numpy seed 0 in every call -- and its one-sided clipping with uint8 wrap-around) and ``clean``
+  (fresh noise from the attack seed, clipping to [0, 255]); on ``*.1``, ``coupled``: ``faithful``
+  plus QMF's coupling of the text draws to its Gaussian image noise (``qmf_coupled_blank``: the
+  text share then depends on the image sizes, as in QMF's runs). Versions ``2024.1`` (default) and
+  ``2025.1``: the faithful sum in float64 as QMF's numpy, and the image steps reach uint8 image
+  modalities only (an error on float images; ``audio`` spectrograms are left out); ``2024`` and
+  ``2025`` as first released. The realised text share is in each row (``hit_text``).
+- ``qmf_rgbd`` -- QMF RGB-D: Gaussian sigma = eps pixel units (no x10), on every image modality
+  independently with p = 0.5 (25 % both, 25 % each alone, 25 % clean); levels {0, 5} (5 is the
+  script's default severity; other severities with ``--levels``). Variants as ``qmf``; versions
+  ``2024.1`` (default; as ``qmf``'s ``.1``) and ``2024``.
+- ``multibench`` -- MultiBench sweeps: one curve per modality with the perturbations of its kind
+  plus ``all`` (every modality at p/3, MultiBench's ``i / (10 * 3)``). Version ``3`` (default):
+  the variant is the MultiBench loader family -- ``affect`` (levels 0 … 0.9), ``mimic`` (0 … 1.0),
+  ``stocks`` (0 … 0.8), ``imdb`` (0 … 1.0) -- and time series and audio get
+  ``add_timeseries_noise`` as that loader calls it (affect: one white-noise offset per sample and
+  whole samples zeroed with probability p; mimic: the same plus entries dropped; stocks and imdb:
+  one offset per time step, entries dropped, single steps zeroed); images get MultiBench's visual
+  chain (one-channel images through the colour steps, as there); vectors: drop p, swap p; text:
+  MultiBench's letter typos on words of five or more characters with probability p (the typed
+  word looked up in the vocabulary again);
+  ``all``: one offset per (modality, sample) on time series and audio and whole (modality, sample)
+  pairs zeroed with probability p/3. Version ``2``: variants ``affect`` / ``imdb`` (levels only),
+  per-step white noise, random drop and span-3 structured drop on every time series, mmbench's
+  ``multibench_audio`` on audio, text tokens replaced by the unknown token with p (a token-level
+  stand-in), and ``all`` = every per-modality step at p/3; version ``1``: as
+  ``2`` with the visual chain on audio spectrograms.
 
 User protocols: a YAML file (``--protocol my.yaml``), validated by :func:`load_protocol_file`::
 
@@ -54,6 +66,7 @@ User protocols: a YAML file (``--protocol my.yaml``), validated by :func:`load_p
             level_scale: 1.0       # attack level = level_scale x eps (or fixed: level: 0.1)
             fraction: 0.5          # share of samples corrupted (x min(1, fraction_scale x eps))
             options: {unit: std}
+            uint8_only: false      # true: an error when a reached modality is not stored as uint8
 """
 
 from __future__ import annotations
@@ -90,6 +103,7 @@ class Step:
     fraction: float = 1.0
     fraction_scale: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    uint8_only: bool = False  # the step works in 0-255 pixel units: an error on modalities not stored as uint8
 
     def attack_level(self, eps: float) -> float:
         return float(self.level) if self.level is not None else self.level_scale * float(eps)
@@ -125,6 +139,7 @@ class Protocol:
     variant: str = ""
     description: str = ""
     source: str = ""
+    image_size: int | None = None  # the side of the images the peer added its noise to (rows record both)
 
     @property
     def version_label(self) -> str:
@@ -136,8 +151,13 @@ class Protocol:
 # Built-in protocols
 # ---------------------------------------------------------------------------------------
 
-QMF_VERSIONS = {"2024": 0.1, "2025": 0.01}  # salt-and-pepper inner probability per eps
-FIDELITY = ("faithful", "clean")
+#: salt-and-pepper inner probability per eps, by version: ``2024`` / ``2025`` are QMF's code before
+#: and after its 2025-06-28 refactor; ``.1`` is mmbench's revision 1 of each (docs/protocols.md):
+#: the faithful Gaussian in float64, and pixel-unit steps on uint8 images only
+QMF_VERSIONS = {"2024.1": 0.1, "2025.1": 0.01, "2024": 0.1, "2025": 0.01}
+FIDELITY = ("faithful", "clean", "coupled")  # coupled: faithful, and text drawn as QMF's Gaussian runs did
+#: uint8 images only: a float spectrogram (``audio``) is no image in pixel units
+PIXEL_TARGETS = ("kind:image", "kind:video", "!kind:audio")
 
 
 def _pick(name: str, value: str | None, allowed: tuple[str, ...] | list[str], what: str) -> str:
@@ -147,13 +167,19 @@ def _pick(name: str, value: str | None, allowed: tuple[str, ...] | list[str], wh
     return value
 
 
-def _image_gaussian_options(variant: str) -> dict[str, Any]:
-    opts = {"unit": "pixel", "channel_shared": True}
-    if variant == "faithful":
+def _image_gaussian_options(variant: str, revision: bool = False) -> dict[str, Any]:
+    opts: dict[str, Any] = {"unit": "pixel", "channel_shared": True}
+    if variant in ("faithful", "coupled"):
         opts.update(fixed_pattern=True, clip="wrap")
+        if revision:
+            opts["float64"] = True
     else:
         opts.update(clip="range")
     return opts
+
+
+def _pixel_step(attack: str, targets: tuple[str, ...], revision: bool, **kw: Any) -> Step:
+    return Step(attack, PIXEL_TARGETS if revision else targets, uint8_only=revision, **kw)
 
 
 @PROTOCOLS.register("qmf")
@@ -161,34 +187,79 @@ def qmf(variant: str | None = None, version: str | None = None) -> Protocol:
     """QMF / PDF text–image protocol: eps in {0, 5, 10}; image noise on 50 % of samples plus text blanking."""
     variant = _pick("qmf", variant, FIDELITY, "variant")
     version = _pick("qmf", version, list(QMF_VERSIONS), "version")
-    text = Step("token_blank", ("kind:text",), level_scale=0.1, fraction=0.5)
-    gauss = Step("gaussian", ("kind:image", "kind:video"), level_scale=10.0, fraction=0.5, options=_image_gaussian_options(variant))
-    salt = Step("salt_pepper", ("kind:image", "kind:video"), level=0.1, fraction=0.5, fraction_scale=QMF_VERSIONS[version],
-                options={"pixel_max": 1.0})
+    rev = "." in version
+    if variant == "coupled" and not rev:
+        raise MMBenchError(f"variant 'coupled' of protocol 'qmf' needs the raw text: use qmf@{version}.1:coupled")
+    text = Step("field_blank" if rev else "token_blank", ("kind:text",), level_scale=0.1, fraction=0.5)
+    gauss = _pixel_step("gaussian", ("kind:image", "kind:video"), rev, level_scale=10.0, fraction=0.5,
+                        options=_image_gaussian_options(variant, rev))
+    gauss_text = Step("qmf_coupled_blank", ("kind:text",), level_scale=0.1) if variant == "coupled" else text
+    salt = _pixel_step("salt_pepper", ("kind:image", "kind:video"), rev, level=0.1, fraction=0.5,
+                       fraction_scale=QMF_VERSIONS[version], options={"pixel_max": 1.0})
     return Protocol(
         "qmf", version, (0.0, 5.0, 10.0),
-        (Condition("gaussian", (gauss, text), independent=True),
+        (Condition("gaussian", (gauss, gauss_text), independent=True),
          Condition("salt_pepper", (salt, text), independent=True)),
         variant=variant,
         description="QMF/PDF text-image: sigma=10 eps (0-255) on 50% of images; salt density 0.1 on "
                     f"50%*eps*{QMF_VERSIONS[version]:g} of images; text blanking p=0.1 eps on 50%",
-        source="QMF github.com/QingyangZhang/QMF (90bf6b1 / fe6c4c6), PDF github.com/Yinan-Xia/PDF; protocols.md 1.1")
+        source="QMF github.com/QingyangZhang/QMF (90bf6b1 / fe6c4c6), PDF github.com/Yinan-Xia/PDF; docs/protocols.md",
+        image_size=224)
 
 
 @PROTOCOLS.register("qmf_rgbd")
 def qmf_rgbd(variant: str | None = None, version: str | None = None) -> Protocol:
     """QMF RGB-D protocol: Gaussian sigma = eps pixel units on each image modality independently, p = 0.5."""
-    variant = _pick("qmf_rgbd", variant, FIDELITY, "variant")
-    version = _pick("qmf_rgbd", version, ("2024",), "version")
-    gauss = Step("gaussian", ("kind:image",), level_scale=1.0, fraction=0.5, options=_image_gaussian_options(variant))
+    variant = _pick("qmf_rgbd", variant, FIDELITY[:2], "variant")
+    version = _pick("qmf_rgbd", version, ("2024.1", "2024"), "version")
+    rev = "." in version
+    gauss = _pixel_step("gaussian", ("kind:image",), rev, level_scale=1.0, fraction=0.5,
+                        options=_image_gaussian_options(variant, rev))
     return Protocol("qmf_rgbd", version, (0.0, 5.0), (Condition("gaussian", (gauss,), independent=True),),
                     variant=variant,
                     description="QMF RGB-D: sigma=eps (0-255) on RGB and depth independently with p=0.5",
-                    source="QMF RGBD-scene-recognition/test.py (2024-11-27); protocols.md 1.2")
+                    source="QMF RGBD-scene-recognition/test.py (2024-11-27); docs/protocols.md", image_size=224)
 
 
-MULTIBENCH_LEVELS = {"affect": tuple(i / 10 for i in range(10)), "imdb": tuple(i / 10 for i in range(11))}
-MULTIBENCH_VERSIONS = ("2", "1")  # 2: audio gets MultiBench's audio noise; 1: the first release (visual chain)
+MULTIBENCH_LEVELS = {"affect": tuple(i / 10 for i in range(10)), "imdb": tuple(i / 10 for i in range(11)),
+                     "mimic": tuple(i / 10 for i in range(11)), "stocks": tuple(i / 10 for i in range(9))}
+#: 3: each loader's time-series semantics, single-step structured drop, whole-pair "all" curve,
+#: grey images through the colour steps; 2: audio gets mmbench's multibench_audio; 1: the first release
+MULTIBENCH_VERSIONS = ("3", "2", "1")
+MULTIBENCH_V2_VARIANTS = ("affect", "imdb")
+
+
+def _timeseries_steps(family: str, s: float, target: tuple[str, ...]) -> tuple[Step, ...]:
+    """MultiBench's ``add_timeseries_noise`` as each loader calls it (docs/protocols.md).
+
+    affect (``[X]`` wrapped in a list, ``rand_drop=False``): one white-noise offset per sample and
+    whole samples zeroed; mimic (wrapped, random drop on): the same plus entries dropped; stocks and
+    imdb (the bare array): one offset per time step, entries dropped, single time steps zeroed.
+    """
+    if family in ("affect", "mimic"):
+        steps = [Step("white_noise", target, level_scale=s, options={"per": "sample"})]
+        if family == "mimic":
+            steps.append(Step("dropout", target, level_scale=s))
+        return (*steps, Step("blank", target, level_scale=s))
+    return (Step("white_noise", target, level_scale=s, options={"per": "step"}),
+            Step("dropout", target, level_scale=s),
+            Step("structured_dropout", target, level_scale=s, options={"span": 1}))
+
+
+def _multibench_v3(family: str) -> tuple[Condition, ...]:
+    per = {
+        "visual": (Step("multibench_visual", ("kind:image", "kind:video", "!kind:audio"),
+                        options={"grey_as_rgb": True}),),
+        "audio": _timeseries_steps(family, 1.0, ("kind:audio",)),
+        "timeseries": _timeseries_steps(family, 1.0, ("kind:sequence", "!kind:audio")),
+        "tabular": (Step("dropout", ("kind:vector",)), Step("entry_swap", ("kind:vector",))),
+        "text": (Step("letter_typo", ("kind:text",)),),
+    }
+    third = 1 / 3  # the affect loader's i / (10 * 3): a list of modalities, one offset and one drop per pair
+    together = (Step("white_noise", ("kind:sequence", "kind:audio"), level_scale=third, options={"per": "sample"}),
+                Step("blank", ("all",), level_scale=third))
+    return (*(Condition(name, steps, independent=True, split="per_modality") for name, steps in per.items()),
+            Condition("all", together, independent=True))
 
 
 def _multibench_steps(level_scale: float, version: str = "2") -> dict[str, tuple[Step, ...]]:
@@ -212,16 +283,21 @@ def _multibench_steps(level_scale: float, version: str = "2") -> dict[str, tuple
 
 @PROTOCOLS.register("multibench")
 def multibench(variant: str | None = None, version: str | None = None) -> Protocol:
-    """MultiBench sweeps: levels 0 … 0.9 (affect) or 0 … 1 (imdb), per-modality perturbations and all at once."""
-    variant = _pick("multibench", variant, list(MULTIBENCH_LEVELS), "variant")
+    """MultiBench sweeps: one curve per modality and all modalities at p/3; the variant is the loader family."""
     version = _pick("multibench", version, MULTIBENCH_VERSIONS, "version")
-    per = [Condition(name, steps, independent=True, split="per_modality")
-           for name, steps in _multibench_steps(1.0, version).items()]
-    together = tuple(st for steps in _multibench_steps(1 / 3, version).values() for st in steps)
-    return Protocol("multibench", version, MULTIBENCH_LEVELS[variant],
-                    (*per, Condition("all", together, independent=True)), variant=variant,
+    families = list(MULTIBENCH_LEVELS) if version == "3" else list(MULTIBENCH_V2_VARIANTS)
+    variant = _pick(f"multibench@{version}", variant, families, "variant")
+    if version == "3":
+        conditions = _multibench_v3(variant)
+    else:
+        per = [Condition(name, steps, independent=True, split="per_modality")
+               for name, steps in _multibench_steps(1.0, version).items()]
+        together = tuple(st for steps in _multibench_steps(1 / 3, version).values() for st in steps)
+        conditions = (*per, Condition("all", together, independent=True))
+    return Protocol("multibench", version, MULTIBENCH_LEVELS[variant], conditions, variant=variant,
                     description="MultiBench: per-modality perturbations at p = 0..0.9/1.0, plus all modalities at p/3",
-                    source="github.com/pliang279/MultiBench robustness/; protocols.md 1.4")
+                    source="github.com/pliang279/MultiBench@49f9be2 robustness/, datasets/*/get_data.py; "
+                           "docs/protocols.md")
 
 
 # ---------------------------------------------------------------------------------------
@@ -243,7 +319,7 @@ def resolve_protocol(spec: str) -> Protocol:
 
 _PROTOCOL_KEYS = {"name", "version", "levels", "conditions", "variant", "description", "source"}
 _CONDITION_KEYS = {"name", "steps", "independent", "split"}
-_STEP_KEYS = {"attack", "target", "level_scale", "level", "fraction", "fraction_scale", "options"}
+_STEP_KEYS = {"attack", "target", "level_scale", "level", "fraction", "fraction_scale", "options", "uint8_only"}
 
 
 class _Checker:
@@ -312,7 +388,14 @@ def _step(d: Any, c: _Checker, path: str) -> Step:
         fraction_scale=(None if d.get("fraction_scale") is None
                         else c.number(d["fraction_scale"], f"{path}.fraction_scale", 0.0)),
         options=dict(options),
+        uint8_only=_flag(d.get("uint8_only", False), c, f"{path}.uint8_only"),
     )
+
+
+def _flag(value: Any, c: _Checker, path: str) -> bool:
+    if not isinstance(value, bool):
+        c.fail(path, f"must be true or false, got {value!r}")
+    return value
 
 
 def protocol_from_dict(d: Any, where: str = "protocol") -> Protocol:
@@ -347,9 +430,7 @@ def protocol_from_dict(d: Any, where: str = "protocol") -> Protocol:
         split = cd.get("split", "together")
         if split not in SPLITS:
             c.fail(f"{path}.split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
-        independent = cd.get("independent", False)
-        if not isinstance(independent, bool):
-            c.fail(f"{path}.independent", f"must be true or false, got {independent!r}")
+        independent = _flag(cd.get("independent", False), c, f"{path}.independent")
         conds.append(Condition(name, parsed, independent, split))
     names = [(cd.name) for cd in conds]
     dup = next((n for n in names if names.count(n) > 1), None)

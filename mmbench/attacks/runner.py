@@ -8,7 +8,7 @@ Randomness: every draw comes from a generator derived from the attack seed and a
 the curve, the step and the modality (:func:`derived_generator`), never from the level. So
 the same samples are hit and the same standard-normal noise is scaled at every level of a
 curve (smooth curves), and each modality's corruption depends only on the attack seed -- not
-on which other modalities are attacked (the clean-variant rule of ``protocols.md`` §1.6).
+on which other modalities are attacked (``docs/protocols.md``, randomness).
 
 Cost: the runner goes through a curve's levels for one attack seed at a time and records the
 random draws at the first level (:class:`Replay`); later levels get the same values without
@@ -136,15 +136,18 @@ class Replay:
 
 def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: float, seed: int,
                 independent: bool = False, key: str = "", model: torch.nn.Module | None = None,
-                method: Any = None, batch_size: int = 512, replay: Replay | None = None) -> Corruption:
+                method: Any = None, batch_size: int = 512, replay: Replay | None = None,
+                texts: dict[str, Any] | None = None) -> Corruption:
     """Run ``steps`` (in order) at protocol level ``eps``; see the module doc for the sampling rules.
 
     ``replay``: draws kept across the levels of one curve and attack seed (:class:`Replay`); the
-    result is the same with or without it.
+    result is the same with or without it. ``texts``: text modality -> its
+    :class:`~mmbench.data.textimage.TextSource`, for attacks that need words (``needs_text``).
     """
     n, device = len(data), data.labels.device
     inputs = dict(data.inputs)
     lost: dict[str, torch.Tensor] = {}
+    hits: dict[str, torch.Tensor] = {}  # modality -> samples selected by the steps so far
     shared: torch.Tensor | None = None
     draw_select = replay.uniform if replay is not None else _uniform
     for i, (st, mods) in enumerate(steps):
@@ -165,9 +168,16 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
                 if idx.numel() == 0:
                     continue
             gkey = f"{key}/attack/{i}/{m}"
+            picked = torch.ones(n, dtype=torch.bool, device=device) if idx is None else \
+                torch.zeros(n, dtype=torch.bool, device=device).index_fill(0, idx, True)
             x = inputs[m]
             sub = x if idx is None else x[idx]
             kwargs = dict(st.options)
+            if getattr(fn, "needs_text", False):
+                source = (texts or {}).get(m)
+                kwargs["source"] = None if source is None else source.take(idx)
+            if getattr(fn, "needs_hits", False):
+                kwargs["hits"] = {k: (v if idx is None else v[idx]) for k, v in hits.items()}
             if getattr(fn, "needs_model", False):
                 if model is None:
                     raise MMBenchError(f"attack {st.attack!r} needs the trained model")
@@ -178,6 +188,7 @@ def apply_steps(data: MultimodalData, steps: list[tuple[Step, list[str]]], eps: 
                 return fn(sub, level, g, spec, **kwargs)
 
             out = replay.call(gkey, seed, device, run) if replay is not None else run(derived_generator(seed, gkey, device))
+            hits[m] = hits[m] | picked if m in hits else picked
             if getattr(fn, "output", "tensor") == "mask":
                 gone = out.to(device).bool() if idx is None else torch.zeros(n, dtype=torch.bool, device=device).index_fill(
                     0, idx[out.to(device).bool()], True)
@@ -323,6 +334,11 @@ def build_curves(data: MultimodalData, *, attacks: list[str] | None = None, prot
             if bad:
                 raise MMBenchError(f"attack {st.attack!r} applies to {', '.join(kinds_of(fn))} modalities, "
                                    f"not {bad[0]!r} ({data.meta.modalities[bad[0]].kind}); choose --modalities")
+            floats = [m for m in mods if st.uint8_only and data.inputs[m].dtype != torch.uint8]
+            if floats:
+                raise MMBenchError(f"attack {st.attack!r} of this protocol works in 0-255 pixel units on uint8 images; "
+                                   f"{floats[0]!r} is stored as {str(data.inputs[floats[0]].dtype).removeprefix('torch.')}: "
+                                   "leave it out with --modalities, or use a protocol version for it")
             if getattr(fn, "needs_model", False) and len(mods) != 1:
                 raise MMBenchError(f"attack {st.attack!r} perturbs one modality; choose it with --modalities "
                                    f"(one of {', '.join(mods)})")
@@ -372,7 +388,9 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
     :class:`Protocol`, a registered ``NAME[@VERSION][:VARIANT]`` or a YAML path) gives the
     conditions and levels (``levels`` overrides them; ``modalities`` restricts them).
     Each row: run id, protocol, version, attack (curve), modalities, level, fraction, attack seed,
-    the steps, the realised share of samples changed per modality (``hit_<m>``) and the metrics.
+    the steps, the realised share of samples changed per modality (``hit_<m>``), the side of the
+    images attacked and the one the protocol's peer used (``image_size``, ``protocol_image_size``)
+    and the metrics.
     """
     label = "custom"
     if isinstance(protocol, str) and protocol not in ("", "custom") and not attacks:
@@ -395,15 +413,29 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
     base = {"run_id": folder.run_id, "dataset": cfg.data.dataset, "method": cfg.method.name, "seed": cfg.seed,
             "protocol": protocol.name if protocol else label,
             "protocol_version": protocol.version_label if protocol else protocol_version,
-            "variant": protocol.variant if protocol else ""}
-    rows = run_curves(model, method, test, curves, levels, attack_seeds, batch_size, base, progress)
+            "variant": protocol.variant if protocol else "",
+            "image_size": image_size(test), "protocol_image_size": f"{protocol.image_size}x{protocol.image_size}" if protocol and protocol.image_size else ""}
+    texts = None
+    if any(getattr(ATTACKS.get(st.attack), "needs_text", False) for cv in curves for st, _ in cv.steps):
+        from mmbench.data.textimage import load_text_source
+
+        source = load_text_source(cfg.data.dataset, "test", data_dir or cfg.output.data_dir)
+        texts = {"text": source} if source is not None else None
+    rows = run_curves(model, method, test, curves, levels, attack_seeds, batch_size, base, progress, texts)
     folder.write_attack_rows(rows, ROW_KEY)
     return rows
 
 
+def image_size(data: MultimodalData) -> str:
+    """``HxW`` of the data's images (the first image or video modality that is no spectrogram), or ""."""
+    m = next((m for m in data.modalities if data.meta.modalities[m].kind in ("image", "video")
+              and not is_role(m, "audio")), None)
+    return "" if m is None else "x".join(map(str, data.meta.modalities[m].shape[-2:]))
+
+
 def run_curves(model: torch.nn.Module, method: Any, test: MultimodalData, curves: list[Curve], levels: list[float],
                attack_seeds: list[int] | tuple[int, ...], batch_size: int = 512, base: dict | None = None,
-               progress: Callable | None = None) -> list[dict]:
+               progress: Callable | None = None, texts: dict[str, Any] | None = None) -> list[dict]:
     """One row per curve × level × attack seed (in that order) on a loaded model; no file is read or written.
 
     Levels at which every step is the identity share one clean evaluation; within a curve and
@@ -425,7 +457,7 @@ def run_curves(model: torch.nn.Module, method: Any, test: MultimodalData, curves
                     metrics, shares = clean, {m: 0.0 for m in test.modalities}
                 else:
                     c = apply_steps(test, curve.steps, level, seed, curve.independent, key, model, method, batch_size,
-                                    replay)
+                                    replay, texts)
                     only_masks = bool(c.missing) and all(c.data.inputs[m] is test.inputs[m] for m in test.modalities)
                     metrics = evaluate_corruption(model, method, c, batch_size, masked if only_masks else None)
                     shares = c.shares

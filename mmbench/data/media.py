@@ -204,8 +204,14 @@ def load_image_halves(path: Path, size: int, modes: dict[str, str]) -> dict[str,
         return {half: _fit(im.crop(boxes[half]), size, mode, "stretch") for half, mode in modes.items()}
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """The stored image's own ``(height, width)``, read from its header."""
+    with _decoded(path, load=False) as im:
+        return im.size[1], im.size[0]
+
+
 @contextlib.contextmanager
-def _decoded(path: Path, draft: tuple[str, int] | None = None):
+def _decoded(path: Path, draft: tuple[str, int] | None = None, load: bool = True):
     """The decoded image at ``path``; a missing or unreadable file is an :class:`UnreadableSample`.
     ``draft``: (mode, side) lets JPEG decode at a reduced scale that still covers the side."""
     from PIL import Image
@@ -217,7 +223,8 @@ def _decoded(path: Path, draft: tuple[str, int] | None = None):
         with Image.open(path) as im:
             if draft is not None:
                 im.draft(draft[0], (draft[1], draft[1]))
-            im.load()
+            if load:
+                im.load()
             yield im
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UnreadableSample(f"{path} is not a readable image ({e})") from None
@@ -310,3 +317,21 @@ class Vocabulary:
 
     def text(self) -> str:
         return "".join(f"{w}\n" for w in self.itos)
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        """The vocabulary :meth:`text` wrote (one token per line, line number = id)."""
+        return cls(text.split("\n")[3:-1])
+
+
+def pack_text(text: str, size: int) -> tuple[np.ndarray, bool]:
+    """``text`` as UTF-8 bytes in a zero-padded uint8 ``[size]`` row, and whether it was cut."""
+    data = str(text).encode("utf-8")
+    row = np.zeros(size, dtype=np.uint8)
+    row[: min(len(data), size)] = np.frombuffer(data[:size], dtype=np.uint8)
+    return row, len(data) > size
+
+
+def unpack_text(row: np.ndarray) -> str:
+    """The text :func:`pack_text` stored (a character cut at the end is dropped)."""
+    return bytes(row).rstrip(b"\0").decode("utf-8", errors="ignore")

@@ -379,6 +379,23 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     return MultimodalData(inputs, labels, meta.select(modalities))
 
 
+def load_aux(name: str, split: str, key: str, data_dir: str | os.PathLike | None = None,
+             verify: bool = True) -> np.ndarray | None:
+    """An auxiliary per-sample array of a split (e.g. ``text_raw``), or None when the dataset has none."""
+    meta = load_meta(name, data_dir)
+    if key not in meta.info.get("aux_arrays", []):
+        return None
+    return _load_array(default_data_dir(data_dir) / name, f"{split}/{key}.npy", meta, verify)
+
+
+def read_file(name: str, file_name: str, data_dir: str | os.PathLike | None = None) -> str | None:
+    """A text file written beside ``meta.json`` (e.g. ``text_vocab.txt``), checksum verified; None if absent."""
+    meta = load_meta(name, data_dir)
+    if file_name not in meta.checksums:
+        return None
+    return verify_array(default_data_dir(data_dir) / name, file_name, meta).read_text()
+
+
 def verify_array(folder: Path, rel: str, meta: DatasetMeta, checksum: bool = True) -> Path:
     """A prepared array file exists and (``checksum``) matches the checksum ``meta.json`` recorded for it."""
     path = folder / rel

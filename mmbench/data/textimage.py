@@ -13,7 +13,11 @@ folder of the jsonl files. ``prepare`` stores
   0 ``<pad>``, 1 ``<unk>``, 2 ``_`` (the blank QMF's text-blanking noise writes), then words with at
   least ``min_freq`` occurrences by decreasing frequency, at most ``max_vocab`` ids. QMF uses the
   BERT word-piece vocabulary; mmbench has no BERT, so its text encoders (embedding_bag,
-  transformer) are trained from scratch on this word vocabulary.
+  transformer) are trained from scratch on this word vocabulary;
+- auxiliary arrays for the noise protocols (not model inputs): ``text_raw``, the raw text as
+  UTF-8 bytes (uint8 ``[max_text_bytes]``, zero-padded), so that text noise defined on the raw
+  string (QMF's whitespace-field blanking) is exact, and ``image_hw``, each image file's own
+  ``(height, width)`` before resizing.
 
 Classes are the sorted label names (QMF takes them in order of first appearance in train.jsonl).
 ``dev.jsonl`` is the validation split; without it a stratified one is carved from train.
@@ -40,7 +44,7 @@ from mmbench.data.base import (
     select_modalities,
     stream,
 )
-from mmbench.data.media import CROP_FRACTION, Vocabulary, load_image, tokenize
+from mmbench.data.media import CROP_FRACTION, Vocabulary, image_size, load_image, pack_text, tokenize
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
 
@@ -55,6 +59,7 @@ class TextImageOptions:
     image_size: int = 64  # images stored as image_size x image_size (224: QMF's setting)
     resize: str = "crop"  # crop: shorter side to size/0.875, centre crop (QMF); stretch: resize to size x size
     max_tokens: int = 64  # tokens kept per text (longer texts are truncated; the share is recorded)
+    max_text_bytes: int = 4096  # raw text kept for the noise protocols (UTF-8 bytes; longer texts are cut)
     min_freq: int = 1  # words seen fewer times in train map to <unk>
     max_vocab: int = 20000  # ids, including <pad>, <unk> and _
     val_fraction: float = 0.1  # only without dev.jsonl
@@ -79,8 +84,9 @@ class JsonlTextImageDataset(DatasetBuilder):
         mods = select_modalities(self.registry_name, modalities, MODALITIES)
         check_choice("on_error", o.on_error, ("error", "skip"))
         check_choice("resize", o.resize, ("crop", "stretch"))
-        if o.image_size < 8 or o.max_tokens < 1 or o.max_vocab < 4 or o.min_freq < 1:
-            raise MMBenchError("options need image_size >= 8, max_tokens >= 1, max_vocab >= 4 and min_freq >= 1")
+        if o.image_size < 8 or o.max_tokens < 1 or o.max_vocab < 4 or o.min_freq < 1 or o.max_text_bytes < 1:
+            raise MMBenchError("options need image_size >= 8, max_tokens >= 1, max_vocab >= 4, min_freq >= 1 "
+                               "and max_text_bytes >= 1")
         records = {}
         for split, name in (("train", "train.jsonl"), ("val", "dev.jsonl"), ("test", "test.jsonl")):
             path = root / name
@@ -105,20 +111,26 @@ class JsonlTextImageDataset(DatasetBuilder):
             vocab = Vocabulary.build((r.source["text"] for r in samples["train"]), o.min_freq, o.max_vocab)
             truncated = {s: sum(len(tokenize(r.source["text"])) > o.max_tokens for r in rows)
                          for s, rows in samples.items()}
+            cut = {s: sum(len(str(r.source["text"]).encode("utf-8")) > o.max_text_bytes for r in rows)
+                   for s, rows in samples.items()}
         layout: dict[str, tuple[tuple[int, ...], str]] = {}
         if "image" in mods:
             layout["image"] = ((3, o.image_size, o.image_size), "uint8")
+            layout["image_hw"] = ((2,), "int64")
         if "text" in mods:
             layout["text"] = ((o.max_tokens,), "int64")
             layout["text_lengths"] = ((), "int64")
+            layout["text_raw"] = ((o.max_text_bytes,), "uint8")
 
         def load(sample: RawSample) -> dict[str, np.ndarray]:
             out = {}
             if "image" in layout:
                 out["image"] = load_image(sample.source["image"], o.image_size, "RGB", o.resize)
+                out["image_hw"] = np.array(image_size(sample.source["image"]), dtype=np.int64)
             if "text" in layout:
                 ids, length, _ = vocab.encode(sample.source["text"], o.max_tokens)
                 out["text"], out["text_lengths"] = ids, np.int64(length)
+                out["text_raw"] = pack_text(sample.source["text"], o.max_text_bytes)[0]
             return out
 
         preprocessing: dict[str, Any] = {}
@@ -127,14 +139,17 @@ class JsonlTextImageDataset(DatasetBuilder):
                 "size": [o.image_size, o.image_size], "dtype": "uint8, 0-255 RGB",
                 "resize": (f"shorter side to size/{CROP_FRACTION:.3f}, centre crop (Resize(256)+CenterCrop(224) "
                            "at 224)" if o.resize == "crop" else "stretch to size x size") + ", bilinear",
-                "normalisation": "inside the model: (x - train mean) / train std"}
+                "normalisation": "inside the model: (x - train mean) / train std",
+                "image_hw": "image_hw.npy per split: each file's own (height, width) before resizing"}
         if "text" in mods:
             preprocessing["text"] = {
                 "tokenizer": "lower-cased words and punctuation (regex \\w+|[^\\w\\s])",
                 "vocabulary": "train split only", "vocab_size": len(vocab), "min_freq": o.min_freq,
                 "max_vocab": o.max_vocab, "max_tokens": o.max_tokens, "special_tokens": SPECIAL_TOKENS,
                 "blank_token": "_ (QMF's text-blanking word)", "vocab_file": "text_vocab.txt",
-                "truncated_texts": truncated, "lengths": "text_lengths.npy per split (tokens kept)"}
+                "truncated_texts": truncated, "lengths": "text_lengths.npy per split (tokens kept)",
+                "raw_text": "text_raw.npy per split: UTF-8 bytes, zero-padded", "max_text_bytes": o.max_text_bytes,
+                "cut_raw_texts": cut}
         info = {"source": self.source, "citation": self.citation, "split": split_record, "layout": JSONL_LAYOUT,
                 "preprocessing": preprocessing, "on_error": o.on_error}
         if "text" in mods:
@@ -145,6 +160,45 @@ class JsonlTextImageDataset(DatasetBuilder):
                         tokens={"text": dict(SPECIAL_TOKENS)} if "text" in mods else {},
                         files={"text_vocab.txt": vocab.text()} if "text" in mods else {},
                         skip_unreadable=o.on_error == "skip")
+
+
+@dataclass
+class TextSource:
+    """What text noise defined on words needs beside the token ids: the vocabulary, the stored
+    length, and (when the store kept them) the raw texts and each sample's image file size
+    ``(height, width)``, in the order of the split's samples."""
+
+    vocab: Vocabulary
+    length: int
+    texts: list[str] | None = None
+    image_hw: np.ndarray | None = None
+
+    def take(self, idx: Any) -> TextSource:
+        """The samples at positions ``idx`` (a tensor, list or None for all)."""
+        if idx is None:
+            return self
+        rows = idx.tolist() if hasattr(idx, "tolist") else list(idx)
+        return TextSource(self.vocab, self.length, None if self.texts is None else [self.texts[i] for i in rows],
+                          None if self.image_hw is None else self.image_hw[rows])
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Token ids ``[len(texts), length]`` as ``prepare`` encodes them."""
+        return np.stack([self.vocab.encode(t, self.length)[0] for t in texts]) if texts else \
+            np.zeros((0, self.length), dtype=np.int64)
+
+
+def load_text_source(name: str, split: str, data_dir: Any = None) -> TextSource | None:
+    """The ``text`` modality's :class:`TextSource` of a prepared dataset; None without a vocabulary."""
+    from mmbench.data.media import unpack_text
+    from mmbench.data.store import load_aux, load_meta, read_file
+
+    vocab = read_file(name, "text_vocab.txt", data_dir)
+    spec = load_meta(name, data_dir).modalities.get("text")
+    if vocab is None or spec is None:
+        return None
+    raw = load_aux(name, split, "text_raw", data_dir)
+    texts = None if raw is None else [unpack_text(row) for row in raw]
+    return TextSource(Vocabulary.from_text(vocab), int(spec.shape[0]), texts, load_aux(name, split, "image_hw", data_dir))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
