@@ -162,7 +162,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 #: TrainState attributes that are rebuilt rather than saved (data, model, per-epoch scratch)
-_STATE_SKIP = {"model", "train", "val", "generator", "history", "epoch_logs", "num_epochs", "batch_size", "epoch"}
+_STATE_SKIP = {"model", "train", "val", "holdout", "fit_copy", "generator", "history", "epoch_logs", "num_epochs",
+               "batch_size", "epoch"}
 
 
 def trainer_state(trainer, epoch: int, best: tuple, seconds: list[float], probs: list) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 from mmbench.config import OptimConfig, RunConfig
 from mmbench.config import data_dir as default_data_dir
 from mmbench.data.store import load_split
-from mmbench.data.types import MultimodalData
+from mmbench.data.types import MultimodalData, stratified_subset
 from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
@@ -136,9 +136,11 @@ class Trainer:
         self.method, self.model, self.cfg, self.device = method, model.to(device), optim, device
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
         self.scheduler = build_scheduler(self.optimizer, optim)
+        self.seed = seed
         self.shuffle_generator = torch.Generator().manual_seed(seed)
         self.state = TrainState(num_epochs=optim.epochs, model=self.model, batch_size=optim.batch_size,
-                                generator=torch.Generator(device=device).manual_seed(seed + 1))
+                                generator=torch.Generator(device=device).manual_seed(seed + 1),
+                                fit_copy=self.fit_copy)
         self.progress = progress  # callable(epoch, step, total_steps, row) or None
         # callable(trainer, epoch, (best_epoch, best_acc, best_state), seconds, probs) after each epoch
         self.checkpoint = checkpoint
@@ -146,6 +148,12 @@ class Trainer:
     def fit(self, train: MultimodalData, val: MultimodalData, resume: dict | None = None) -> FitResult:
         """Train every epoch; ``resume``: a checkpoint (:mod:`mmbench.checkpoint`) to continue after its epoch."""
         train, val = train.to(self.device), val.to(self.device)
+        fraction = self.method.holdout_fraction()
+        if fraction > 0:
+            held = stratified_subset(train.labels, round(fraction * len(train)), torch.Generator().manual_seed(self.seed))
+            kept = torch.ones(len(train), dtype=torch.bool, device=self.device)
+            kept[held] = False
+            train, self.state.holdout = train.index(kept), train.index(held)
         self.state.train, self.state.val = train, val
         history, seconds, probs = self.state.history, [], []
         best_epoch, best_acc, best_state = -1, -math.inf, None
@@ -180,6 +188,23 @@ class Trainer:
             raise MMBenchError("optim.epochs must be at least 1")
         self.model.load_state_dict(best_state)
         return FitResult(history, best_epoch, best_acc, best_state, seconds, probs)
+
+    def fit_copy(self, model: torch.nn.Module, loss_fn, data: MultimodalData, epochs: int) -> None:
+        """Train ``model`` (a method's own copy, not the run's model) for ``epochs`` on ``data``,
+        minimising ``loss_fn(model, batch)``: a fresh optimizer with the run's settings (base learning
+        rate, no schedule), the run's batch size and gradient clipping; shuffled by a generator drawn
+        from ``state.generator``, so a resumed run repeats it."""
+        optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], self.cfg)
+        gen = self.state.generator
+        shuffle = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=gen, device=gen.device)))
+        model.train()
+        for _ in range(epochs):
+            for batch in data.batches(self.cfg.batch_size, shuffle=True, generator=shuffle):
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn(model, batch).backward()
+                if self.cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+                optimizer.step()
 
     def _train_epoch(self, train: MultimodalData, steps_per_epoch: int) -> dict[str, float]:
         model, method, state = self.model, self.method, self.state
@@ -364,7 +389,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     if cfg.output.save_model:
         folder.save_model({k: v.cpu() for k, v in result.best_state.items()})
     folder.save_arrays("gap.npz", true_class_prob=torch.stack(result.true_class_prob).numpy(),
-                       modalities=np.array(data["train"].modalities), labels=data["train"].labels.numpy())
+                       modalities=np.array(data["train"].modalities), labels=trainer.state.train.labels.cpu().numpy())
     if trainer.state.artifacts:
         folder.save_arrays("artifacts.npz", **{k: np.asarray(v) for k, v in trainer.state.artifacts.items()})
     test_data = data["test"].to(device)

@@ -127,3 +127,16 @@ class MultimodalData:
                 ids = torch.arange(start, start + len(batch), device=device)
             batch.ids = ids
             yield batch
+
+
+def stratified_subset(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Sorted positions of a random subset of about ``size`` of ``labels``, each class in its share
+    (rounded, at least one sample of every class present), drawn with ``generator``."""
+    n = labels.numel()
+    perm = torch.randperm(n, generator=generator, device=generator.device).to(labels.device)
+    order = torch.argsort(labels[perm], stable=True)  # by class, random within a class
+    idx, by_class = perm[order], labels[perm][order]
+    counts = torch.bincount(labels)
+    quota = torch.minimum((counts * (size / max(n, 1))).round().clamp(min=1).long(), counts)
+    rank = torch.arange(n, device=labels.device) - (torch.cumsum(counts, 0) - counts)[by_class]
+    return idx[rank < quota[by_class]].sort().values

@@ -12,14 +12,16 @@ it measures the imbalance **at each depth** and sets the **modulation strength p
 (PAM: parameter-adaptive, DAM: depth-adaptive modulation); Depth-Adaptive Prototypes (DAP)
 score each depth's sub-network [V-sec].
 
-Reconstruction [INF] (methods.md §4.2), every choice a parameter:
+Reconstruction, every choice a parameter (``docs/methods/aim.md``):
 - *Depth blocks*: an encoder's layer sequence split after each activation (``mlp``, ``cnn``,
   ``conv1d``; an encoder may instead define ``blocks()``); block outputs are average-pooled
-  to vectors for scoring.
+  to vectors for scoring. Video modalities: the frame encoder's blocks run on every frame and
+  each depth's pooled output is averaged over frames, as :class:`FramePool` does.
 - *Per-depth performance* (a documented proxy for DAP): at each epoch start, class-mean
-  prototypes of every depth's pooled features on a ``prototype_fraction`` of the training
-  set (no gradients, eval mode, as PMR does); ``s^m_d`` = mean true-class probability of
-  ``softmax(-distance)`` on that subset.
+  prototypes of every depth's pooled features on a seeded, stratified random subset of
+  ``prototype_fraction`` of the training set (drawn once per run; sources may store samples
+  sorted by class), no gradients, eval mode, as PMR does; ``s^m_d`` = mean true-class
+  probability of ``softmax(-distance)`` on that subset.
 - *Dominant modality* = the highest last-depth score; per-depth imbalance
   ``rho_d = s^dom_d / mean_{weak} s^weak_d``; DAM strength ``lambda_d = tanh(alpha * max(rho_d - 1, 0))``,
   capped at ``max_fraction``.
@@ -29,6 +31,8 @@ Reconstruction [INF] (methods.md §4.2), every choice a parameter:
   weights active** (the others masked to zero: performance-degraded; biases and norms kept),
   is fused with the weak modalities' features, and adds ``aux_weight * CE`` to the loss: the
   weak modalities must carry that prediction, and the under-optimised parameters get gradient.
+  The auxiliary pass normalises with batch statistics like the main pass but leaves the
+  encoder's norm-layer buffers (running statistics) untouched.
 - ``weak_boost``: the weak encoders' gradients are multiplied by ``1 + mean_d lambda_d``.
 Per-depth scores, ``rho_d``, ``lambda_d`` and the auxiliary loss are logged.
 """
@@ -43,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from mmbench.data.types import stratified_subset
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import encoder_parameters, eval_mode, scale_gradients
@@ -55,13 +60,12 @@ ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU)
 
 def depth_blocks(encoder: nn.Module) -> list[nn.Module]:
     """The encoder as a list of blocks, each ending with an activation (for uint8 pixels, the first
-    block standardises them first)."""
+    block standardises them first; for video, the blocks of the frame encoder, see :func:`depth_features`)."""
     if isinstance(encoder, Standardize):
         first, *rest = depth_blocks(encoder.encoder)
         return [nn.Sequential(encoder.standardize, first), *rest]
     if isinstance(encoder, FramePool):
-        raise MMBenchError("aim measures depth on one tensor per sample; video modalities (frames pooled "
-                           "by FramePool) are not supported")
+        return depth_blocks(encoder.encoder)
     if hasattr(encoder, "blocks"):
         return list(encoder.blocks())
     net = getattr(encoder, "net", None)
@@ -81,6 +85,25 @@ def depth_blocks(encoder: nn.Module) -> list[nn.Module]:
 
 def pooled(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).mean(2) if x.dim() > 2 else x
+
+
+def _run(d: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return block(x)
+
+
+def depth_features(encoder: nn.Module, x: torch.Tensor, call=_run) -> list[torch.Tensor]:
+    """Every depth's output for the inputs ``x``, pooled to one vector per sample; the last is the
+    encoder's output. ``call(d, block, x)`` runs block ``d``. A frame-pooled video encoder runs its
+    blocks on every frame, and each depth's pooled output is averaged over the frames."""
+    inner = encoder.encoder if isinstance(encoder, Standardize) else encoder
+    frames = x.shape[1] if isinstance(inner, FramePool) else None
+    if frames:
+        x = x.flatten(0, 1)
+    outputs = []
+    for d, block in enumerate(depth_blocks(encoder)):
+        x = call(d, block, x)
+        outputs.append(pooled(x).unflatten(0, (-1, frames)).mean(1) if frames else pooled(x))
+    return outputs
 
 
 def prototype_scores(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
@@ -113,27 +136,24 @@ class AIM(Method):
         self.strength: list[float] = []
         self.grad_ema: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}  # parameter name in the dominant encoder -> keep mask
+        self.subset: torch.Tensor | None = None  # training samples the depth scores are measured on
 
     # -- measuring ---------------------------------------------------------------------
     @torch.no_grad()
     def depth_scores(self, model, data) -> dict[str, list[float]]:
-        n = max(int(len(data) * self.params.prototype_fraction), 4 * data.meta.num_classes)
-        subset = data.index(slice(0, min(n, len(data))))
-        scores = {}
+        """Per modality, the prototype score of every depth on the samples ``data``."""
         with eval_mode(model):
-            for m in model.encoders:
-                x, per_depth = subset.inputs[m], []
-                for block in depth_blocks(model.encoders[m]):
-                    x = block(x)
-                    per_depth.append(prototype_scores(pooled(x), subset.labels, data.meta.num_classes))
-                scores[m] = per_depth
-        return scores
+            return {m: [prototype_scores(f, data.labels, data.meta.num_classes)
+                        for f in depth_features(model.encoders[m], data.inputs[m])] for m in model.encoders}
 
     def on_epoch_start(self, state):
         p = self.params
         if state.train is None or len(state.model.encoders) < 2:
             return
-        scores = self.depth_scores(state.model, state.train)
+        if self.subset is None:
+            n = max(int(len(state.train) * p.prototype_fraction), 4 * state.train.meta.num_classes)
+            self.subset = stratified_subset(state.train.labels, n, state.generator)
+        scores = self.depth_scores(state.model, state.train.index(self.subset))
         self.dominant = max(scores, key=lambda m: scores[m][-1])
         weak = [m for m in scores if m != self.dominant]
         self.strength = []
@@ -166,13 +186,16 @@ class AIM(Method):
 
     # -- training ----------------------------------------------------------------------
     def auxiliary_features(self, model, batch) -> torch.Tensor:
-        """The dominant encoder with only its under-optimised weights active."""
-        x = batch.inputs[self.dominant]
-        for d, block in enumerate(depth_blocks(model.encoders[self.dominant])):
+        """The dominant encoder with only its under-optimised weights active; its norm layers see
+        copies of their buffers, so the pass leaves the running statistics as they were."""
+
+        def masked(d, block, x):
             params = {n: (q * self.masks[f"{d}.{n}"] if f"{d}.{n}" in self.masks else q)
                       for n, q in block.named_parameters()}
-            x = functional_call(block, params, (x,))
-        return x
+            buffers = {n: b.clone() for n, b in block.named_buffers()}
+            return functional_call(block, {**params, **buffers}, (x,))
+
+        return depth_features(model.encoders[self.dominant], batch.inputs[self.dominant], masked)[-1]
 
     def loss(self, model, batch, out, state):
         loss = F.cross_entropy(out.logits, batch.labels)

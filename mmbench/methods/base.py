@@ -8,8 +8,10 @@
 | ``after_backward(model, batch, out, state)`` | between backward and the optimizer step |
 | ``on_epoch_start(state)`` / ``on_epoch_end(state)`` | each epoch |
 | ``predict(model, batch) -> ModelOutput`` | evaluation |
+| ``holdout_fraction() -> float`` | once, before training: the share of ``train`` kept out of the loop |
 
-Methods never write a training loop. Whatever a method measures it returns in ``logs``
+Methods never write a training loop: a method that trains auxiliary copies of the model hands
+them to ``state.fit_copy`` (the trainer's loop, see :meth:`mmbench.training.Trainer.fit_copy`). Whatever a method measures it returns in ``logs``
 (per step; the trainer records epoch means) so it lands in ``metrics.csv``.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,8 +38,11 @@ class TrainState:
     """What hooks may read: progress, a seeded generator for any randomness, the model and data.
 
     ``train`` and ``val`` are the splits on the training device (``val`` may be used for
-    monitoring, never to select anything on ``test``); ``history`` holds the finished epochs'
-    ``metrics.csv`` rows. ``on_epoch_end`` may add entries to ``epoch_logs``.
+    monitoring, never to select anything on ``test``); ``holdout`` is the part of the training
+    split kept out of ``train`` for the method (:meth:`Method.holdout_fraction`), else None;
+    ``history`` holds the finished epochs' ``metrics.csv`` rows. ``on_epoch_end`` may add
+    entries to ``epoch_logs``. ``fit_copy(model, loss_fn, data, epochs)`` trains a method's own
+    copy of a model with the run's optimizer settings.
     """
 
     epoch: int = 0
@@ -47,6 +53,8 @@ class TrainState:
     model: nn.Module | None = None
     train: Any = None  # MultimodalData
     val: Any = None  # MultimodalData
+    holdout: Any = None  # MultimodalData or None
+    fit_copy: Callable[..., None] | None = None
     batch_size: int = 64
     history: list[dict[str, Any]] = field(default_factory=list)
     #: per-sample true-class probability of each modality's head in the last finished epoch,
@@ -98,6 +106,11 @@ class Method:
 
     def predict(self, model: MultimodalModel, batch) -> ModelOutput:
         return model(batch)
+
+    def holdout_fraction(self) -> float:
+        """Share of the training split the trainer keeps out of training for the method (stratified,
+        seeded by the run's seed; ``state.holdout``); 0: none."""
+        return 0.0
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
