@@ -37,9 +37,11 @@ Defaults: ``super_epoch`` 10 (BalanceMM; MultiBench uses 20). The weights and ea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch.nn.functional as F
 
+from mmbench.config import AT_LEAST_ONE
 from mmbench.evaluation import predict
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import eval_mode, with_unimodal_heads
@@ -66,11 +68,7 @@ class GBlending(Method):
 
     @dataclass(frozen=True)
     class Params:
-        super_epoch: int = 10  # epochs between weight re-estimations
-
-        def __post_init__(self):
-            if self.super_epoch < 1:
-                raise ValueError(f"super_epoch must be at least 1, got {self.super_epoch}")
+        super_epoch: Annotated[int, AT_LEAST_ONE] = 10  # epochs between weight re-estimations
 
     def __init__(self, params=None):
         super().__init__(params)
