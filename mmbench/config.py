@@ -62,10 +62,11 @@ class Range(Domain):
         return self.high is None or not (value > self.high or (self.high_open and value == self.high))
 
     def __str__(self) -> str:
-        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low:g}"
-        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {self.high:g}"
+        low, high = _num(self.low), _num(self.high)
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {low}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {high}"
         if lo and hi:
-            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
         return lo or hi or "any number"
 
     def outside(self) -> list[Any]:
@@ -88,6 +89,39 @@ class OneOf(Domain):
 
     def outside(self) -> list[Any]:
         return ["not_a_choice"]
+
+
+def _num(x: float | None) -> str:
+    return str(x) if isinstance(x, int) or x is None else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Device(Domain):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    def accepts(self, value: Any) -> bool:
+        kind, _, index = str(value).partition(":")
+        return value in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit())
+
+    def __str__(self) -> str:
+        return "auto, cpu, cuda or cuda:N"
+
+    def outside(self) -> list[Any]:
+        return ["tpu", "cuda:x"]
+
+
+@dataclass(frozen=True)
+class Folder(Domain):
+    """A path that is a folder, or does not exist yet (then it is created when needed)."""
+
+    def accepts(self, value: Any) -> bool:
+        return not Path(value).exists() or Path(value).is_dir()
+
+    def __str__(self) -> str:
+        return "a folder (or a path where one can be created), not a file"
+
+    def outside(self) -> list[Any]:
+        return [__file__]
 
 
 @dataclass(frozen=True)
@@ -189,8 +223,8 @@ class OptimConfig:
 
 @dataclass
 class OutputConfig:
-    results_dir: str = "results"
-    data_dir: str | None = None  # None: $MMBENCH_DATA, else ./data
+    results_dir: Annotated[str, Folder()] = "results"
+    data_dir: Annotated[str | None, Folder()] = None  # None: $MMBENCH_DATA, else ./data
     save_model: bool = True
     probe: bool = True  # linear-probe every encoder after training (summary.json: probe_<m>)
 
@@ -202,7 +236,7 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: Annotated[int, SEED_RANGE] = 0
-    device: str = "auto"  # auto | cpu | cuda[:N]
+    device: Annotated[str, Device()] = "auto"
     output: OutputConfig = field(default_factory=OutputConfig)
     # what the source paper reports for this setting: [{metric, value, source, ...}]; not part of the run id
     published: list[dict[str, Any]] = field(default_factory=list)
@@ -233,7 +267,11 @@ class RunConfig:
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get("MMBENCH_DATA") or "data")
+    """``explicit``, else ``$MMBENCH_DATA``, else ``./data``; a path that exists but is no folder is an error."""
+    path = Path(explicit or os.environ.get("MMBENCH_DATA") or "data")
+    if not Folder().accepts(path):
+        raise MMBenchError(f"data folder {str(path)!r} is a file; give --data-dir a folder")
+    return path
 
 
 def catalog_path() -> Path:
@@ -277,7 +315,9 @@ def resolve(
 
     dataset = DataConfig.dataset
     for layer in upper:
-        dataset = layer.get("data", {}).get("dataset", dataset)
+        section = layer.get("data")
+        if isinstance(section, dict) and "dataset" in section:
+            dataset = coerce(section["dataset"], str, "data.dataset")
     layers = [_split_method(dataset_defaults(dataset)), *upper]
 
     merged = _split_method(RunConfig().to_dict())

@@ -38,7 +38,6 @@ import copy
 import hashlib
 import itertools
 import json
-import math
 import os
 import socket
 import sys
@@ -267,6 +266,7 @@ def _seeds(value: Any, where: str) -> list[int]:
 
 
 def _attack_plan(entry: Any, where: str) -> AttackPlan:
+    from mmbench.attacks.runner import MAX_LEVEL
     from mmbench.registry import ATTACKS
 
     if not isinstance(entry, dict):
@@ -293,8 +293,8 @@ def _attack_plan(entry: Any, where: str) -> AttackPlan:
             raise MMBenchError(f"{where}: {unknown_name_message('attack', n, ATTACKS.names())}")
     levels = entry.get("levels", [0.0, 0.5, 1.0, 2.0] if noise else None)
     if levels is not None and (not isinstance(levels, list) or not levels or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in levels)):
-        raise MMBenchError(f"{where}: levels must be a list of finite numbers >= 0, got {short_repr(levels)}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= MAX_LEVEL for v in levels)):
+        raise MMBenchError(f"{where}: levels must be a list of numbers in [0, {MAX_LEVEL:g}], got {short_repr(levels)}")
     seeds = entry.get("seeds", 1)
     seeds = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0 else seeds
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) \

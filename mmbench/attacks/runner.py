@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -359,11 +358,15 @@ def _is_identity(curve: Curve, eps: float) -> bool:
     return all(st.attack_level(eps) == 0 or st.sample_fraction(eps) <= 0 for st, _ in curve.steps)
 
 
+#: the largest attack level: far beyond every attack's scale, and safely inside float32
+MAX_LEVEL = 1e6
+
+
 def check_levels_and_seeds(levels: list[float] | None, attack_seeds: list[int] | tuple[int, ...]) -> None:
-    """Levels: at least one, each a finite number >= 0; attack seeds: at least one, distinct integers >= 0."""
-    if levels is not None and (not levels or not all(math.isfinite(v) and v >= 0 for v in levels)):
-        bad = next((f"{v:g}" for v in levels if not (math.isfinite(v) and v >= 0)), "none")
-        raise MMBenchError(f"--levels must be one or more finite numbers >= 0, got {bad}")
+    """Levels: at least one, each in [0, MAX_LEVEL]; attack seeds: at least one, distinct integers >= 0."""
+    if levels is not None and (not levels or not all(0 <= v <= MAX_LEVEL for v in levels)):  # NaN fails too
+        bad = next((f"{v:g}" for v in levels if not 0 <= v <= MAX_LEVEL), "none")
+        raise MMBenchError(f"--levels must be one or more numbers in [0, {MAX_LEVEL:g}], got {bad}")
     seeds = list(attack_seeds)
     if not seeds or len(set(seeds)) < len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise MMBenchError(f"attack seeds must be one or more distinct integers >= 0, got {seeds[:6]}; "
