@@ -9,25 +9,34 @@ from typing import Annotated
 
 import typer
 
+from mmbench.config import short_repr
 from mmbench.errors import MMBenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark multimodal learning under modality imbalance and data noise.")
-_state = {"debug": False}
+_state = {"debug": False, "interrupted": "interrupted"}  # interrupted: the line Ctrl-C prints
 
 DataDir = Annotated[str | None, typer.Option("--data-dir", help="Prepared datasets ($MMBENCH_DATA, else ./data).")]
 ResultsDir = Annotated[str, typer.Option("--results-dir", help="Run folders and leaderboards.")]
 
 
-def _split(values: str | None) -> list[str] | None:
-    return [v.strip() for v in values.split(",") if v.strip()] if values else None
+def _split(values: str | None, option: str) -> list[str] | None:
+    """``"a, b"`` -> ``["a", "b"]``; an empty or repeated entry is an error naming ``option``."""
+    if values is None:
+        return None
+    items = [v.strip() for v in values.split(",")]
+    if not all(items):
+        raise MMBenchError(f"{option} {short_repr(values)} has an empty entry; give comma-separated names, e.g. a,b")
+    if len(set(items)) < len(items):
+        raise MMBenchError(f"{option} {short_repr(values)} names an entry twice; give each once")
+    return items
 
 
 def _floats(values: str, option: str) -> list[float]:
     try:
-        return [float(v) for v in _split(values) or []]
+        return [float(v) for v in _split(values, option)]
     except ValueError:
-        raise MMBenchError(f"{option} must be comma-separated numbers, e.g. 0,0.5,1") from None
+        raise MMBenchError(f"{option} must be comma-separated numbers, e.g. 0,0.5,1; got {short_repr(values)}") from None
 
 
 def escape(text: str) -> str:
@@ -45,6 +54,7 @@ def _out(text: str = "") -> None:
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
     _state["debug"] = debug
+    _state["interrupted"] = "interrupted"
 
 
 @app.command()
@@ -65,7 +75,7 @@ def prepare(
 
     options = dict(parse_set(o) for o in option or [])
     existed = (resolve_data_dir(data_dir) / (name or dataset) / "meta.json").exists() and not force
-    path = do_prepare(dataset, root, data_dir, name, _split(modalities), options, force)
+    path = do_prepare(dataset, root, data_dir, name, _split(modalities, "--modalities"), options, force)
     meta = load_meta(path.name, data_dir)
     mods = ", ".join(f"{m} {s.kind}{list(s.shape)}" for m, s in meta.modalities.items())
     verb = "already prepared (use --force to redo)" if existed else "prepared"
@@ -78,9 +88,9 @@ def train(
     dataset: Annotated[str | None, typer.Option(help="Prepared dataset name.")] = None,
     method: Annotated[str | None, typer.Option(help="Method name (mmbench list methods).")] = None,
     recipe: Annotated[str | None, typer.Option(help="Recipe YAML file.")] = None,
-    seed: Annotated[list[int] | None, typer.Option(help="Seed (repeat for several runs).")] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seed (repeat for several runs).", min=0, max=2**32 - 1)] = None,
     modalities: Annotated[str | None, typer.Option(help="Comma-separated subset of modalities.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.", min=1)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config key: key=value.")] = None,
     data_dir: DataDir = None,
@@ -94,8 +104,9 @@ def train(
     from mmbench.training import train_run
     from mmbench.ui import training_progress
 
+    _state["interrupted"] = "interrupted; run the same command with --resume to continue from the last finished epoch"
     for s in seed or [None]:
-        flags = {"data.dataset": dataset, "method.name": method, "seed": s, "data.modalities": _split(modalities),
+        flags = {"data.dataset": dataset, "method.name": method, "seed": s, "data.modalities": _split(modalities, "--modalities"),
                  "optim.epochs": epochs, "device": device, "output.results_dir": results_dir,
                  "output.data_dir": data_dir}
         cfg = resolve(recipe, flags, set_)
@@ -124,8 +135,9 @@ def attack(
         help="Comma-separated levels (default: 0,0.5,1,2, or the protocol's).")] = None,
     modalities: Annotated[str | None, typer.Option(help="Modalities to corrupt (default: all; with --protocol: "
                                                         "restricts it).")] = None,
-    attack_seeds: Annotated[int, typer.Option(help="Number of attack seeds (0..N-1).")] = 1,
-    fraction: Annotated[float | None, typer.Option(help="Share of test samples corrupted (default 1).")] = None,
+    attack_seeds: Annotated[int, typer.Option(help="Number of attack seeds (0..N-1).", min=1)] = 1,
+    fraction: Annotated[float | None, typer.Option(help="Share of test samples corrupted (default 1).",
+                                                  min=0, max=1)] = None,
     independent: Annotated[bool | None, typer.Option(
         "--independent/--same-samples",
         help="Corrupt each modality on its own random samples, or all on the same samples "
@@ -136,7 +148,7 @@ def attack(
     results_dir: ResultsDir = "results",
 ) -> None:
     """Evaluate trained runs on corrupted test data; rows go to each run's attack.csv."""
-    from mmbench.attacks.runner import attack_run
+    from mmbench.attacks.runner import attack_run, check_levels_and_seeds
     from mmbench.results import resolve_run, run_folders
 
     if not noise and not protocol:
@@ -150,10 +162,11 @@ def attack(
         from mmbench.attacks.protocols import resolve_protocol
 
         protocol = resolve_protocol(protocol)  # validated once, before any run is loaded
+    levels_f, attacks = (_floats(levels, "--levels") if levels is not None else None), _split(noise or None, "--noise")
+    check_levels_and_seeds(levels_f, list(range(attack_seeds)))  # before any run is loaded
     folders = run_folders(results_dir) if all_runs else [resolve_run(r, results_dir) for r in runs]
-    levels_f, attacks = (_floats(levels, "--levels") if levels else None), _split(noise)
     for folder in folders:
-        rows = attack_run(folder, attacks, levels_f, list(range(attack_seeds)), _split(modalities), fraction,
+        rows = attack_run(folder, attacks, levels_f, list(range(attack_seeds)), _split(modalities, "--modalities"), fraction,
                           protocol=protocol, device=device, data_dir=data_dir, independent=independent)
         by_level = {}
         for r in rows:
@@ -177,7 +190,8 @@ def report(
                                                       "comma-separate (default csv,md,html).")] = None,
     reference: Annotated[str, typer.Option(help="Method the others are compared with, paired by seed.")] = "joint",
     ci: Annotated[str, typer.Option(help="95% interval of the mean over seeds: t or bootstrap.")] = "t",
-    alpha: Annotated[float, typer.Option(help="Significance level of the † marker (Holm-corrected paired t-test).")] = 0.05,
+    alpha: Annotated[float, typer.Option(help="Significance level of the † marker (Holm-corrected paired t-test).",
+                                         min=0, max=1)] = 0.05,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the plots (plots/*.png, embedded in the HTML).")] = True,
 ) -> None:
     """Leaderboards with mean ± std, 95% intervals and paired tests over seeds; plots; CSV, Markdown, HTML, LaTeX, JSON."""
@@ -185,11 +199,11 @@ def report(
     from mmbench.results import status_summary
     from mmbench.ui import console, rich_table
 
+    formats = parse_formats(format_)
+    options = ReportOptions(dataset=dataset, method=method, metrics=_split(metric, "--metric"),
+                            group_by=_split(group_by, "--group-by"), reference=reference, ci=ci, alpha=alpha)
     if not Path(results_dir).exists():
         raise MMBenchError(f"results folder {results_dir!r} does not exist; train some runs first")
-    formats = parse_formats(format_)
-    options = ReportOptions(dataset=dataset, method=method, metrics=_split(metric), group_by=_split(group_by),
-                            reference=reference, ci=ci, alpha=alpha)
     result = build_report(results_dir, options)
     if result.empty:
         left = status_summary(result.statuses)
@@ -226,11 +240,13 @@ def probe(
 def sweep(
     grid: Annotated[str, typer.Argument(help="Grid YAML: datasets, methods (parameter lists), seeds, set, grid, attack.")],
     executor: Annotated[str, typer.Option(help="inline, process or ray (mmbench list executors).")] = "inline",
-    max_parallel: Annotated[int | None, typer.Option(help="Runs at once (process: workers; ray: tasks in flight).")] = None,
+    max_parallel: Annotated[int | None, typer.Option(help="Runs at once (process: workers; ray: tasks in flight).",
+                                                      min=1)] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster: auto or ray://HOST:PORT (default: a local instance).")] = None,
     shared_fs: Annotated[bool, typer.Option("--shared-fs/--no-shared-fs", help="Ray workers write the results directory "
                                             "(shared filesystem), or return the files for the driver to write.")] = True,
-    retries: Annotated[int, typer.Option(help="Try a failed run again up to N times (diverged runs are not retried).")] = 0,
+    retries: Annotated[int, typer.Option(help="Try a failed run again up to N times (diverged runs are not retried).",
+                                          min=0)] = 0,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="Continue partial runs from their last epoch, or "
                                          "train them from the start.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and how many are done; run nothing.")] = False,
@@ -243,6 +259,7 @@ def sweep(
     """Run a grid of datasets x methods x seeds; complete runs are skipped, partial ones resumed."""
     from mmbench.sweep import main as run_grid
 
+    _state["interrupted"] = "interrupted; run the same sweep again to continue (complete runs are skipped)"
     report = run_grid(grid, executor, max_parallel, address, shared_fs, retries, resume, dry_run, set_, data_dir,
                       results_dir, device, live=False if quiet else None)
     if report is not None and report.failed:
@@ -294,9 +311,9 @@ def _defaults(obj) -> str:
 
 @app.command()
 def demo(
-    seeds: Annotated[int, typer.Option(help="Training seeds per method.")] = 3,
-    epochs: Annotated[int | None, typer.Option(help="Override the datasets' epochs (fewer = faster).")] = None,
-    attack_seeds: Annotated[int, typer.Option(help="Attack seeds per level.")] = 2,
+    seeds: Annotated[int, typer.Option(help="Training seeds per method.", min=1)] = 3,
+    epochs: Annotated[int | None, typer.Option(help="Override the datasets' epochs (fewer = faster).", min=1)] = None,
+    attack_seeds: Annotated[int, typer.Option(help="Attack seeds per level.", min=1)] = 2,
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
 ) -> None:
@@ -311,18 +328,35 @@ def demo(
     _out(f"demo finished in {time.perf_counter() - start:.0f}s")
 
 
+def _error(text: str) -> None:
+    from mmbench.ui import console
+
+    console.print(f"[red]error:[/] {escape(text)}", soft_wrap=True, highlight=False)
+
+
 def main() -> None:
+    """The ``mmbench`` entry point. A user error (a bad option, value, name or file) prints one
+    ``error:`` line and exits with code 2; Ctrl-C prints one line saying how to continue and exits
+    with code 130 (128 + SIGINT, the shell's convention); ``--debug`` shows the traceback instead."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:  # click's usage errors (bad option, value or command)
+        ctx, message = getattr(e, "ctx", None), e.format_message().rstrip(".")
+        if message:  # empty when the help was shown (no arguments)
+            _error(f"{message}; see {ctx.command_path if ctx else 'mmbench'} --help")
+        code = getattr(e, "exit_code", 2)
     except MMBenchError as e:
         if _state["debug"]:
             raise
+        _error(str(e))
+        code = 2
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    if code == 130:  # typer turns a KeyboardInterrupt inside a command into Exit(130)
         from mmbench.ui import console
 
-        console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        console.print(f"[yellow]{escape(_state['interrupted'])}[/]", soft_wrap=True, highlight=False)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

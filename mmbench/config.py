@@ -14,32 +14,191 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
+from mmbench import yaml_io
 from mmbench.errors import MMBenchError
+
+# ---------------------------------------------------------------------------------------
+# Domains: the values a field accepts beyond its type, declared with ``Annotated[type, Domain]``
+# ---------------------------------------------------------------------------------------
+
+
+class Domain:
+    """The values a config field or method parameter accepts, beyond its type (``None`` always passes).
+
+    Declared beside the field: ``lr: Annotated[float, Range(0, low_open=True)] = 0.01``. Checked by
+    :func:`check_domains` when a config is resolved and when a method's parameters are built.
+    """
+
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def outside(self) -> list[Any]:
+        """Values just outside the domain (the bad-input tests feed them to every field)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Range(Domain):
+    """A number between ``low`` and ``high`` (either may be open or absent)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+    def __str__(self) -> str:
+        low, high = _num(self.low), _num(self.high)
+        lo = "" if self.low is None else f"{'>' if self.low_open else '>='} {low}"
+        hi = "" if self.high is None else f"{'<' if self.high_open else '<='} {high}"
+        if lo and hi:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        return lo or hi or "any number"
+
+    def outside(self) -> list[Any]:
+        step = 1 if isinstance(self.low if self.low is not None else self.high, int) else 0.5
+        return ([self.low if self.low_open else self.low - step] if self.low is not None else []) + \
+               ([self.high if self.high_open else self.high + step] if self.high is not None else [])
+
+
+@dataclass(frozen=True)
+class OneOf(Domain):
+    """One of a fixed set of choices."""
+
+    choices: tuple[Any, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.choices))
+
+    def outside(self) -> list[Any]:
+        return ["not_a_choice"]
+
+
+def _num(x: float | None) -> str:
+    return str(x) if isinstance(x, int) or x is None else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Device(Domain):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    def accepts(self, value: Any) -> bool:
+        kind, _, index = str(value).partition(":")
+        return value in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit())
+
+    def __str__(self) -> str:
+        return "auto, cpu, cuda or cuda:N"
+
+    def outside(self) -> list[Any]:
+        return ["tpu", "cuda:x"]
+
+
+@dataclass(frozen=True)
+class Folder(Domain):
+    """A path that is a folder, or does not exist yet (then it is created when needed)."""
+
+    def accepts(self, value: Any) -> bool:
+        return not Path(value).exists() or Path(value).is_dir()
+
+    def __str__(self) -> str:
+        return "a folder (or a path where one can be created), not a file"
+
+    def outside(self) -> list[Any]:
+        return [__file__]
+
+
+@dataclass(frozen=True)
+class Names(Domain):
+    """A non-empty list of distinct, non-empty names."""
+
+    def accepts(self, value: Any) -> bool:
+        return bool(value) and all(str(v).strip() for v in value) and len(set(value)) == len(value)
+
+    def __str__(self) -> str:
+        return "a non-empty list of distinct names"
+
+    def outside(self) -> list[Any]:
+        return [[], ["a", "a"]]
+
+
+#: seeds go to numpy and scikit-learn, whose seeds are unsigned 32-bit
+SEED_RANGE = Range(0, 2**32 - 1)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+UNIT = Range(0, 1)
+
+
+def domains(cls: type) -> dict[str, Domain]:
+    """The :class:`Domain` declared for each field of dataclass ``cls`` (fields without one are absent)."""
+    out = {}
+    for name, tp in typing.get_type_hints(cls, include_extras=True).items():
+        found = [m for m in getattr(tp, "__metadata__", ()) if isinstance(m, Domain)]
+        if found:
+            out[name] = found[0]
+    return out
+
+
+def check_domains(obj: Any, prefix: str = "") -> None:
+    """Raise a one-line :class:`MMBenchError` naming the first field of dataclass ``obj`` (recursively)
+    whose value is outside its declared domain: the key, the value and what is allowed."""
+    declared = domains(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_domains(value, f"{prefix}{f.name}.")
+        elif f.name in declared and value is not None and not declared[f.name].accepts(value):
+            raise MMBenchError(f"config key '{prefix}{f.name}' must be {declared[f.name]}, got {short_repr(value)}")
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error message stays one short line."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxdict = r.maxtuple = 6
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------
+# The config tree
+# ---------------------------------------------------------------------------------------
 
 
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"  # name of a prepared dataset (an embedded one is prepared on demand)
-    modalities: list[str] | None = None  # subset of the prepared modalities; None = all
+    modalities: Annotated[list[str] | None, Names()] = None  # subset of the prepared modalities; None = all
 
 
 @dataclass
 class ModelConfig:
     encoders: dict[str, str] = field(default_factory=dict)  # modality -> encoder; default by modality kind
     fusion: str = "concat"
-    hidden_dim: int = 128
-    feature_dim: int = 64
-    depth: int = 2  # hidden layers (mlp) or conv stages (cnn, conv1d)
-    dropout: float = 0.0
+    hidden_dim: Annotated[int, AT_LEAST_ONE] = 128
+    feature_dim: Annotated[int, AT_LEAST_ONE] = 64
+    depth: Annotated[int, NON_NEGATIVE] = 2  # hidden layers (mlp) or conv stages (cnn, conv1d)
+    dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
 
 
 @dataclass
@@ -50,22 +209,22 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "none"  # none | step | cosine
-    step_size: int = 30
-    gamma: float = 0.1
-    epochs: int = 30
-    batch_size: int = 64
-    grad_clip: float | None = None
+    optimizer: Annotated[str, OneOf(("sgd", "adam", "adamw"))] = "sgd"
+    lr: Annotated[float, POSITIVE] = 0.01
+    momentum: Annotated[float, Range(0, 1, high_open=True)] = 0.9
+    weight_decay: Annotated[float, NON_NEGATIVE] = 1e-4
+    schedule: Annotated[str, OneOf(("none", "step", "cosine"))] = "none"
+    step_size: Annotated[int, AT_LEAST_ONE] = 30
+    gamma: Annotated[float, POSITIVE] = 0.1
+    epochs: Annotated[int, AT_LEAST_ONE] = 30
+    batch_size: Annotated[int, AT_LEAST_ONE] = 64
+    grad_clip: Annotated[float | None, POSITIVE] = None  # max gradient norm; None: no clipping
 
 
 @dataclass
 class OutputConfig:
-    results_dir: str = "results"
-    data_dir: str | None = None  # None: $MMBENCH_DATA, else ./data
+    results_dir: Annotated[str, Folder()] = "results"
+    data_dir: Annotated[str | None, Folder()] = None  # None: $MMBENCH_DATA, else ./data
     save_model: bool = True
     probe: bool = True  # linear-probe every encoder after training (summary.json: probe_<m>)
 
@@ -76,8 +235,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    seed: Annotated[int, SEED_RANGE] = 0
+    device: Annotated[str, Device()] = "auto"
     output: OutputConfig = field(default_factory=OutputConfig)
     # what the source paper reports for this setting: [{metric, value, source, ...}]; not part of the run id
     published: list[dict[str, Any]] = field(default_factory=list)
@@ -108,7 +267,11 @@ class RunConfig:
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    return Path(explicit or os.environ.get("MMBENCH_DATA") or "data")
+    """``explicit``, else ``$MMBENCH_DATA``, else ``./data``; a path that exists but is no folder is an error."""
+    path = Path(explicit or os.environ.get("MMBENCH_DATA") or "data")
+    if not Folder().accepts(path):
+        raise MMBenchError(f"data folder {str(path)!r} is a file; give --data-dir a folder")
+    return path
 
 
 def catalog_path() -> Path:
@@ -127,8 +290,7 @@ def dataset_defaults(dataset: str) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _parsed_catalog() -> dict[str, Any]:  # parsed once per process: resolve() runs once per sweep run
-    with open(catalog_path()) as f:
-        return yaml.safe_load(f) or {}
+    return yaml_io.parse(catalog_path().read_text()) or {}
 
 
 # ---------------------------------------------------------------------------------------
@@ -153,28 +315,23 @@ def resolve(
 
     dataset = DataConfig.dataset
     for layer in upper:
-        dataset = layer.get("data", {}).get("dataset", dataset)
+        section = layer.get("data")
+        if isinstance(section, dict) and "dataset" in section:
+            dataset = coerce(section["dataset"], str, "data.dataset")
     layers = [_split_method(dataset_defaults(dataset)), *upper]
 
     merged = _split_method(RunConfig().to_dict())
     for source, layer in zip(("datasets.yaml", "recipe", "flags", "--set"), layers):
         merged = _merge(merged, layer, RunConfig, source, "")
-    return _build(RunConfig, merged, "")
+    cfg = _build(RunConfig, merged, "")
+    check_domains(cfg)
+    return cfg
 
 
 def load_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any:
-    """A user's YAML file read safely (``yaml.safe_load``: no Python objects); a missing or invalid
-    file is a one-line :class:`MMBenchError` naming ``what`` it is, the line and the problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise MMBenchError(f"{what} {str(path)!r} not found; {missing_hint}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "unreadable"
-        raise MMBenchError(f"{what} {str(path)!r} is not valid YAML{where} ({problem}); fix the file") from None
+    """A user's YAML file read safely and within bounds (:mod:`mmbench.yaml_io`); a missing, oversized
+    or invalid file is a one-line :class:`MMBenchError` naming ``what`` it is and the problem."""
+    return yaml_io.load_file(path, what, missing_hint)
 
 
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
@@ -190,9 +347,11 @@ def parse_set(assignment: str) -> tuple[str, Any]:
     """``"optim.lr=0.1"`` -> ``("optim.lr", 0.1)``; values are parsed as YAML scalars/lists."""
     key, sep, value = assignment.partition("=")
     if not sep or not key.strip():
-        raise MMBenchError(f"--set {assignment!r} must look like key=value, e.g. --set optim.lr=0.01")
+        raise MMBenchError(f"--set {short_repr(assignment)} must look like key=value, e.g. --set optim.lr=0.01")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml_io.parse(value) if value.strip() else None
+    except yaml_io.YAMLTooLarge as e:
+        raise MMBenchError(f"--set {key.strip()}: the value is refused: {e}") from None
     except yaml.YAMLError:
         parsed = value
     return key.strip(), parsed
@@ -247,7 +406,7 @@ def _unknown_key(source: str, key: str, known: list[str], prefix: str) -> str:
     leaf = key[len(prefix):]
     close = difflib.get_close_matches(leaf, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(prefix + c for c in close)}? " if close else ""
-    return f"{source}: unknown config key {key!r}; {hint}valid keys here: {', '.join(prefix + k for k in known)}"
+    return f"{source}: unknown config key {short_repr(key)}; {hint}valid keys here: {', '.join(prefix + k for k in known)}"
 
 
 def _origin(tp: Any) -> Any:
@@ -259,7 +418,7 @@ def validate_published(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for e in entries:
         missing = [k for k in ("metric", "value", "source") if k not in e]
         if missing or not isinstance(e.get("value"), (int, float)):
-            raise MMBenchError(f"published entries need metric, a numeric value and source; got {e!r}")
+            raise MMBenchError(f"published entries need metric, a numeric value and source; got {short_repr(e)}")
     return entries
 
 
@@ -297,15 +456,15 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise MMBenchError(f"config key {key!r} must be a list, got {value!r}")
+            raise MMBenchError(f"config key {key!r} must be a list, got {short_repr(value)}")
         return [coerce(v, args[0] if args else Any, key) for v in value]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise MMBenchError(f"config key {key!r} must be a list, got {value!r}")
+            raise MMBenchError(f"config key {key!r} must be a list, got {short_repr(value)}")
         return tuple(value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise MMBenchError(f"config key {key!r} must be a mapping, got {value!r}")
+            raise MMBenchError(f"config key {key!r} must be a mapping, got {short_repr(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
@@ -321,6 +480,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise MMBenchError(f"config key {key!r} must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -329,7 +490,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return str(value)  # e.g. a list item "8" that YAML read as a number
     else:
         return value
-    raise MMBenchError(f"config key {key!r} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+    raise MMBenchError(f"config key {key!r} must be {getattr(tp, '__name__', tp)}, got {short_repr(value)}")
 
 
 def _number(text: str) -> Any:

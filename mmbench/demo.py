@@ -46,6 +46,7 @@ def run_demo(plan: DemoPlan, results_dir: str, data_dir: str | None,
     from mmbench.attacks.runner import attack_run
     from mmbench.training import train_run
 
+    resolve(flags={"output.results_dir": results_dir, "output.data_dir": data_dir})  # checked before preparing data
     folders = []
     for cfg in demo_configs(plan, results_dir, data_dir):
         label = f"{cfg.data.dataset} {cfg.method.name} seed {cfg.seed}"

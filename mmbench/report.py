@@ -202,6 +202,19 @@ def _flatten_config(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _valid_levels(attacks: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str | None]:
+    """The attack rows whose level is a finite number >= 0, and a note naming what was skipped."""
+    if attacks.empty or "level" not in attacks.columns:
+        return attacks, None
+    level = pd.to_numeric(attacks["level"], errors="coerce")
+    ok = np.isfinite(level) & (level >= 0)
+    if ok.all():
+        return attacks, None
+    bad = ", ".join(dict.fromkeys(str(v) for v in attacks.loc[~ok, "level"]).keys())
+    return (attacks[ok].reset_index(drop=True),
+            f"skipped {int((~ok).sum())} rows of {path} with a level that is not a finite number >= 0 ({bad[:80]})")
+
+
 def _collect(results_dir) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     runs, attacks, warnings = [], [], []
     for folder in run_folders(results_dir):
@@ -225,6 +238,8 @@ def _collect(results_dir) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
         except (ValueError, OSError) as e:
             warnings.append(f"ignored {folder.path / 'attack.csv'}: {e}")
             a = pd.DataFrame()
+        a, note = _valid_levels(a, folder.path / "attack.csv")
+        warnings += [note] if note else []
         if not a.empty:
             a = a.assign(run_id=row["run_id"], dataset=row["dataset"], method=row["method"], seed=row["seed"])
             attacks.append(a)
@@ -728,6 +743,12 @@ class ReportOptions:
     ci: str = "t"  # t | bootstrap
     alpha: float = 0.05
     confidence: float = CONFIDENCE
+
+    def __post_init__(self):
+        for name in ("alpha", "confidence"):
+            value = getattr(self, name)
+            if not 0 < value < 1:  # NaN fails too
+                raise MMBenchError(f"--{name} must be in (0, 1), got {value:g}")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from mmbench import __version__
+from mmbench import __version__, yaml_io
 from mmbench.checksums import file_sha256
 from mmbench.config import RunConfig, dump_yaml
 from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
@@ -271,8 +271,8 @@ class RunFolder:
         if not path.exists():
             raise MMBenchError(f"{self.path} is not a run folder (no config.yaml)")
         try:
-            return RunConfig.from_dict(yaml.safe_load(path.read_text()))
-        except yaml.YAMLError:
+            return RunConfig.from_dict(yaml_io.parse(path.read_text()))
+        except (yaml.YAMLError, yaml_io.YAMLTooLarge):
             raise MMBenchError(f"{path} is not valid YAML; the run folder is damaged") from None
 
     def read_summary(self) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmbench.config import RunConfig, load_yaml_file, parse_set, resolve
+from mmbench.config import RunConfig, load_yaml_file, parse_set, resolve, short_repr
 from mmbench.config import data_dir as default_data_dir
 from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
 from mmbench.registry import DATASETS, EXECUTORS, unknown_name_message
@@ -195,7 +195,7 @@ def _as_list(value: Any, where: str, key: str) -> list:
         return value
     if isinstance(value, (str, dict)):
         return [value]
-    raise MMBenchError(f"{where}: '{key}' must be a list, got {value!r}")
+    raise MMBenchError(f"{where}: '{key}' must be a list, got {short_repr(value)}")
 
 
 def _flatten(d: Any, where: str) -> dict[str, Any]:
@@ -219,12 +219,12 @@ def _dataset_entry(entry: Any, where: str) -> tuple[str, list[str] | None, dict[
         raise MMBenchError(f"{where} must be a dataset name or a mapping with 'name' (and modalities, set)")
     unknown = set(entry) - {"name", "modalities", "set"}
     if unknown:
-        raise MMBenchError(f"{where}: unknown key {sorted(unknown)[0]!r}; a dataset entry has name, modalities, set")
+        raise MMBenchError(f"{where}: unknown key {short_repr(sorted(unknown, key=str)[0])}; a dataset entry has name, modalities, set")
     modalities = entry.get("modalities")
     if isinstance(modalities, str):
         modalities = [m.strip() for m in modalities.split(",") if m.strip()]
     if modalities is not None and (not isinstance(modalities, list) or not all(isinstance(m, str) for m in modalities)):
-        raise MMBenchError(f"{where}: modalities must be a list of names, got {modalities!r}")
+        raise MMBenchError(f"{where}: modalities must be a list of names, got {short_repr(modalities)}")
     dataset_set = _flatten(entry.get("set") or {}, f"{where}: set")
     if "data.modalities" in dataset_set or "data.dataset" in dataset_set:
         raise MMBenchError(f"{where}: give the dataset's name and modalities as 'name' and 'modalities', not in set")
@@ -255,24 +255,25 @@ def _method_variants(entry: Any, where: str) -> list[tuple[str, dict[str, Any], 
 
 def _seeds(value: Any, where: str) -> list[int]:
     if isinstance(value, bool):
-        raise MMBenchError(f"{where}: seeds must be a count or a list of integers, got {value!r}")
+        raise MMBenchError(f"{where}: seeds must be a count or a list of integers, got {short_repr(value)}")
     if isinstance(value, int):
         if value < 1:
             raise MMBenchError(f"{where}: seeds must be at least 1, got {value}")
         return list(range(value))
     if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
         return list(dict.fromkeys(value))
-    raise MMBenchError(f"{where}: seeds must be a count or a list of integers, got {value!r}")
+    raise MMBenchError(f"{where}: seeds must be a count or a list of integers, got {short_repr(value)}")
 
 
 def _attack_plan(entry: Any, where: str) -> AttackPlan:
+    from mmbench.attacks.runner import MAX_LEVEL
     from mmbench.registry import ATTACKS
 
     if not isinstance(entry, dict):
         raise MMBenchError(f"{where} must be a mapping with noise, levels and seeds")
     unknown = set(entry) - set(ATTACK_KEYS)
     if unknown:
-        raise MMBenchError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: {', '.join(ATTACK_KEYS)}")
+        raise MMBenchError(f"{where}: unknown key {short_repr(sorted(unknown, key=str)[0])}; valid: {', '.join(ATTACK_KEYS)}")
     noise = entry.get("noise")
     noise = [noise] if isinstance(noise, str) else noise
     protocol = rows_protocol = str(entry.get("protocol", "custom"))
@@ -292,15 +293,17 @@ def _attack_plan(entry: Any, where: str) -> AttackPlan:
             raise MMBenchError(f"{where}: {unknown_name_message('attack', n, ATTACKS.names())}")
     levels = entry.get("levels", [0.0, 0.5, 1.0, 2.0] if noise else None)
     if levels is not None and (not isinstance(levels, list) or not levels or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels)):
-        raise MMBenchError(f"{where}: levels must be a list of numbers, got {levels!r}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= MAX_LEVEL for v in levels)):
+        raise MMBenchError(f"{where}: levels must be a list of numbers in [0, {MAX_LEVEL:g}], got {short_repr(levels)}")
     seeds = entry.get("seeds", 1)
     seeds = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0 else seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise MMBenchError(f"{where}: seeds must be a positive count or a list of integers, got {entry.get('seeds')!r}")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) \
+            or len(set(seeds)) < len(seeds):
+        raise MMBenchError(f"{where}: seeds must be a positive count or a list of distinct integers >= 0, "
+                           f"got {short_repr(entry.get('seeds'))}")
     fraction = entry.get("fraction", 1.0 if noise else None)
     if fraction is not None and (not isinstance(fraction, (int, float)) or not 0 < fraction <= 1):
-        raise MMBenchError(f"{where}: fraction must be in (0, 1], got {fraction!r}")
+        raise MMBenchError(f"{where}: fraction must be in (0, 1], got {short_repr(fraction)}")
     modalities = entry.get("modalities")
     if isinstance(modalities, str):
         modalities = [modalities]
@@ -314,7 +317,7 @@ def _resources(d: Any, where: str) -> dict[str, float]:
         raise MMBenchError(f"{where}: resources must be a mapping with num_cpus and/or num_gpus")
     for k, v in d.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (k == "num_cpus" and v == 0):
-            raise MMBenchError(f"{where}: resources.{k} must be a positive number, got {v!r}")
+            raise MMBenchError(f"{where}: resources.{k} must be a positive number, got {short_repr(v)}")
     return {k: float(v) for k, v in d.items()}
 
 

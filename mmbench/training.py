@@ -29,6 +29,7 @@ from mmbench.data.types import MultimodalData, stratified_subset
 from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
+from mmbench.memory import check_model_fits
 from mmbench.methods.base import Method, TrainState, build_method, method_params_dict
 from mmbench.methods.modulation import score_ratios
 from mmbench.metrics import true_class_prob
@@ -371,6 +372,9 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     seed_everything(cfg.seed)
     spec = model_spec(cfg, data["train"])
     method.check_spec(spec)
+    m = cfg.model
+    check_model_fits(lambda: method.build_model(spec), device, f"lower model.hidden_dim (now {m.hidden_dim}), "
+                     f"model.feature_dim ({m.feature_dim}) or model.depth ({m.depth})")
     model = method.build_model(spec)
     guard.enter_context(folder.lock(timeout=2))
     if folder.complete and not force:  # finished by another process meanwhile

@@ -374,6 +374,21 @@ def _is_identity(curve: Curve, eps: float) -> bool:
     return all(st.attack_level(eps) == 0 or st.sample_fraction(eps) <= 0 for st, _ in curve.steps)
 
 
+#: the largest attack level: far beyond every attack's scale, and safely inside float32
+MAX_LEVEL = 1e6
+
+
+def check_levels_and_seeds(levels: list[float] | None, attack_seeds: list[int] | tuple[int, ...]) -> None:
+    """Levels: at least one, each in [0, MAX_LEVEL]; attack seeds: at least one, distinct integers >= 0."""
+    if levels is not None and (not levels or not all(0 <= v <= MAX_LEVEL for v in levels)):  # NaN fails too
+        bad = next((f"{v:g}" for v in levels if not 0 <= v <= MAX_LEVEL), "none")
+        raise MMBenchError(f"--levels must be one or more numbers in [0, {MAX_LEVEL:g}], got {bad}")
+    seeds = list(attack_seeds)
+    if not seeds or len(set(seeds)) < len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise MMBenchError(f"attack seeds must be one or more distinct integers >= 0, got {seeds[:6]}; "
+                           "give --attack-seeds N >= 1")
+
+
 def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list[float] | None = None,
                attack_seeds: list[int] | tuple[int, ...] = (0,), modalities: list[str] | None = None,
                fraction: float | None = None, protocol: str | Protocol | None = None,
@@ -404,6 +419,7 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
         raise MMBenchError("give attacks (--noise) or a protocol (--protocol), not both")
     if protocol is None and fraction is not None and not 0 < fraction <= 1:
         raise MMBenchError(f"--fraction must be in (0, 1], got {fraction}")
+    check_levels_and_seeds(levels, attack_seeds)
     cfg, method, model, test = load_trained(folder, device, data_dir)
     curves = build_curves(test, attacks=attacks, protocol=protocol, modalities=modalities, fraction=fraction,
                           independent=independent, options=options)

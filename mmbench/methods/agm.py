@@ -50,10 +50,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from mmbench.config import NON_NEGATIVE
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import MUTE_MODES, scale_grad, subset_logits
 from mmbench.metrics import shapley_values, true_class_prob
@@ -99,9 +101,9 @@ class AGM(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 1.0
-        modulation_starts: int = 0
-        modulation_ends: int = 19
+        alpha: Annotated[float, NON_NEGATIVE] = 1.0
+        modulation_starts: Annotated[int, NON_NEGATIVE] = 0
+        modulation_ends: Annotated[int, NON_NEGATIVE] = 19
         scale_after_window: str = "reset"  # reset | keep_last (the release)
         conditional_clip: bool = True
         mute: str = "input"  # input (the release) | features

@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from mmbench.config import NON_NEGATIVE, UNIT, Range
 from mmbench.data.types import stratified_subset
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import Method
@@ -120,12 +122,12 @@ class AIM(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 1.0
-        aux_weight: float = 1.0
-        max_fraction: float = 0.5
-        prototype_fraction: float = 0.1
-        grad_momentum: float = 0.9
-        warmup_epochs: int = 1
+        alpha: Annotated[float, NON_NEGATIVE] = 1.0
+        aux_weight: Annotated[float, NON_NEGATIVE] = 1.0
+        max_fraction: Annotated[float, UNIT] = 0.5
+        prototype_fraction: Annotated[float, Range(0, 1, low_open=True)] = 0.1
+        grad_momentum: Annotated[float, UNIT] = 0.9
+        warmup_epochs: Annotated[int, NON_NEGATIVE] = 1
         weak_boost: bool = True
         reconstructed: tuple[str, ...] = ("depth performance proxy for DAP", "under-optimised selection",
                                           "auxiliary path", "modulation strength", "all defaults")

@@ -54,10 +54,12 @@ gamma and T are in the shell scripts (CREMA-D 4.0/8.0, KS 3.0/4.0, AVE 5.0/4.0; 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from mmbench.config import NON_NEGATIVE, POSITIVE
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import encoder_parameters, scale_gradients
 from mmbench.models.multimodal import ModelOutput
@@ -92,10 +94,10 @@ class ARL(Method):
 
     @dataclass(frozen=True)
     class Params:
-        gamma: float = 1.0  # unimodal-loss weight after ``start``
-        temperature: float = 8.0  # T
-        start: int = 5  # modulation from epoch start + 1 (epochs from 0)
-        entropy_floor: float = 0.3
+        gamma: Annotated[float, NON_NEGATIVE] = 1.0  # unimodal-loss weight after ``start``
+        temperature: Annotated[float, POSITIVE] = 8.0  # T
+        start: Annotated[int, NON_NEGATIVE] = 5  # modulation from epoch start + 1 (epochs from 0)
+        entropy_floor: Annotated[float, NON_NEGATIVE] = 0.3
         weight_mode: str = "intended"  # intended | released (constant 0.5: 1.5x)
 
         def __post_init__(self):

@@ -90,11 +90,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from mmbench.methods.base import Method, TrainState, check_choices
 from mmbench.methods.modulation import eval_mode
 from mmbench.metrics import true_class_prob
@@ -258,19 +260,19 @@ class ARM(Method):
 
     @dataclass(frozen=True)
     class Params:
-        nmi_bins: int = 30
-        ncmi_bins: int = 2
+        nmi_bins: Annotated[int, AT_LEAST_ONE] = 30
+        ncmi_bins: Annotated[int, AT_LEAST_ONE] = 2
         mi_estimator: str = "plugin"  # plugin | released (the release's conditional-entropy bug)
         pairing: str = "crossed"  # crossed (release) | own ([INF]: p_m with ii_m)
         eval_weights: str = "epoch_mean"  # epoch_mean | ema | ones: label-free test-time weights [INF]
-        ema_momentum: float = 0.1
-        pcmi_floor: float = 1e-6
-        max_weight: float = 100.0
-        head_init_std: float | None = 0.01  # None: PyTorch's default init
+        ema_momentum: Annotated[float, Range(0, 1, low_open=True)] = 0.1
+        pcmi_floor: Annotated[float, POSITIVE] = 1e-6
+        max_weight: Annotated[float, AT_LEAST_ONE] = 100.0
+        head_init_std: Annotated[float | None, POSITIVE] = 0.01  # None: PyTorch's default init
         resample: bool = False  # the older script's sample-level re-sampling stage
-        resample_warmup: int = 5
-        resample_nmi_bins: int = 30
-        resample_ncmi_bins: int = 10
+        resample_warmup: Annotated[int, NON_NEGATIVE] = 5
+        resample_nmi_bins: Annotated[int, AT_LEAST_ONE] = 30
+        resample_ncmi_bins: Annotated[int, AT_LEAST_ONE] = 10
         resample_thresholds: tuple[float, ...] = (0.5, 0.9)
         resample_extra: tuple[int, ...] = (3, 2, 1)  # extra copies: con < lo, lo < con < hi, otherwise
         reconstructed: tuple[str, ...] = ("label-free test-time weights", "pcmi floor and weight clip",
@@ -279,12 +281,8 @@ class ARM(Method):
 
         def __post_init__(self):
             check_choices(self, mi_estimator=ESTIMATORS, pairing=PAIRINGS, eval_weights=EVAL_WEIGHTS)
-            if min(self.nmi_bins, self.ncmi_bins, self.resample_nmi_bins, self.resample_ncmi_bins) < 1:
-                raise ValueError("bins must be at least 1")
             if len(self.resample_thresholds) != 2 or len(self.resample_extra) != 3:
                 raise ValueError("resample_thresholds needs 2 values (low, high), resample_extra 3 counts")
-            if not 0 < self.ema_momentum <= 1 or self.max_weight < 1 or self.pcmi_floor <= 0:
-                raise ValueError("need 0 < ema_momentum <= 1, max_weight >= 1 and pcmi_floor > 0")
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mmbench.config import MethodConfig, coerce
+from mmbench.config import MethodConfig, check_domains, coerce
 from mmbench.errors import MMBenchError
 from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel, build_model
 from mmbench.registry import METHODS
@@ -159,6 +159,7 @@ def build_method(cfg: MethodConfig) -> Method:
         params = cls.Params(**kwargs)
     except (TypeError, ValueError) as e:
         raise MMBenchError(f"method {cfg.name!r}: {e}") from None
+    check_domains(params, "method.")
     return cls(params)
 
 

@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.config import NON_NEGATIVE, POSITIVE
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import coalition_values, encoder_parameters, scale_gradients
 from mmbench.metrics import shapley_values, true_class_prob
@@ -100,12 +102,12 @@ class CAL(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 0.5
-        temperature: float = 4.0
+        alpha: Annotated[float, NON_NEGATIVE] = 0.5
+        temperature: Annotated[float, POSITIVE] = 4.0
         accelerate: str = "low"  # low | high: which contribution end is sped up more
         confidence: str = "max_prob"  # max_prob | true_class | entropy
-        beta0: float = 1e-3
-        unimodal_weight: float = 1.0
+        beta0: Annotated[float, NON_NEGATIVE] = 1e-3
+        unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
         reconstructed: tuple[str, ...] = ("I(m), D(m), W^m formulas", "acceleration rule", "AIB and its beta",
                                           "loss weights", "all defaults")
 

@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from mmbench.config import AT_LEAST_ONE, Range
 from mmbench.evaluation import predict
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import eval_mode, with_unimodal_heads
@@ -87,16 +89,12 @@ class GBlending(Method):
 
     @dataclass(frozen=True)
     class Params:
-        super_epoch: int = 10  # epochs between weight re-estimations (and each copy's training length)
+        super_epoch: Annotated[int, AT_LEAST_ONE] = 10  # epochs between re-estimations (and each copy's training length)
         estimator: str = "heldout"  # heldout: copies per head on held-out train data | trajectory (mmbench)
-        holdout: float = 0.08  # heldout: share of train kept out for the estimate (MultiBench v_rate)
+        holdout: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = 0.08  # heldout: share of train kept out (MultiBench v_rate)
 
         def __post_init__(self):
-            if self.super_epoch < 1:
-                raise ValueError(f"super_epoch must be at least 1, got {self.super_epoch}")
             check_choices(self, estimator=("heldout", "trajectory"))
-            if not 0 < self.holdout < 1:
-                raise ValueError(f"holdout must be between 0 and 1, got {self.holdout}")
 
     def __init__(self, params=None):
         super().__init__(params)

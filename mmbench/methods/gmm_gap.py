@@ -36,11 +36,13 @@ Headline numbers [V-abs]: CREMA-D 80.65 %, AVE 70.90 % (v1) / 70.40 % (v2), KS 7
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmbench.config import NON_NEGATIVE, UNIT
 from mmbench.gap import fit_gap_mixture, modality_gap
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import eval_mode
@@ -64,17 +66,17 @@ class GMMGap(Method):
 
     @dataclass(frozen=True)
     class Params:
-        warmup_epochs: int = 5
-        lambda_fused: float = 1.0
-        lambda_gap: float = 1.0
-        lambda_align: float = 1.0
-        lambda_overall: float = 0.1
-        unimodal_weight: float = 1.0
+        warmup_epochs: Annotated[int, NON_NEGATIVE] = 5
+        lambda_fused: Annotated[float, NON_NEGATIVE] = 1.0
+        lambda_gap: Annotated[float, NON_NEGATIVE] = 1.0
+        lambda_align: Annotated[float, NON_NEGATIVE] = 1.0
+        lambda_overall: Annotated[float, NON_NEGATIVE] = 0.1
+        unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
         fit_on: str = "signed"  # signed | absolute
         gap_source: str = "running"  # running | eval
         purify: bool = False
-        purify_epochs: int = 5
-        purify_threshold: float = 0.5
+        purify_epochs: Annotated[int, NON_NEGATIVE] = 5
+        purify_threshold: Annotated[float, UNIT] = 0.5
         reconstructed: tuple[str, ...] = ("gap definition", "loss terms and weights", "warm-up length",
                                           "refit schedule", "purification rule")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch.nn.functional as F
 
+from mmbench.config import NON_NEGATIVE
 from mmbench.methods.base import Method
 from mmbench.registry import METHODS
 
@@ -27,7 +29,7 @@ class JointUni(Method):
 
     @dataclass(frozen=True)
     class Params:
-        unimodal_weight: float = 1.0
+        unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
 
     def loss(self, model, batch, out, state):
         fused = F.cross_entropy(out.logits, batch.labels)

@@ -59,11 +59,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.config import NON_NEGATIVE, Range
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import HeadFusionModel, PrototypeBank, scale_grad
 from mmbench.models.multimodal import ModelSpec, configured_encoders
@@ -203,10 +205,10 @@ class MICINet(Method):
 
     @dataclass(frozen=True)
     class Params:
-        unimodal_weight: float = 1.0
-        adv_weight: float = 0.1
-        rec_weight: float = 1.0
-        momentum: float = 0.1
+        unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
+        adv_weight: Annotated[float, NON_NEGATIVE] = 0.1
+        rec_weight: Annotated[float, NON_NEGATIVE] = 1.0
+        momentum: Annotated[float, Range(0, 1, low_open=True)] = 0.1
         reconstructed: tuple[str, ...] = (
             "dual path: specific relu(W h), shared W h, sum decoder, adversarial (gradient-reversal) shared path",
             "global ICI: confusion-weighted class-pair Gaussians, beta = soft confusion matrix, EMA",
@@ -214,10 +216,6 @@ class MICINet(Method):
             "relative discriminative power: prototype margin x typicality, normalised over modalities",
             "compensation: omega = 1 - pi, residual ICI replaced by others' g_n(s_n)",
             "fusion sum_m pi_m head_m(z'_m), loss terms and all defaults")
-
-        def __post_init__(self):
-            if not 0 < self.momentum <= 1:
-                raise ValueError(f"momentum must be in (0, 1], got {self.momentum}")
 
     def build_model(self, spec: ModelSpec) -> HeadFusionModel:
         head = MICIHead(list(spec.modalities), spec.config.feature_dim, spec.num_classes)

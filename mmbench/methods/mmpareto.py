@@ -40,10 +40,12 @@ momentum 0.9, weight decay 1e-4, StepLR(30, 0.1), batch 64, 50 epochs (in the re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from mmbench.config import POSITIVE
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import encoder_parameters, with_unimodal_heads
 from mmbench.registry import METHODS
@@ -75,7 +77,7 @@ class MMPareto(Method):
 
     @dataclass(frozen=True)
     class Params:
-        gamma: float = 1.5  # magnitude enhancement of the encoders' combined gradient
+        gamma: Annotated[float, POSITIVE] = 1.5  # magnitude enhancement of the encoders' combined gradient
 
     def build_model(self, spec):
         return with_unimodal_heads(spec)

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from mmbench.config import NON_NEGATIVE
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import (
     PARAM_SCOPES,
@@ -60,10 +62,10 @@ class OGMGE(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 0.8
+        alpha: Annotated[float, NON_NEGATIVE] = 0.8
         mode: str = "OGM_GE"  # OGM_GE | OGM
-        modulation_starts: int = 0
-        modulation_ends: int = 50
+        modulation_starts: Annotated[int, NON_NEGATIVE] = 0
+        modulation_ends: Annotated[int, NON_NEGATIVE] = 50
         scope: str = "weights"  # weights | conv | all
 
         def __post_init__(self):

@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
+from mmbench.config import NON_NEGATIVE, UNIT, Range
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import eval_mode, score_ratios, unimodal_scores
 from mmbench.registry import METHODS
@@ -91,15 +93,11 @@ class PMR(Method):
 
     @dataclass(frozen=True)
     class Params:
-        alpha: float = 1.0
-        momentum_coef: float = 0.2
-        modulation_starts: int = 0
-        modulation_ends: int = 100
-        proto_fraction: float = 0.1  # of the training batches, per prototype update
-
-        def __post_init__(self):
-            if not 0.0 < self.proto_fraction <= 1.0:
-                raise ValueError(f"proto_fraction must be in (0, 1], got {self.proto_fraction}")
+        alpha: Annotated[float, NON_NEGATIVE] = 1.0
+        momentum_coef: Annotated[float, UNIT] = 0.2
+        modulation_starts: Annotated[int, NON_NEGATIVE] = 0
+        modulation_ends: Annotated[int, NON_NEGATIVE] = 100
+        proto_fraction: Annotated[float, Range(0, 1, low_open=True)] = 0.1  # of the training batches, per prototype update
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -49,11 +49,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE, Range
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import HeadFusionModel, PrototypeBank
 from mmbench.metrics import true_class_prob
@@ -175,10 +177,10 @@ class QADM(Method):
 
     @dataclass(frozen=True)
     class Params:
-        num_layers: int = 3
-        min_depth: int = 1
-        momentum: float = 0.1
-        unimodal_weight: float = 1.0
+        num_layers: Annotated[int, AT_LEAST_ONE] = 3
+        min_depth: Annotated[int, NON_NEGATIVE] = 1
+        momentum: Annotated[float, Range(0, 1, low_open=True)] = 0.1
+        unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
         reconstructed: tuple[str, ...] = (
             "residual FiLM blocks on the encoder features, masked per sample",
             "noise-free prototypes: EMA class means weighted by the true-class probability",
@@ -188,11 +190,8 @@ class QADM(Method):
             "fusion softmax(log q) late fusion, loss terms and all defaults")
 
         def __post_init__(self):
-            if self.num_layers < 1 or not 0 <= self.min_depth <= self.num_layers:
-                raise ValueError(f"need num_layers >= 1 and 0 <= min_depth <= num_layers, got "
-                                 f"{self.num_layers} and {self.min_depth}")
-            if not 0 < self.momentum <= 1:
-                raise ValueError(f"momentum must be in (0, 1], got {self.momentum}")
+            if self.min_depth > self.num_layers:
+                raise ValueError(f"min_depth must be at most num_layers, got {self.min_depth} > {self.num_layers}")
 
     def build_model(self, spec: ModelSpec) -> HeadFusionModel:
         p = self.params

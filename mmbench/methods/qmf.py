@@ -52,11 +52,13 @@ Logged per epoch: ``conf_<m>`` (mean fusion weight), ``weight_<m>`` (its mean sh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.config import NON_NEGATIVE, POSITIVE
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel
 from mmbench.models.multimodal import ModelSpec, configured_encoders
@@ -113,8 +115,8 @@ class QMF(Method):
 
     @dataclass(frozen=True)
     class Params:
-        rank_weight: float = 1.0  # lambda: 1 text-image (train_qmf.py), 0.1 RGB-D (--lamb)
-        energy_scale: float = 0.1  # conf = energy_scale * logsumexp = -Energy / 10
+        rank_weight: Annotated[float, NON_NEGATIVE] = 1.0  # lambda: 1 text-image (train_qmf.py), 0.1 RGB-D (--lamb)
+        energy_scale: Annotated[float, POSITIVE] = 0.1  # conf = energy_scale * logsumexp = -Energy / 10
         detach_confidence: bool = True  # text-image --df; the RGB-D code does not detach
         history_update: str = "before"  # before (text-image) | after (RGB-D)
         margin: str = "release"  # release (the code: a tolerance) | gap (CRL's required gap)

@@ -50,11 +50,13 @@ phase), ``boost_rate`` 0.01.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel
 from mmbench.metrics import true_class_prob
@@ -97,17 +99,15 @@ class ReconBoost(Method):
 
     @dataclass(frozen=True)
     class Params:
-        epochs_per_stage: int = 4  # phase 1: only the stage's modality (and the shared head) learns
-        correct_epoch: int = 4  # phase 2: global rectification of the whole ensemble
-        weight1: float = 5.0  # cross-entropy weight
-        weight2: float = 1.0  # reconcilement weight
-        alpha: float = 0.5  # memory-consolidation weight
-        boost_rate: float = 1.0  # initial value of the learnable ensemble scale
+        epochs_per_stage: Annotated[int, AT_LEAST_ONE] = 4  # phase 1: only the stage's modality (and the shared head) learns
+        correct_epoch: Annotated[int, NON_NEGATIVE] = 4  # phase 2: global rectification of the whole ensemble
+        weight1: Annotated[float, NON_NEGATIVE] = 5.0  # cross-entropy weight
+        weight2: Annotated[float, NON_NEGATIVE] = 1.0  # reconcilement weight
+        alpha: Annotated[float, NON_NEGATIVE] = 0.5  # memory-consolidation weight
+        boost_rate: Annotated[float, POSITIVE] = 1.0  # initial value of the learnable ensemble scale
         consolidation: str = "current"  # current | release (no gradient, as the official code)
 
         def __post_init__(self):
-            if self.epochs_per_stage < 1 or self.correct_epoch < 0:
-                raise ValueError("epochs_per_stage must be at least 1 and correct_epoch at least 0")
             check_choices(self, consolidation=CONSOLIDATION)
 
     def build_model(self, spec: ModelSpec) -> HeadFusionModel:

@@ -48,11 +48,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import HeadFusionModel
 from mmbench.models.multimodal import ModelSpec, configured_encoders
@@ -149,14 +151,12 @@ class TMC(Method):
 
     @dataclass(frozen=True)
     class Params:
-        annealing_epochs: int = 50  # ICLR --lambda-epochs 50; ETMC --annealing_epoch 10
-        annealing_start: int = 1  # annealing step of epoch 0: 1 (ICLR, epochs from 1) | 0 (ETMC)
+        annealing_epochs: Annotated[int, AT_LEAST_ONE] = 50  # ICLR --lambda-epochs 50; ETMC --annealing_epoch 10
+        annealing_start: Annotated[int, NON_NEGATIVE] = 1  # annealing step of epoch 0: 1 (ICLR, epochs from 1) | 0 (ETMC)
         variant: str = "tmc"  # tmc | etmc (pseudo-view from the concatenated features)
 
         def __post_init__(self):
             check_choices(self, variant=VARIANTS)
-            if self.annealing_epochs < 1:
-                raise ValueError(f"annealing_epochs must be at least 1, got {self.annealing_epochs}")
 
     def build_model(self, spec: ModelSpec) -> HeadFusionModel:
         head = TMCHead(list(spec.modalities), spec.config.feature_dim, spec.num_classes, self.params.variant)
