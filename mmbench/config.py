@@ -30,6 +30,7 @@ from mmbench.errors import MMBenchError
 class DataConfig:
     dataset: str = "synthetic"  # name of a prepared dataset (an embedded one is prepared on demand)
     modalities: list[str] | None = None  # subset of the prepared modalities; None = all
+    prepared: str | None = None  # digest of the prepared data (its meta.json), filled in when training: part of the run id
 
 
 @dataclass
