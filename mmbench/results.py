@@ -188,10 +188,17 @@ class RunFolder:
         return record.get("status", "failed")
 
     # -- exclusive use: one process trains a run at a time --------------------------------
+    def _key(self) -> str:
+        try:
+            return str(self.path.resolve())
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise ResultsNotWritable(f"cannot use the run folder {self.path} ({e}); choose another "
+                                     "--results-dir") from None
+
     def locked(self) -> bool:
         """Whether another process holds the run's lock (see :meth:`lock`)."""
-        if str(self.path.resolve()) in _HELD or not self.path.is_dir():
-            return str(self.path.resolve()) in _HELD
+        if self._key() in _HELD or not self.path.is_dir():
+            return self._key() in _HELD
         try:
             with self.lock(timeout=0, clean=False):
                 return False
@@ -208,7 +215,7 @@ class RunFolder:
         """
         import fcntl
 
-        key = str(self.path.resolve())
+        key = self._key()
         if key in _HELD:
             yield self
             return
@@ -253,8 +260,8 @@ class RunFolder:
             return
         expected = (summary or self.read_summary()).get("sha256", {}).get(name)
         if expected is not None and file_sha256(self.path / name) != expected:
-            raise RecordAltered(f"checksum mismatch for {self.path / name}: the file changed after training; "
-                                f"train the run again with --force")
+            raise RecordAltered(f"run {self.run_id}: checksum mismatch for {self.path / name}: the file changed after "
+                                "training; train the run again with --force")
 
     def check_record(self) -> dict[str, Any]:
         """The run's summary, once it and the files it records (config.yaml, metrics.csv) are found as

@@ -259,6 +259,7 @@ def load_trained(folder: RunFolder, device: str = "cpu", data_dir: str | None = 
     (from ``data_dir``, else where the run was trained from)."""
     if not folder.complete:
         raise MMBenchError(f"run {folder.run_id} is not complete (no summary.json); train it first")
+    folder.check_record()
     cfg = folder.read_config()
     method = build_method(cfg.method)
     test = load_split(cfg.data.dataset, "test", data_dir or cfg.output.data_dir, cfg.data.modalities)

@@ -179,7 +179,7 @@ def _finite(splits: dict, paths: dict[str, dict[str, Path]], impute: bool) -> in
             bad = ~(np.abs(x) <= limit)
             if bad.any() and not impute:
                 row, col = np.argwhere(bad)[0]
-                raise MMBenchError(f"{paths[view][split]}: row {row + 1}, column {col + 1} holds {x[row, col]!r}, "
+                raise MMBenchError(f"{paths[view][split]}: row {row + 1}, column {col + 1} holds {x[row, col]:g}, "
                                    "not a finite float32; fix the file, or prepare with -o on_nonfinite=mean to "
                                    "replace such values by their column's training mean")
             if bad.any():
