@@ -15,7 +15,8 @@ from pathlib import Path
 
 from mmbench.errors import MMBenchError
 
-MAX_NAME = 100  # bytes; a run id adds the method name, the seed and a digest and stays under 255
+MAX_NAME = 100  # bytes, for names users give; a run id adds the method name, the seed and a digest
+MAX_FILE_NAME = 255  # bytes: the limit of common file systems
 MARKER = ".mmbench"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -23,14 +24,15 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
-def safe_name(name: str, what: str) -> str:
-    """``name`` unchanged when it is a safe single folder name; else a one-line :class:`MMBenchError`."""
+def safe_name(name: str, what: str, limit: int = MAX_NAME) -> str:
+    """``name`` unchanged when it is a safe single folder name of at most ``limit`` bytes; else a
+    one-line :class:`MMBenchError`."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         shown = name if isinstance(name, str) and len(name) <= 40 else f"{str(name)[:40]}..."
         raise MMBenchError(f"{what} {shown!r} is not a valid name: use letters, digits, '_', '-', '+' and "
                            "'.' (not first), no path separators")
-    if len(name.encode()) > MAX_NAME:
-        raise MMBenchError(f"{what} {name[:40]}... is {len(name)} characters long; use at most {MAX_NAME}")
+    if len(name.encode()) > limit:
+        raise MMBenchError(f"{what} {name[:40]}... is {len(name)} characters long; use at most {limit}")
     return name
 
 

@@ -34,7 +34,7 @@ from mmbench import __version__
 from mmbench.checksums import file_sha256, read_bounded, record_digest
 from mmbench.config import RunConfig, dump_yaml
 from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
-from mmbench.paths import UMASK, safe_name
+from mmbench.paths import MARKER, MAX_FILE_NAME, UMASK, is_own, mark_own, safe_name
 
 MAX_RECORD = 64 << 20  # bytes: a summary.json or config.yaml larger than this is not one mmbench wrote
 NEXT = ".next"  # where a forced retrain of a complete run writes its files until they replace the old ones
@@ -102,17 +102,22 @@ class RunFolder:
 
     @classmethod
     def for_config(cls, cfg: RunConfig) -> RunFolder:
-        return cls(Path(cfg.output.results_dir) / "runs" / safe_name(cfg.run_id(), "run id"))
+        return cls(Path(cfg.output.results_dir) / "runs" / safe_name(cfg.run_id(), "run id", MAX_FILE_NAME))
 
     @property
     def run_id(self) -> str:
         return self._run_id or self.path.name
 
     def next(self) -> RunFolder:
-        """The ``.next/`` folder where a complete run is trained again (emptied first)."""
+        """The ``.next/`` folder where a complete run is trained again (emptied first when mmbench made it)."""
         path = self.path / NEXT
-        shutil.rmtree(path, ignore_errors=True)
+        if os.path.lexists(path):
+            if not is_own(path, NEXT):
+                raise MMBenchError(f"{path} is in the way of training the run again and was not made by mmbench; "
+                                   "move it elsewhere")
+            shutil.rmtree(path)
         path.mkdir()
+        mark_own(path, NEXT)
         return RunFolder(path, self.run_id)
 
     def commit_next(self) -> None:
@@ -125,7 +130,7 @@ class RunFolder:
         except (OSError, ValueError, KeyError, TypeError):
             return  # no complete new run (yet): the old one stays
         for path in new.iterdir():
-            if path.name != "summary.json":
+            if path.name not in ("summary.json", MARKER):
                 os.replace(path, self.path / path.name)
         for name in ("attack.csv", "model.pt", "artifacts.npz", "checkpoint.pt", "status.json"):
             if name not in keep:
@@ -358,7 +363,10 @@ class RunFolder:
         except (OSError, ValueError, MMBenchError) as e:
             raise RecordAltered(f"run {self.run_id}: summary.json is unreadable ({e}); {fix}") from None
         digest = record.pop("digest", None) if isinstance(record, dict) else None
-        if digest is None or digest != record_digest(record):
+        if digest is None:
+            raise RecordAltered(f"run {self.run_id}: summary.json has no digest (written by an older mmbench, or "
+                                f"edited); {fix}")
+        if digest != record_digest(record):
             raise RecordAltered(f"run {self.run_id}: summary.json changed after the run was written (its digest "
                                 f"does not match); {fix}")
         return record
@@ -490,6 +498,8 @@ def incomplete_note(statuses: dict[str, int]) -> str | None:
 def resolve_run(ref: str, results_dir: str | os.PathLike) -> RunFolder:
     """A run given by folder path or by run id under ``results_dir/runs``."""
     for candidate in (Path(ref), Path(results_dir) / "runs" / ref):
-        if (candidate / "config.yaml").exists():
-            return RunFolder(candidate)
-    raise MMBenchError(f"run {ref!r} not found (neither a run folder nor a run id in {results_dir}/runs)")
+        with contextlib.suppress(OSError):  # e.g. a name too long for the file system
+            if (candidate / "config.yaml").exists():
+                return RunFolder(candidate)
+    shown = ref if len(ref) <= 80 else f"{ref[:80]}..."
+    raise MMBenchError(f"run {shown!r} not found (neither a run folder nor a run id in {results_dir}/runs)")

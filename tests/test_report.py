@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from scipy import stats as sps
 from typer.testing import CliRunner
 

@@ -117,9 +117,10 @@ def write(target: Path, name: str, builder: str, prepared: Prepared, progress: b
         mark_own(tmp, f"preparing {socket.gethostname()} {os.getpid()}")
         _write(tmp, target, name, builder, prepared, progress, workers)
     except OSError as e:
-        hint = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
-        raise MMBenchError(f"cannot write the prepared dataset {target} ({e.strerror or type(e).__name__}); {hint} "
-                           "or choose another --data-dir; nothing was changed") from None
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT, None)  # None: a short write (numpy), the disk is full
+        raise MMBenchError(f"cannot write the prepared dataset {target} ({e.strerror or e}); "
+                           f"{'free some space' if full else 'make it writable'} or choose another --data-dir; "
+                           "nothing was changed") from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
