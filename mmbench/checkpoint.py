@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from mmbench.checksums import read_bounded
 from mmbench.errors import MMBenchError
 
 FORMAT = 1
+MAX_BYTES = 1 << 40  # a checkpoint is read whole; only a regular file of at most this size is read
 MAGIC = b"MMBENCH-CHECKPOINT"
 TAG = "__mmbench_state__"
 _STATEFUL = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
@@ -121,7 +122,7 @@ def from_file(path) -> dict[str, Any]:
     fix = f"delete {path} to train the run from the start"
     where = None if torch.cuda.is_available() else "cpu"  # tensors go back to the device they were saved from
     try:
-        data = Path(path).read_bytes()
+        data = read_bounded(path, MAX_BYTES)
     except OSError as e:
         raise MMBenchError(f"checkpoint {path} cannot be read ({e.strerror}); {fix}") from None
     header, _, payload = data.partition(b"\n")

@@ -68,13 +68,12 @@ def prepare(
     force: Annotated[bool, typer.Option(help="Prepare again even if it exists.")] = False,
 ) -> None:
     """Turn raw files into a prepared dataset (meta.json + one .npy per split and modality)."""
-    from mmbench.config import data_dir as resolve_data_dir
     from mmbench.config import parse_set
-    from mmbench.data.store import load_meta
+    from mmbench.data.store import load_meta, prepared_path
     from mmbench.data.store import prepare as do_prepare
 
     options = dict(parse_set(o) for o in option or [])
-    existed = (resolve_data_dir(data_dir) / (name or dataset) / "meta.json").exists() and not force
+    existed = (prepared_path(name or dataset, data_dir) / "meta.json").exists() and not force
     path = do_prepare(dataset, root, data_dir, name, _split(modalities, "--modalities"), options, force)
     meta = load_meta(path.name, data_dir)
     mods = ", ".join(f"{m} {s.kind}{list(s.shape)}" for m, s in meta.modalities.items())

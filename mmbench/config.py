@@ -189,6 +189,7 @@ def short_repr(value: Any, limit: int = 80) -> str:
 class DataConfig:
     dataset: str = "synthetic"  # name of a prepared dataset (an embedded one is prepared on demand)
     modalities: Annotated[list[str] | None, Names()] = None  # subset of the prepared modalities; None = all
+    prepared: str | None = None  # digest of the prepared data (its meta.json), filled in when training: part of the run id
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,7 @@ def load_gap_file(path: str | Path) -> tuple[np.ndarray | None, str]:
         with np.load(path, allow_pickle=False) as z:
             prob = np.asarray(z["true_class_prob"], dtype=float)
             names = [str(m) for m in z["modalities"]] if "modalities" in z.files else []
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None, ""
     prob = prob[-1] if prob.ndim == 3 else prob
     if prob.ndim != 2 or prob.shape[1] < 2:

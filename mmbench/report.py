@@ -53,7 +53,7 @@ import pandas as pd
 
 from mmbench.errors import MMBenchError
 from mmbench.registry import METHODS, unknown_name_message
-from mmbench.results import incomplete_note, run_folders, run_statuses
+from mmbench.results import RecordAltered, incomplete_note, run_folders, run_statuses
 from mmbench.robustness import effective_robustness, robustness_auc, worst_level
 from mmbench.stats import CONFIDENCE, holm, interval, paired_tests
 
@@ -219,7 +219,7 @@ def _collect(results_dir) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     runs, attacks, warnings = [], [], []
     for folder in run_folders(results_dir):
         try:
-            s = folder.read_summary()
+            s = folder.check_record()
             cfg = folder.read_config()
             row = {"run_id": s.get("run_id", folder.run_id),
                    "dataset": dataset_label(cfg.data.dataset, cfg.data.modalities),
@@ -229,13 +229,16 @@ def _collect(results_dir) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
                    **{k: float(v) for k, v in s.items() if _numeric(v) and is_cost(k)},
                    "path": str(folder.path), "published": list(cfg.published or []),
                    **{f"config.{k}": v for k, v in _flatten_config(cfg.to_dict()).items()}}
+        except RecordAltered as e:  # counted among the runs left out (status "altered"); named here
+            warnings.append(f"left out {e}")
+            continue
         except (MMBenchError, ValueError, OSError, KeyError, TypeError) as e:  # one damaged folder: skip it, say so
             warnings.append(f"skipped {folder.path}: {type(e).__name__}: {e}")
             continue
         runs.append(row)
         try:
             a = folder.read_attack()
-        except (ValueError, OSError) as e:
+        except (MMBenchError, OSError) as e:
             warnings.append(f"ignored {folder.path / 'attack.csv'}: {e}")
             a = pd.DataFrame()
         a, note = _valid_levels(a, folder.path / "attack.csv")

@@ -3,6 +3,11 @@
 ``<results_dir>/runs/<run_id>/`` holds ``config.yaml``, ``env.json``, ``metrics.csv``,
 ``model.pt`` (weights only), ``summary.json`` (written last: a run is complete when it
 exists) and ``attack.csv``. Every file is written to a temporary name and renamed.
+
+``summary.json`` carries its own ``digest`` and the SHA-256 of the run's other files; a run whose
+record no longer matches (an edited summary, config or metrics) has the status ``altered`` and is
+left out of reports. Training a complete run again (``--force``) writes the new files aside, in
+``.next/``, and swaps them in once the new run is complete (:meth:`RunFolder.commit_next`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -25,12 +31,14 @@ import pandas as pd
 import yaml
 
 from mmbench import __version__, yaml_io
-from mmbench.checksums import file_sha256
+from mmbench.checksums import file_sha256, read_bounded, record_digest
 from mmbench.config import RunConfig, dump_yaml
 from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
+from mmbench.paths import MARKER, MAX_FILE_NAME, UMASK, is_own, mark_own, safe_name
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+MAX_RECORD = 64 << 20  # bytes: a summary.json or config.yaml larger than this is not one mmbench wrote
+NEXT = ".next"  # where a forced retrain of a complete run writes its files until they replace the old ones
+RECORD = ("config.yaml", "metrics.csv")  # checked against summary.json whenever the run is read
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -47,7 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except OSError as e:
         _discard(tmp)
@@ -81,19 +89,54 @@ class RunLocked(MMBenchError):
     """Another process is training this run."""
 
 
-class RunFolder:
-    """One run's folder and its files."""
+class RecordAltered(MMBenchError):
+    """A run's record (summary.json, config.yaml, metrics.csv) is not what mmbench wrote."""
 
-    def __init__(self, path: Path):
+
+class RunFolder:
+    """One run's folder and its files (``run_id``: the run's id when ``path`` is its ``.next/`` folder)."""
+
+    def __init__(self, path: Path, run_id: str | None = None):
         self.path = Path(path)
+        self._run_id = run_id
 
     @classmethod
     def for_config(cls, cfg: RunConfig) -> RunFolder:
-        return cls(Path(cfg.output.results_dir) / "runs" / cfg.run_id())
+        return cls(Path(cfg.output.results_dir) / "runs" / safe_name(cfg.run_id(), "run id", MAX_FILE_NAME))
 
     @property
     def run_id(self) -> str:
-        return self.path.name
+        return self._run_id or self.path.name
+
+    def next(self) -> RunFolder:
+        """The ``.next/`` folder where a complete run is trained again (emptied first when mmbench made it)."""
+        path = self.path / NEXT
+        if os.path.lexists(path):
+            if not is_own(path, NEXT):
+                raise MMBenchError(f"{path} is in the way of training the run again and was not made by mmbench; "
+                                   "move it elsewhere")
+            shutil.rmtree(path)
+        path.mkdir()
+        mark_own(path, NEXT)
+        return RunFolder(path, self.run_id)
+
+    def commit_next(self) -> None:
+        """Swap in the complete run in ``.next/``: its files replace the old ones, attack rows and other
+        files of the old run are removed, ``summary.json`` comes last. Repeatable: a commit cut short
+        (killed) is finished by the next :meth:`lock`."""
+        new = self.path / NEXT
+        try:
+            keep = set(json.loads((new / "summary.json").read_text())["sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no complete new run (yet): the old one stays
+        for path in new.iterdir():
+            if path.name not in ("summary.json", MARKER):
+                os.replace(path, self.path / path.name)
+        for name in ("attack.csv", "model.pt", "artifacts.npz", "checkpoint.pt", "status.json"):
+            if name not in keep:
+                (self.path / name).unlink(missing_ok=True)
+        os.replace(new / "summary.json", self.path / "summary.json")
+        shutil.rmtree(new, ignore_errors=True)
 
     @property
     def complete(self) -> bool:
@@ -126,15 +169,21 @@ class RunFolder:
 
     def read_status(self) -> dict[str, Any] | None:
         try:
-            return json.loads((self.path / "status.json").read_text())
-        except (OSError, ValueError):
+            record = json.loads(read_bounded(self.path / "status.json", MAX_RECORD))
+        except (OSError, ValueError, MMBenchError):
             return None
+        return record if isinstance(record, dict) else None
 
     @property
     def status(self) -> str:
-        """``complete``, ``diverged``, ``failed``, ``running``, ``interrupted`` (killed or stopped
-        mid-way; a resume continues it) or ``pending`` (nothing written yet)."""
+        """``complete``, ``altered`` (its record no longer matches: :meth:`check_record`), ``diverged``,
+        ``failed``, ``running``, ``interrupted`` (killed or stopped mid-way; a resume continues it) or
+        ``pending`` (nothing written yet)."""
         if self.complete:
+            try:
+                self.check_record()
+            except RecordAltered:
+                return "altered"
             return "complete"
         record = self.read_status()
         if record is None:
@@ -144,10 +193,17 @@ class RunFolder:
         return record.get("status", "failed")
 
     # -- exclusive use: one process trains a run at a time --------------------------------
+    def _key(self) -> str:
+        try:
+            return str(self.path.resolve())
+        except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop
+            raise ResultsNotWritable(f"cannot use the run folder {self.path} ({e}); choose another "
+                                     "--results-dir") from None
+
     def locked(self) -> bool:
         """Whether another process holds the run's lock (see :meth:`lock`)."""
-        if str(self.path.resolve()) in _HELD or not self.path.is_dir():
-            return str(self.path.resolve()) in _HELD
+        if self._key() in _HELD or not self.path.is_dir():
+            return self._key() in _HELD
         try:
             with self.lock(timeout=0, clean=False):
                 return False
@@ -164,7 +220,7 @@ class RunFolder:
         """
         import fcntl
 
-        key = str(self.path.resolve())
+        key = self._key()
         if key in _HELD:
             yield self
             return
@@ -190,6 +246,7 @@ class RunFolder:
                 for tmp in self.path.glob(".*.tmp") if clean else ():
                     with contextlib.suppress(OSError):
                         tmp.unlink()
+                self.commit_next()
                 yield self
             finally:
                 _HELD.discard(key)
@@ -201,15 +258,28 @@ class RunFolder:
         """SHA-256 of the named files that exist (recorded in ``summary.json``)."""
         return {n: file_sha256(self.path / n) for n in names if (self.path / n).exists()}
 
-    def verify(self, name: str) -> None:
-        """Check ``name`` against the SHA-256 in ``summary.json``; a mismatch is an error."""
-        try:
-            expected = self.read_summary().get("sha256", {}).get(name)
-        except (OSError, ValueError):
+    def verify(self, name: str, summary: dict[str, Any] | None = None) -> None:
+        """Check ``name`` against the SHA-256 in ``summary.json`` (read when not given); a mismatch,
+        or a file that is not regular, is an error."""
+        if summary is None and not self.complete:
             return
+        expected = (summary or self.read_summary()).get("sha256", {}).get(name)
         if expected is not None and file_sha256(self.path / name) != expected:
-            raise MMBenchError(f"checksum mismatch for {self.path / name}: the file changed after training; "
-                               f"train the run again with --force")
+            raise RecordAltered(f"run {self.run_id}: checksum mismatch for {self.path / name}: the file changed after "
+                                "training; train the run again with --force")
+
+    def check_record(self) -> dict[str, Any]:
+        """The run's summary, once it and the files it records (config.yaml, metrics.csv) are found as
+        mmbench wrote them; else :class:`RecordAltered` naming the run and the file."""
+        summary = self.read_summary()
+        for name in RECORD:
+            if name not in summary.get("sha256", {}):
+                raise RecordAltered(f"run {self.run_id}: summary.json records no checksum of {name}; "
+                                    "train the run again with --force")
+            if not (self.path / name).exists():
+                raise RecordAltered(f"run {self.run_id}: {name} is missing; train the run again with --force")
+            self.verify(name, summary)
+        return summary
 
     # -- writing ------------------------------------------------------------------------
     def write_config(self, cfg: RunConfig) -> None:
@@ -223,7 +293,10 @@ class RunFolder:
         atomic_write_csv(self.path / "metrics.csv", pd.DataFrame(rows))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2, default=float))
+        """``summary.json`` with its own ``digest`` (over the record as JSON reads it back)."""
+        record = json.loads(json.dumps(summary, default=float))
+        record.pop("digest", None)
+        atomic_write_text(self.path / "summary.json", json.dumps({**record, "digest": record_digest(record)}, indent=2))
 
     def save_model(self, state_dict: dict) -> None:
         import torch
@@ -256,13 +329,15 @@ class RunFolder:
             return {k: f[k] for k in f.files}
 
     def write_attack_rows(self, rows: list[dict[str, Any]], key: list[str]) -> pd.DataFrame:
-        """Merge rows into ``attack.csv``; a new row replaces an old one with the same ``key``."""
+        """Merge rows into ``attack.csv``, holding the run's lock (attacks running at once keep every
+        row); a new row replaces an old one with the same ``key``."""
         new = pd.DataFrame(rows)
-        old = self.read_attack()
-        merged = pd.concat([old, new], ignore_index=True) if not old.empty else new
-        # compare keys as text: a CSV round trip turns "1" into 1
-        merged = merged[~merged[key].astype(str).duplicated(keep="last")].reset_index(drop=True)
-        atomic_write_csv(self.path / "attack.csv", merged)
+        with self.lock(timeout=600, clean=False):
+            old = self.read_attack()
+            merged = pd.concat([old, new], ignore_index=True) if not old.empty else new
+            # compare keys as text: a CSV round trip turns "1" into 1
+            merged = merged[~merged[key].astype(str).duplicated(keep="last")].reset_index(drop=True)
+            atomic_write_csv(self.path / "attack.csv", merged)
         return merged
 
     # -- reading ------------------------------------------------------------------------
@@ -271,19 +346,50 @@ class RunFolder:
         if not path.exists():
             raise MMBenchError(f"{self.path} is not a run folder (no config.yaml)")
         try:
-            return RunConfig.from_dict(yaml_io.parse(path.read_text()))
-        except (yaml.YAMLError, yaml_io.YAMLTooLarge):
-            raise MMBenchError(f"{path} is not valid YAML; the run folder is damaged") from None
+            d = yaml_io.parse(read_bounded(path, MAX_RECORD).decode())
+            if not isinstance(d, dict):
+                raise TypeError("not a mapping")
+            return RunConfig.from_dict(d)
+        except (yaml.YAMLError, MMBenchError, ValueError, TypeError, AttributeError, KeyError) as e:
+            detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise MMBenchError(f"run {self.run_id}: config.yaml is damaged ({detail}); train the run again "
+                               "with --force") from None
 
     def read_summary(self) -> dict[str, Any]:
-        return json.loads((self.path / "summary.json").read_text())
+        """``summary.json``, verified against its ``digest``; else :class:`RecordAltered`."""
+        fix = "train the run again with --force"
+        try:
+            record = json.loads(read_bounded(self.path / "summary.json", MAX_RECORD))
+        except (OSError, ValueError, MMBenchError) as e:
+            raise RecordAltered(f"run {self.run_id}: summary.json is unreadable ({e}); {fix}") from None
+        digest = record.pop("digest", None) if isinstance(record, dict) else None
+        if digest is None:
+            raise RecordAltered(f"run {self.run_id}: summary.json has no digest (written by an older mmbench, or "
+                                f"edited); {fix}")
+        if digest != record_digest(record):
+            raise RecordAltered(f"run {self.run_id}: summary.json changed after the run was written (its digest "
+                                f"does not match); {fix}")
+        return record
 
     def read_metrics(self) -> pd.DataFrame:
         return pd.read_csv(self.path / "metrics.csv")
 
     def read_attack(self) -> pd.DataFrame:
+        """``attack.csv`` (empty when absent); a damaged file is an :class:`MMBenchError` naming the run."""
         path = self.path / "attack.csv"
-        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+        if not path.exists():
+            return pd.DataFrame()
+        try:
+            rows = pd.read_csv(io.BytesIO(read_bounded(path, MAX_RECORD)))
+        except (OSError, ValueError) as e:
+            rows, problem = None, str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        else:
+            missing = [c for c in ("attack", "level", "acc") if c not in rows.columns]
+            problem = f"no column {missing[0]!r}" if missing else None
+        if problem:
+            raise MMBenchError(f"run {self.run_id}: attack.csv is damaged ({problem}); delete it and attack the "
+                               "run again")
+        return rows
 
     def load_state_dict(self, map_location: str = "cpu") -> dict:
         import torch
@@ -343,6 +449,11 @@ def run_statuses(results_dir: str | os.PathLike) -> pd.DataFrame:
         if status in ("complete", "pending"):
             continue
         record = folder.read_status() or {}
+        if status == "altered":
+            try:
+                folder.check_record()
+            except RecordAltered as e:
+                record = {"error": str(e)}
         row = {"run_id": folder.run_id, "dataset": None, "modalities": None, "method": None, "seed": None,
                "status": status, "epoch": record.get("epoch"), "error": record.get("error")}
         with contextlib.suppress(Exception):
@@ -364,7 +475,7 @@ def status_counts(results_dir: str | os.PathLike) -> dict[str, int]:
     return counts
 
 
-INCOMPLETE = ("failed", "diverged", "running", "interrupted")
+INCOMPLETE = ("altered", "failed", "diverged", "running", "interrupted")
 
 
 def status_summary(statuses: dict[str, int]) -> str:
@@ -380,12 +491,15 @@ def incomplete_note(statuses: dict[str, int]) -> str | None:
     total = sum(statuses.get(s, 0) for s in INCOMPLETE)
     return (f"{total} run{'s are' if total > 1 else ' is'} not in the tables: {summary} "
             "(error and epoch in each run folder's status.json; the same `mmbench sweep` again retries failed "
-            "runs and resumes interrupted ones)")
+            "runs and resumes interrupted ones; altered runs: their record changed after they were written, "
+            "train them again with --force)")
 
 
 def resolve_run(ref: str, results_dir: str | os.PathLike) -> RunFolder:
     """A run given by folder path or by run id under ``results_dir/runs``."""
     for candidate in (Path(ref), Path(results_dir) / "runs" / ref):
-        if (candidate / "config.yaml").exists():
-            return RunFolder(candidate)
-    raise MMBenchError(f"run {ref!r} not found (neither a run folder nor a run id in {results_dir}/runs)")
+        with contextlib.suppress(OSError):  # e.g. a name too long for the file system
+            if (candidate / "config.yaml").exists():
+                return RunFolder(candidate)
+    shown = ref if len(ref) <= 80 else f"{ref[:80]}..."
+    raise MMBenchError(f"run {shown!r} not found (neither a run folder nor a run id in {results_dir}/runs)")

@@ -173,7 +173,7 @@ def expand(path: str | os.PathLike, results_dir: str = "results", data_dir: str 
         context = f"{dwhere} x {mwhere}"
         try:
             cfg = resolve(recipe, flags, sets)
-            cfg, method_obj = complete_config(cfg)
+            cfg, method_obj = complete_config(cfg, metas[dataset].digest if metas[dataset] else "")
             key = json.dumps([asdict(cfg.data), asdict(cfg.model), asdict(cfg.method)], sort_keys=True, default=str)
             if key not in checked:  # seeds do not change what can go wrong
                 _check_run(cfg, method_obj, metas[dataset])
@@ -322,13 +322,12 @@ def _resources(d: Any, where: str) -> dict[str, float]:
 
 
 def _dataset_meta(name: str, data_root: str, prepare: bool, where: str):
-    from mmbench.data.store import load_meta
+    from mmbench.data.store import load_meta, prepared_path
 
-    folder = Path(data_root) / name
-    if not (folder / "meta.json").exists() and not prepare:
-        if name in DATASETS and DATASETS.get(name).embedded:
-            return None  # prepared when the sweep runs
     try:
+        if not (prepared_path(name, data_root) / "meta.json").exists() and not prepare:
+            if name in DATASETS and DATASETS.get(name).embedded:
+                return None  # prepared when the sweep runs
         return load_meta(name, data_root, auto_prepare=prepare)
     except MMBenchError as e:
         raise MMBenchError(f"{where}: {e}") from None

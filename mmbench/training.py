@@ -24,7 +24,7 @@ import torch
 
 from mmbench.config import OptimConfig, RunConfig
 from mmbench.config import data_dir as default_data_dir
-from mmbench.data.store import load_split
+from mmbench.data.store import load_meta, load_split
 from mmbench.data.types import MultimodalData, stratified_subset
 from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError, TrainingDiverged
@@ -269,10 +269,13 @@ def model_spec(cfg: RunConfig, data: MultimodalData) -> ModelSpec:
     return ModelSpec(data.meta.modalities, data.meta.num_classes, cfg.model)
 
 
-def complete_config(cfg: RunConfig) -> tuple[RunConfig, Method]:
-    """Fill the method's parameters with its defaults, so the config (and run id) is fully resolved."""
+def complete_config(cfg: RunConfig, prepared: str | None = None) -> tuple[RunConfig, Method]:
+    """Fill the method's parameters with its defaults and ``data.prepared`` with the digest of the
+    prepared data (``prepared``, else read from its meta.json), so the config (and run id) is fully
+    resolved: data prepared again differently gives other run ids."""
     method = build_method(cfg.method)
     cfg.method.params = method_params_dict(method)
+    cfg.data.prepared = prepared if prepared is not None else load_meta(cfg.data.dataset, cfg.output.data_dir).digest
     return cfg, method
 
 
@@ -282,9 +285,14 @@ def load_trained(folder: RunFolder, device: str = "cpu", data_dir: str | None = 
     (from ``data_dir``, else where the run was trained from)."""
     if not folder.complete:
         raise MMBenchError(f"run {folder.run_id} is not complete (no summary.json); train it first")
+    folder.check_record()
     cfg = folder.read_config()
     method = build_method(cfg.method)
     test = load_split(cfg.data.dataset, "test", data_dir or cfg.output.data_dir, cfg.data.modalities)
+    if cfg.data.prepared != test.meta.digest:
+        raise MMBenchError(f"run {folder.run_id} was trained on other data than the {cfg.data.dataset!r} prepared "
+                           f"in {data_dir or cfg.output.data_dir} now (prepared again since?); train it again on "
+                           "this data, or point --data-dir at the data it was trained on")
     dev = resolve_device(device)
     tune_cpu(dev)
     model = method.build_model(model_spec(cfg, test))
@@ -362,9 +370,10 @@ def load_checkpoint(folder: RunFolder) -> dict | None:
 
 
 def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunGuard) -> tuple[RunFolder, bool]:
-    cfg, method = complete_config(cfg)
     cfg.output.data_dir = str(default_data_dir(cfg.output.data_dir).resolve())  # later attacks find it from anywhere
-    folder = RunFolder.for_config(cfg)
+    cfg, method = complete_config(cfg)
+    run = RunFolder.for_config(cfg)
+    folder = run
     if folder.complete and not force:
         return folder, False
     data = load_run_data(cfg)
@@ -376,13 +385,14 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     check_model_fits(lambda: method.build_model(spec), device, f"lower model.hidden_dim (now {m.hidden_dim}), "
                      f"model.feature_dim ({m.feature_dim}) or model.depth ({m.depth})")
     model = method.build_model(spec)
-    guard.enter_context(folder.lock(timeout=2))
-    if folder.complete and not force:  # finished by another process meanwhile
-        return folder, False
+    guard.enter_context(run.lock(timeout=2))
+    if run.complete and not force:  # finished by another process meanwhile
+        return run, False
+    if run.complete:  # trained again: the old run stays whole until the new one is (commit_next)
+        folder = run.next()
     guard.folder = folder
     folder.write_config(cfg)
     folder.write_env(str(device), cpu_tuning=tune_cpu(device))
-    (folder.path / "summary.json").unlink(missing_ok=True)
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
     trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress, _checkpointer(folder, cfg.optim.epochs))
@@ -419,4 +429,5 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     }
     folder.write_summary(summary)
     folder.drop_progress()
-    return folder, True
+    run.commit_next()
+    return run, True

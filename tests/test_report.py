@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from scipy import stats as sps
 from typer.testing import CliRunner
 
@@ -34,6 +33,7 @@ from mmbench.report import (
     write_report,
 )
 from mmbench.report_formats import render_latex, render_markdown
+from mmbench.results import RunFolder
 from mmbench.stats import bootstrap_interval, holm, paired_tests, t_interval
 
 
@@ -44,20 +44,19 @@ def _fake_run(results, method, seed, acc, heads, sets=(), attack=None, test_extr
         flags["data.dataset"] = dataset
     cfg = resolve(flags=flags, sets=list(sets))
     cfg.published = list(published or [])
-    folder = results / "runs" / cfg.run_id()
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    run = RunFolder(results / "runs" / cfg.run_id())
+    folder = run.path
+    run.write_config(cfg)
+    run.write_metrics(history if history is not None else [])
     test = {"acc": acc, "f1": acc - 0.01, "loss": 1.0, **{f"acc_{m}": v for m, v in heads.items()}, **(test_extra or {})}
-    (folder / "summary.json").write_text(json.dumps({
-        "run_id": cfg.run_id(), "method": method, "method_params": cfg.method.params, "seed": seed,
-        "best_epoch": 1, "val_acc": acc, "test": test, "train_seconds": 1.0, "num_parameters": 10,
-        **(summary_extra or {})}))
     if attack:
         pd.DataFrame([{"run_id": cfg.run_id(), "attack": "gaussian", "modalities": "all", "level": lv,
                        "attack_seed": s, "acc": a, **(protocol or {})}
                       for (lv, s), a in attack.items()]).to_csv(folder / "attack.csv", index=False)
-    if history is not None:
-        pd.DataFrame(history).to_csv(folder / "metrics.csv", index=False)
+    run.write_summary({
+        "run_id": cfg.run_id(), "method": method, "method_params": cfg.method.params, "seed": seed,
+        "best_epoch": 1, "val_acc": acc, "test": test, "train_seconds": 1.0, "num_parameters": 10,
+        "sha256": run.checksums(["config.yaml", "metrics.csv"]), **(summary_extra or {})})
     return folder
 
 
@@ -200,7 +199,8 @@ def test_damaged_run_is_skipped_with_a_warning(tmp_path):
     (bad / "summary.json").write_text("{not json")
     r = build_report(tmp_path)
     assert set(r.runs["method"]) == {"joint"}
-    assert any(w.startswith(f"skipped {bad}") for w in r.warnings)
+    assert f"left out run {bad.name}: summary.json is unreadable" in "\n".join(r.warnings)
+    assert r.statuses.get("altered") == 1  # counted with the runs left out of the tables
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,15 +2,21 @@
 
 Expected files in ``--root``: ``{view}_tr.csv`` and ``{view}_te.csv`` (numbers only, no
 header, one row per sample) for each view, plus ``labels_tr.csv`` and ``labels_te.csv``
-(one integer class per row, starting at 0). View names come from ``--modalities``, else
+(one integer class per row). View names come from ``--modalities``, else
 from an optional ``views.txt`` (one name per line, or ``file_stem,name`` to rename files
 such as MOGONET's ``1_tr.csv``), else from the ``*_tr.csv`` files found. Class names come
-from an optional ``classes.txt``. The test split is the ``_te`` files; validation is carved
-from ``_tr`` (stratified, recorded seed). Views are standardised with training statistics.
+from an optional ``classes.txt`` (labels index it from 0); without it the classes are the label
+values found, numbered in order (``{1, 5, 9}`` -> 0, 1, 2; recorded in ``meta.json``). The test
+split is the ``_te`` files; validation is carved from ``_tr`` (stratified, recorded seed). Views
+are standardised with training statistics. A value that is not a finite float32 (NaN, inf,
+1e300) is an error naming its file, row and column, unless ``-o on_nonfinite=mean`` replaces
+it by the training mean of its column.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,31 +36,37 @@ class CsvViewsDataset(DatasetBuilder):
         val_fraction: float = 0.15
         seed: int = 0
         standardize: bool = True
+        on_nonfinite: str = "error"  # error | mean (the column's mean over the finite training values)
 
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
+        if self.options.on_nonfinite not in ("error", "mean"):
+            raise MMBenchError(f"-o on_nonfinite must be error or mean, got {self.options.on_nonfinite!r}")
         files = self.view_files(root, modalities)
         splits = {}
         for split, suffix in (("train", "tr"), ("test", "te")):
-            labels = _read(root / f"labels_{suffix}.csv").reshape(-1)
-            if not np.allclose(labels, np.round(labels)):
-                raise MMBenchError(f"{root / f'labels_{suffix}.csv'} must hold integer class labels")
+            labels = _labels(root / f"labels_{suffix}.csv")
             inputs = {name: _read(root / f"{stem}_{suffix}.csv") for name, stem in files.items()}
             for name, x in inputs.items():
                 if x.ndim != 2 or len(x) != len(labels):
                     raise MMBenchError(f"{root / f'{files[name]}_{suffix}.csv'} has {len(x)} rows but "
                                        f"labels_{suffix}.csv has {len(labels)}; each row is one sample")
-            splits[split] = ({n: x.astype(np.float32) for n, x in inputs.items()}, labels.astype(np.int64))
+            splits[split] = (inputs, labels)
         widths = {n: x.shape[1] for n, x in splits["train"][0].items()}
         for n, x in splits["test"][0].items():
             if x.shape[1] != widths[n]:
                 raise MMBenchError(f"view {n!r} has {widths[n]} columns in _tr but {x.shape[1]} in _te")
-        num_classes = int(max(splits["train"][1].max(), splits["test"][1].max())) + 1
-        classes = self.class_names(root, num_classes)
-        self.check(root, splits, classes)
         o = self.options
-        info = {"source": f"csv views in {root}", "files": files, **self.info(),
-                "split": carve_val(splits, o.val_fraction, o.seed)}
+        info = {"source": f"csv views in {root}", "files": files, **self.info()}
+        replaced = _finite(splits, {n: {s: root / f"{stem}_{x}.csv" for s, x in (("train", "tr"), ("test", "te"))}
+                                    for n, stem in files.items()}, o.on_nonfinite == "mean")
+        if replaced:
+            info["nonfinite"] = {"replaced": replaced, "by": "the column's mean over the finite training values"}
+        classes, values = self._classes(root, splits)
+        if values is not None:
+            info["label_values"] = values
+        self.check(root, splits, classes)
+        info["split"] = carve_val(splits, o.val_fraction, o.seed)
         if o.standardize:
             info["preprocessing"] = standardize(splits, list(files))
         return Prepared(splits, classes, {n: "vector" for n in files}, info)
@@ -64,9 +76,34 @@ class CsvViewsDataset(DatasetBuilder):
         """View name -> file stem."""
         return _view_files(root, modalities)
 
-    def class_names(self, root: Path, num_classes: int) -> list[str]:
+    def class_names(self, root: Path, num_classes: int) -> list[str] | None:
+        """Names of classes ``0..`` when the files give them (``classes.txt``), else None: the classes are
+        then the label values found. ``num_classes``: the largest label + 1."""
         classes_file = root / "classes.txt"
-        return classes_file.read_text().split() if classes_file.exists() else [str(k) for k in range(num_classes)]
+        if not classes_file.exists():
+            return None
+        names = classes_file.read_text().split()
+        if num_classes > len(names):
+            raise MMBenchError(f"labels go up to {num_classes - 1}, but {classes_file} names {len(names)} classes; "
+                               "add the missing names or fix the labels")
+        return names
+
+    def _classes(self, root: Path, splits: dict) -> tuple[list[str], list[int] | None]:
+        """The class names, with the labels renumbered in place when they are the values found (then
+        also returned, in class order, when they were not already 0, 1, ...)."""
+        labels = np.concatenate([splits["train"][1], splits["test"][1]])
+        names = self.class_names(root, int(labels.max()) + 1)
+        if names is not None:
+            return names, None
+        values, codes = np.unique(labels, return_inverse=True)
+        splits["train"] = (splits["train"][0], codes[:len(splits["train"][1])])
+        splits["test"] = (splits["test"][0], codes[len(splits["train"][1]):])
+        if values[-1] == len(values) - 1:
+            return [str(v) for v in values], None
+        logging.getLogger("mmbench").warning(
+            "labels %s are not 0..%d: classes numbered in order of their value (recorded in meta.json)",
+            _few(values), len(values) - 1)
+        return [str(v) for v in values], [int(v) for v in values]
 
     def check(self, root: Path, splits: dict, classes: list[str]) -> None:
         """Extra checks of the read arrays (none for plain csv_views)."""
@@ -106,6 +143,59 @@ def _read(path: Path) -> np.ndarray:
         raise MMBenchError(f"{path} is missing; csv_views needs {{view}}_tr.csv, {{view}}_te.csv, "
                            "labels_tr.csv and labels_te.csv in --root")
     try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns about an empty file; it is an error here
+            return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except UserWarning:
+        raise MMBenchError(f"{path} is empty; it needs one row of numbers per sample") from None
     except ValueError as e:
         raise MMBenchError(f"{path} must hold numbers only, comma-separated, no header ({e})") from None
+
+
+def _labels(path: Path) -> np.ndarray:
+    """One non-negative integer label per row."""
+    raw = _read(path)
+    if raw.shape[1] != 1:
+        raise MMBenchError(f"{path} has {raw.shape[1]} columns; it must hold one integer label per row")
+    labels = raw[:, 0]
+    if not (np.isfinite(labels).all() and np.array_equal(labels, np.round(labels))):
+        raise MMBenchError(f"{path} must hold integer class labels")
+    if labels.min() < 0 or labels.max() > np.iinfo(np.int64).max // 2:
+        raise MMBenchError(f"{path} holds the label {_few(labels[(labels < 0) | (labels > 2**62)][:1])}; "
+                           "labels must be non-negative integers")
+    return labels.astype(np.int64)
+
+
+def _finite(splits: dict, paths: dict[str, dict[str, Path]], impute: bool) -> int:
+    """Cast every view to float32 in place. A value that is not finite in float32 is an error naming
+    file, row and column, or (``impute``) replaced by its column's mean over finite training values;
+    returns how many were replaced."""
+    limit = float(np.finfo(np.float32).max)
+    replaced = 0
+    for view in splits["train"][0]:
+        means = None
+        for split in ("train", "test"):
+            x = splits[split][0][view]
+            bad = ~(np.abs(x) <= limit)
+            if bad.any() and not impute:
+                row, col = np.argwhere(bad)[0]
+                raise MMBenchError(f"{paths[view][split]}: row {row + 1}, column {col + 1} holds {x[row, col]:g}, "
+                                   "not a finite float32; fix the file, or prepare with -o on_nonfinite=mean to "
+                                   "replace such values by their column's training mean")
+            if bad.any():
+                if means is None:
+                    train = splits["train"][0][view]
+                    ok = np.abs(train) <= limit
+                    if not ok.any(axis=0).all():
+                        col = int(np.flatnonzero(~ok.any(axis=0))[0])
+                        raise MMBenchError(f"{paths[view]['train']}: column {col + 1} has no finite value")
+                    means = np.where(ok, train, 0).sum(0) / ok.sum(0)
+                x = np.where(bad, means, x)
+                replaced += int(bad.sum())
+            splits[split][0][view] = x.astype(np.float32)
+    return replaced
+
+
+def _few(values: np.ndarray) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:5])
+    return "{" + shown + (", ..." if len(values) > 5 else "") + "}"

@@ -46,7 +46,7 @@ class MogonetDataset(CsvViewsDataset):
                                f"{MOGONET_LAYOUT}")
         return {v: VIEWS[v] for v in views}
 
-    def class_names(self, root: Path, num_classes: int) -> list[str]:
+    def class_names(self, root: Path, num_classes: int) -> list[str] | None:
         if num_classes > len(self.classes):
             raise MMBenchError(f"{self.registry_name}: labels go up to {num_classes - 1}, but the dataset has "
                                f"{len(self.classes)} classes ({', '.join(self.classes)}); is --root the right folder?")

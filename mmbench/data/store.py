@@ -2,7 +2,9 @@
 
 Arrays are plain ``.npy`` (memory-mappable, no pickles). ``meta.json`` records modalities
 with shapes, dtypes and training statistics, classes, split sizes, how splits were made,
-preprocessing, and a SHA-256 of every array, verified on load.
+preprocessing, and a SHA-256 of every array, verified on load; its own ``digest`` (a SHA-256 of
+the rest of the record) is verified too, and identifies the prepared data in run ids. A prepared
+folder carries mmbench's marker (:mod:`mmbench.paths`): only such a folder is ever replaced.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
+import glob
 import json
+import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,15 +29,18 @@ import numpy as np
 import torch
 
 from mmbench import __version__
-from mmbench.checksums import file_sha256
-from mmbench.config import coerce
+from mmbench.checksums import file_sha256, read_bounded, record_digest
+from mmbench.config import coerce, dataset_defaults
 from mmbench.config import data_dir as default_data_dir
 from mmbench.data.base import DatasetBuilder, Prepared, SampleStream, UnreadableSample
 from mmbench.data.types import MODALITY_KINDS, DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
+from mmbench.paths import MARKER, UMASK, is_own, mark_own, safe_name
 from mmbench.registry import DATASETS, unknown_name_message
 
 SPLITS = ("train", "val", "test")
+KIND = "prepared dataset"  # the marker's text in a prepared folder
+MAX_META = 256 << 20  # bytes: a meta.json larger than this is not one mmbench wrote
 
 
 def prepare(dataset: str, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
@@ -43,9 +52,13 @@ def prepare(dataset: str, root: str | os.PathLike | None = None, data_dir: str |
     """
     builder_cls: type[DatasetBuilder] = DATASETS.get(dataset)
     name = name or dataset
-    target = default_data_dir(data_dir) / name
+    target = prepared_path(name, data_dir)
+    if name != dataset and (name in DATASETS or dataset_defaults(name)):
+        raise MMBenchError(f"--name {name!r} is a built-in dataset with its own defaults; give the {dataset} "
+                           "data another name")
     if (target / "meta.json").exists() and not force:
         return target
+    _check_replaceable(target)
     if root is None and not builder_cls.embedded:
         raise MMBenchError(f"dataset {dataset!r} needs its raw files: mmbench prepare {dataset} --root RAW_DIR")
     if root is not None and not Path(root).exists():
@@ -57,6 +70,11 @@ def prepare(dataset: str, root: str | os.PathLike | None = None, data_dir: str |
         prepared.info.setdefault("root", str(Path(root).resolve()))
     write(target, name, dataset, prepared, workers=workers)
     return target
+
+
+def prepared_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the prepared dataset ``name`` lives (``name`` checked by :func:`mmbench.paths.safe_name`)."""
+    return default_data_dir(data_dir) / safe_name(name, "dataset name")
 
 
 def _options(builder_cls: type[DatasetBuilder], options: dict[str, Any], dataset: str) -> Any:
@@ -89,65 +107,118 @@ def write(target: Path, name: str, builder: str, prepared: Prepared, progress: b
     """
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     _validate(prepared, builder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+    _check_replaceable(target)
+    tmp = None
     try:
-        checksums: dict[str, str] = {}
-        stats: dict[str, tuple[tuple[int, ...], str, float, float]] = {}
-        sizes: dict[str, int] = {}
-        skipped: list[dict[str, str]] = []
-        streamed = sum(len(d) for d in prepared.splits.values() if isinstance(d, SampleStream))
-        with _progress(builder, streamed, progress) as advance:
-            for split in SPLITS:
-                data = prepared.splits[split]
-                (tmp / split).mkdir()
-                if isinstance(data, SampleStream):
-                    sizes[split], split_stats, split_skipped = _write_stream(tmp, split, data, prepared, builder,
-                                                                              advance, workers, split == "train")
-                    skipped += split_skipped
-                else:
-                    inputs, labels = data
-                    for key, arr in {**inputs, "labels": labels}.items():
-                        np.save(tmp / f"{split}/{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-                    sizes[split] = int(len(labels))
-                    split_stats = {m: (tuple(x.shape[1:]), str(x.dtype), *_moments(x))
-                                   for m, x in inputs.items()} if split == "train" else {}
-                if split == "train":  # the modality specs' shapes, dtypes and standardisation statistics
-                    stats = split_stats
-        for path in sorted(tmp.rglob("*.npy")):
-            rel = path.relative_to(tmp).as_posix()
-            checksums[rel] = file_sha256(path)
-        for file_name, text in prepared.files.items():
-            (tmp / file_name).write_text(text)
-            checksums[file_name] = file_sha256(tmp / file_name)
-        for split, n in sizes.items():
-            if n == 0:
-                raise MMBenchError(f"{builder}: the {split} split is empty" + (
-                    f" after skipping {len(skipped)} unreadable samples" if skipped else "") + "; check the raw files")
-        info = dict(prepared.info)
-        if skipped or any(isinstance(d, SampleStream) for d in prepared.splits.values()):
-            info["skipped"] = {"count": len(skipped),
-                               "by_split": {s: sum(r["split"] == s for r in skipped) for s in SPLITS},
-                               "samples": skipped}
-        aux = [k for k in prepared.layout if k not in prepared.kinds]
-        if aux:
-            info["aux_arrays"] = aux
-        specs = {}
-        for m, (shape, dtype, mean, std) in stats.items():
-            specs[m] = ModalitySpec(m, prepared.kinds[m], shape, dtype, mean, std or 1.0,
-                                    prepared.vocab_sizes.get(m), prepared.tokens.get(m))
-        meta = DatasetMeta(name, builder, tuple(prepared.classes), specs, sizes, info, checksums, __version__)
-        (tmp / "meta.json").write_text(json.dumps(meta.to_dict(), indent=2))
-        if target.exists():
-            old = target.with_name(f".{name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale(target, name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp creates 0700: a shared data directory stays readable
+        mark_own(tmp, f"preparing {socket.gethostname()} {os.getpid()}")
+        _write(tmp, target, name, builder, prepared, progress, workers)
+    except OSError as e:
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT, None)  # None: a short write (numpy), the disk is full
+        raise MMBenchError(f"cannot write the prepared dataset {target} ({e.strerror or e}); "
+                           f"{'free some space' if full else 'make it writable'} or choose another --data-dir; "
+                           "nothing was changed") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_replaceable(target: Path) -> None:
+    if os.path.lexists(target) and not is_own(target, KIND, legacy="meta.json"):
+        raise MMBenchError(f"{target} exists and is not a dataset prepared by mmbench; choose another --name or "
+                           "--data-dir (nothing was changed)")
+
+
+def _clean_stale(target: Path, name: str) -> None:
+    """Remove what a killed ``prepare`` of ``name`` left: temporary folders of processes of this host
+    that no longer run, and the previous version set aside while being replaced (restored when the new
+    one never arrived)."""
+    old = target.with_name(f".{name}.old")
+    if is_own(old, KIND, legacy="meta.json"):
+        if os.path.lexists(target):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(target)
+    for tmp in target.parent.glob(f".{glob.escape(name)}.*"):
+        try:
+            kind, host, pid = (tmp / MARKER).read_text().split()
+        except (OSError, ValueError):
+            continue
+        if kind == "preparing" and host == socket.gethostname() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _write(tmp: Path, target: Path, name: str, builder: str, prepared: Prepared, progress: bool | None,
+           workers: int) -> None:
+    """:func:`write`'s work: the arrays and meta.json into ``tmp``, then ``tmp`` swapped in for ``target``."""
+    checksums: dict[str, str] = {}
+    stats: dict[str, tuple[tuple[int, ...], str, float, float]] = {}
+    sizes: dict[str, int] = {}
+    skipped: list[dict[str, str]] = []
+    streamed = sum(len(d) for d in prepared.splits.values() if isinstance(d, SampleStream))
+    with _progress(builder, streamed, progress) as advance:
+        for split in SPLITS:
+            data = prepared.splits[split]
+            (tmp / split).mkdir()
+            if isinstance(data, SampleStream):
+                sizes[split], split_stats, split_skipped = _write_stream(tmp, split, data, prepared, builder,
+                                                                          advance, workers, split == "train")
+                skipped += split_skipped
+            else:
+                inputs, labels = data
+                for key, arr in {**inputs, "labels": labels}.items():
+                    np.save(tmp / f"{split}/{key}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+                sizes[split] = int(len(labels))
+                split_stats = {m: (tuple(x.shape[1:]), str(x.dtype), *_moments(x))
+                               for m, x in inputs.items()} if split == "train" else {}
+            if split == "train":  # the modality specs' shapes, dtypes and standardisation statistics
+                stats = split_stats
+    for path in sorted(tmp.rglob("*.npy")):
+        rel = path.relative_to(tmp).as_posix()
+        checksums[rel] = file_sha256(path)
+    for file_name, text in prepared.files.items():
+        (tmp / file_name).write_text(text)
+        checksums[file_name] = file_sha256(tmp / file_name)
+    for split, n in sizes.items():
+        if n == 0:
+            raise MMBenchError(f"{builder}: the {split} split is empty" + (
+                f" after skipping {len(skipped)} unreadable samples" if skipped else "") + "; check the raw files")
+    info = dict(prepared.info)
+    if skipped or any(isinstance(d, SampleStream) for d in prepared.splits.values()):
+        info["skipped"] = {"count": len(skipped),
+                           "by_split": {s: sum(r["split"] == s for r in skipped) for s in SPLITS},
+                           "samples": skipped}
+    aux = [k for k in prepared.layout if k not in prepared.kinds]
+    if aux:
+        info["aux_arrays"] = aux
+    specs = {}
+    for m, (shape, dtype, mean, std) in stats.items():
+        specs[m] = ModalitySpec(m, prepared.kinds[m], shape, dtype, mean, std or 1.0,
+                                prepared.vocab_sizes.get(m), prepared.tokens.get(m))
+    record = json.loads(json.dumps(DatasetMeta(name, builder, tuple(prepared.classes), specs, sizes, info,
+                                               checksums, __version__).to_dict()))
+    (tmp / "meta.json").write_text(json.dumps({**record, "digest": record_digest(record)}, indent=2))
+    mark_own(tmp, KIND)
+    if os.path.lexists(target):
+        old = target.with_name(f".{name}.old")
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(target)
 
 
 def _moments(x: np.ndarray) -> tuple[float, float]:
@@ -308,6 +379,9 @@ def _validate(prepared: Prepared, builder: str) -> None:
     if set(prepared.splits) != set(SPLITS):
         raise ValueError(f"{builder} must produce the splits {SPLITS}, got {sorted(prepared.splits)}")
     k = len(prepared.classes)
+    if k < 2:
+        raise MMBenchError(f"{builder}: the data has {k} class{'es' * (k != 1)}; a classification benchmark "
+                           "needs at least two")
     for m, kind in prepared.kinds.items():
         if kind not in MODALITY_KINDS:
             raise ValueError(f"{builder}: modality {m!r} needs a kind in {MODALITY_KINDS}")
@@ -332,6 +406,13 @@ def _validate(prepared: Prepared, builder: str) -> None:
                 raise ValueError(f"{builder}: modality {m!r} needs a kind in {MODALITY_KINDS}")
             if len(x) != len(labels):
                 raise MMBenchError(f"{builder}: {split}/{m} has {len(x)} rows but {len(labels)} labels")
+    train = prepared.splits["train"]
+    counts = np.bincount(np.asarray(train.labels if isinstance(train, SampleStream) else train[1]), minlength=k)
+    absent = [str(prepared.classes[c]) for c in np.flatnonzero(counts == 0)]
+    if absent:
+        logging.getLogger("mmbench").warning(
+            "%s: %d class(es) have no training sample (%s%s); models cannot learn them", builder, len(absent),
+            ", ".join(absent[:5]), ", ..." if len(absent) > 5 else "")
 
 
 # ---------------------------------------------------------------------------------------
@@ -340,8 +421,8 @@ def _validate(prepared: Prepared, builder: str) -> None:
 
 
 def load_meta(name: str, data_dir: str | os.PathLike | None = None, auto_prepare: bool = True) -> DatasetMeta:
-    """Read ``meta.json``; an embedded dataset that is not prepared yet is prepared first."""
-    folder = default_data_dir(data_dir) / name
+    """Read and verify ``meta.json``; an embedded dataset that is not prepared yet is prepared first."""
+    folder = prepared_path(name, data_dir)
     if not (folder / "meta.json").exists():
         if name in DATASETS and DATASETS.get(name).embedded and auto_prepare:
             prepare(name, data_dir=data_dir)
@@ -351,10 +432,18 @@ def load_meta(name: str, data_dir: str | os.PathLike | None = None, auto_prepare
         else:
             prepared = sorted(p.parent.name for p in default_data_dir(data_dir).glob("*/meta.json"))
             raise MMBenchError(unknown_name_message("dataset", name, sorted(set(DATASETS.names()) | set(prepared))))
+    path = folder / "meta.json"
+    fix = "prepare the dataset again with --force"
     try:
-        return DatasetMeta.from_dict(json.loads((folder / "meta.json").read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise MMBenchError(f"{folder / 'meta.json'} is corrupt ({e}); prepare the dataset again with --force") from None
+        record = json.loads(read_bounded(path, MAX_META))
+        digest = record.pop("digest", None) if isinstance(record, dict) else None
+        if digest is None:
+            raise MMBenchError(f"{path} has no digest (prepared by an older mmbench, or edited); {fix}")
+        if digest != record_digest(record):
+            raise MMBenchError(f"{path} changed after prepare (its digest does not match); {fix}")
+        return dataclasses.replace(DatasetMeta.from_dict(record), digest=digest)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MMBenchError(f"{path} is corrupt ({type(e).__name__}: {e}); {fix}") from None
 
 
 def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
@@ -401,6 +490,8 @@ def verify_array(folder: Path, rel: str, meta: DatasetMeta, checksum: bool = Tru
     path = folder / rel
     if not path.exists():
         raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
+    if not path.is_file():
+        raise MMBenchError(f"{path} is not a regular file; prepare the dataset again with --force")
     if checksum and meta.checksums.get(rel) != file_sha256(path):
         raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
                            "prepare the dataset again with --force")

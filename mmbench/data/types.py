@@ -62,6 +62,7 @@ class DatasetMeta:
     info: dict[str, Any] = field(default_factory=dict)  # source, preprocessing, split seeds, options
     checksums: dict[str, str] = field(default_factory=dict)
     version: str = ""
+    digest: str = ""  # meta.json's own SHA-256 (set when loaded): identifies the prepared data
 
     @property
     def num_classes(self) -> int:
