@@ -71,7 +71,7 @@ def arl_weights(unimodal_logits: dict[str, torch.Tensor], temperature: float, en
                 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Steps 1-4: normalised logit magnitudes, clamped normalised entropies and the softmax weights."""
     mods = list(unimodal_logits)
-    z = {m: unimodal_logits[m].detach().float() for m in mods}
+    z = {m: unimodal_logits[m].detach().double() for m in mods}  # float64 statistics, whatever the model dtype
     mag = torch.stack([z[m].abs().mean(0).sum() for m in mods])
     mag = mag / mag.sum()
     probs = {m: torch.softmax(z[m], 1) for m in mods}
