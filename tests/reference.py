@@ -162,3 +162,8 @@ class MaxDiff:
     def summary(self, label: str) -> str:
         """One line for the docs' fidelity table (printed by the checks, shown with ``pytest -s``)."""
         return f"{label}: " + ", ".join(f"{k} {v:.1e}" for k, v in self.max.items()) + f" (tolerance {self.tol:g})"
+
+
+def largest_change(model: torch.nn.Module, initial: dict[str, torch.Tensor]) -> float:
+    """``max |p - p_0|`` over the parameters: a check that training moved them at all."""
+    return max((p.detach() - initial[n]).abs().max().item() for n, p in model.named_parameters())

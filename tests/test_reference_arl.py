@@ -26,6 +26,7 @@ from tests.reference import (
     GradNorms,
     MaxDiff,
     default_dtype,
+    largest_change,
     load_module,
     returned_locals,
     source_of,
@@ -110,6 +111,7 @@ def test_released_mode_equals_the_official_training_steps():
         wrapped = _Parallel(theirs)
 
         optim = OptimConfig(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, grad_clip=40.0)
+        initial = {n: p.detach().clone() for n, p in ours.named_parameters()}
         trainer = Trainer(method, ours, optim, torch.device("cpu"))
         their_opt = torch.optim.SGD(wrapped.parameters(), lr=optim.lr, momentum=0.9, weight_decay=1e-4)
         our_norms = GradNorms(trainer.optimizer, {m: list(ours.encoders[m].parameters()) for m in MODS})
@@ -142,6 +144,7 @@ def test_released_mode_equals_the_official_training_steps():
                 diff("parameters", p, q, f"encoders.{m}.{name}")
         for name, p in ours.fusion.fc.named_parameters():
             diff("parameters", p, getattr(theirs.fusion_module.fc_out, name), f"fusion.fc.{name}")
+    assert largest_change(ours, initial) > 1e-2
     assert len(batches) >= 20 and EPOCHS - 1 - START >= 2
     assert all(abs(s - 1.5) < 1e-12 for s in (logs["scale_audio"], logs["scale_visual"]))  # the release's constant
     print(diff.summary(f"ARL weight_mode=released, {len(batches)} steps, float64"))
