@@ -307,8 +307,8 @@ class ARM(Method):
         other = {a: b, b: a}
         feats = {m: f.detach() for m, f in features.items()}
         joint = fusion.joint(feats)
-        conf = {m: true_class_prob(fusion.fc(f).detach().float(), labels).mean().item() for m, f in feats.items()}
-        p_c = true_class_prob(fusion.fc(joint).detach().float(), labels).mean().item()
+        conf = {m: true_class_prob(fusion.fc(f).detach().double(), labels).mean().item() for m, f in feats.items()}
+        p_c = true_class_prob(fusion.fc(joint).detach().double(), labels).mean().item()
         flat = {m: f.reshape(-1) for m, f in feats.items()}
         c = joint.reshape(-1)
         nmi_m = {m: nmi(flat[m], c, p.nmi_bins).item() for m in flat}
