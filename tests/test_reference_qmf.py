@@ -6,6 +6,7 @@ The official side runs the release's ``model_forward`` and ``rank_loss`` (``trai
 (``src/models/late_fusion.py``: energy confidences, detached weights) over mmbench's small encoders
 and linear classifiers with the same initial weights (``text`` = mmbench's first modality), with the
 loop's call sequence (backward, Adam step; no gradient accumulation, which mmbench does not have).
+The RGB-D options are checked against ``RGBD-scene-recognition/train_QMF_nyud2.py`` the same way.
 """
 
 from __future__ import annotations
@@ -131,3 +132,79 @@ def test_qmf_equals_the_official_training_steps():
     assert len(batches) >= 20 and largest_change(ours, initial) > 1e-2
     assert sum(r > 0 for r in ranks) >= len(ranks) // 2  # the ranking term is active, not a compared zero
     print(diff.summary(f"QMF, {len(batches)} steps, float64"))
+
+
+def _rgbd_official():
+    stubs = {"models.image": stub("models.image", ImageEncoder=None),
+             "torchvision": stub("torchvision"), "torchvision.transforms": stub("torchvision.transforms"),
+             "data.aligned_conc_dataset": stub("data.aligned_conc_dataset", AlignedConcDataset=None),
+             "utils.logger": stub("utils.logger", create_logger=None)}
+    return load_module(REPO, "train_QMF_nyud2", root="RGBD-scene-recognition", stubs=stubs)
+
+
+def test_rgbd_options_equal_the_official_training_steps():
+    """The RGB-D release: confidences not detached, history updated after the ranking loss, lambda 0.1."""
+    script = _rgbd_official()
+    with default_dtype(torch.float64), cpu_for_cuda():
+        torch.manual_seed(0)
+        data, _ = two_modality_batches(N_DATA // BATCH, BATCH, (12, 10), CLASSES, names=("rgb", "depth"))
+        g = torch.Generator().manual_seed(1)
+        batches = [b for _ in range(STEPS * BATCH // N_DATA) for b in data.batches(BATCH, shuffle=True, generator=g)]
+        method = build_method(MethodConfig("qmf", {"detach_confidence": False, "history_update": "after",
+                                                   "rank_weight": 0.1}))
+        ours = method.build_model(ModelSpec(data.meta.modalities, CLASSES, ModelConfig(hidden_dim=16, feature_dim=8, depth=1)))
+        with torch.no_grad():
+            for m in ("rgb", "depth"):
+                ours.fusion.heads[m].weight.mul_(SHARPEN)
+        theirs = script.QMF.__new__(script.QMF)
+        nn.Module.__init__(theirs)
+        theirs.rgbenc, theirs.depthenc = (copy.deepcopy(ours.encoders[m]) for m in ("rgb", "depth"))
+        theirs.clf_rgb, theirs.clf_depth = (nn.ModuleList([copy.deepcopy(ours.fusion.heads[m])]) for m in ("rgb", "depth"))
+        args = types.SimpleNamespace(lamb=0.1)
+        histories = {m: script.History(N_DATA) for m in ("rgb", "depth")}
+
+        optim = OptimConfig(optimizer="adam", lr=3e-3, weight_decay=0.0)
+        trainer = Trainer(method, ours, optim, torch.device("cpu"))
+        trainer.state.train = data
+        initial = {n: p.detach().clone() for n, p in ours.named_parameters()}
+        their_opt = torch.optim.Adam(theirs.parameters(), lr=optim.lr)
+        encoders = {"rgb": theirs.rgbenc, "depth": theirs.depthenc}
+        our_norms = GradNorms(trainer.optimizer, {m: list(ours.encoders[m].parameters()) for m in encoders})
+        their_norms = GradNorms(their_opt, {m: list(e.parameters()) for m, e in encoders.items()})
+
+        diff = MaxDiff(TOL)
+        ranks = []
+        their_opt.zero_grad()
+        for step, batch in enumerate(batches):
+            loss, out, logs = trainer.train_step(batch)
+            theirs.train()
+            official_batch = {"A": batch.inputs["rgb"], "B": batch.inputs["depth"], "label": batch.labels, "idx": batch.ids}
+            with returned_locals(script.model_forward_train) as calls:
+                their_loss = script.model_forward_train(0, theirs, args, official_batch, histories["depth"],
+                                                        histories["rgb"])[0]
+            their_loss.backward()
+            their_opt.step()
+            their_opt.zero_grad()
+            local = calls[0]
+            where = f"step {step}"
+            if step == 0:  # the release normalises an all-zero history: 0/0, a NaN loss with zero ranking gradient
+                assert torch.isnan(their_loss) and logs["rank_loss_rgb"] == 0.0
+            else:
+                diff("loss", loss, their_loss, where)
+                diff("rank_loss", [logs["rank_loss_rgb"], logs["rank_loss_depth"]],
+                     [local["rgb_rank_loss"].item(), local["depth_rank_loss"].item()], where)
+                ranks.append(logs["rank_loss_rgb"] + logs["rank_loss_depth"])
+            diff("energy_weight", torch.stack([out.extras["conf_rgb"], out.extras["conf_depth"]]),
+                 torch.stack([local["rgb_conf"].squeeze(1), local["depth_conf"].squeeze(1)]), where)
+            diff("history", method.history.T, [histories[m].correctness for m in ("rgb", "depth")], where)
+            diff("grad_norm", [our_norms.steps[-1][m] for m in encoders], [their_norms.steps[-1][m] for m in encoders],
+                 where)
+        for m, enc in encoders.items():
+            for (name, p), q in zip(ours.encoders[m].named_parameters(), enc.parameters()):
+                diff("parameters", p, q, f"encoders.{m}.{name}")
+        for m, clf in (("rgb", theirs.clf_rgb), ("depth", theirs.clf_depth)):
+            for name, p in ours.fusion.heads[m].named_parameters():
+                diff("parameters", p, getattr(clf[0], name), f"heads.{m}.{name}")
+    assert len(batches) >= 20 and largest_change(ours, initial) > 1e-2
+    assert sum(r > 0 for r in ranks) >= len(ranks) // 2
+    print(diff.summary(f"QMF RGB-D options, {len(batches)} steps, float64"))
