@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import types
 
 import torch
@@ -90,7 +91,9 @@ class _Parallel(nn.Module):
         return self.module(*inputs)
 
 
-def test_released_mode_equals_the_official_training_steps():
+def _side_by_side(weight_mode: str, tol: float) -> tuple[MaxDiff, dict]:
+    """Train both sides on the same batches, comparing as they go; the per-quantity differences and
+    mmbench's last step's logs."""
     script, models = _official()
     grad_scale = _grad_scale()
     fusion_modules = load_module(REPO, "models.fusion_modules")
@@ -98,7 +101,7 @@ def test_released_mode_equals_the_official_training_steps():
         torch.manual_seed(0)
         data, batches = two_modality_batches(EPOCHS * STEPS_PER_EPOCH, 16, (12, 10), 6)
         method = build_method(MethodConfig("arl", {"gamma": GAMMA, "temperature": T, "start": START,
-                                                   "weight_mode": "released"}))
+                                                   "weight_mode": weight_mode}))
         ours = method.build_model(ModelSpec(data.meta.modalities, 6, ModelConfig(hidden_dim=16, feature_dim=512, depth=1)))
         args = types.SimpleNamespace(gamma=GAMMA, T=T, start=START, epochs=EPOCHS, current_epoch=0, modality="full",
                                      audio_weight=0.5, visual_weight=0.5)  # the values epochs <= start leave
@@ -118,7 +121,7 @@ def test_released_mode_equals_the_official_training_steps():
         their_norms = GradNorms(their_opt, {m: list(getattr(theirs, f"{m}_net").parameters()) for m in MODS})
         no_schedule = types.SimpleNamespace(step=lambda: None)
 
-        diff = MaxDiff(TOL)
+        diff = MaxDiff(tol)
         for step, batch in enumerate(batches):
             epoch = step // STEPS_PER_EPOCH
             trainer.state.epoch = epoch
@@ -146,5 +149,17 @@ def test_released_mode_equals_the_official_training_steps():
             diff("parameters", p, getattr(theirs.fusion_module.fc_out, name), f"fusion.fc.{name}")
     assert largest_change(ours, initial) > 1e-2
     assert len(batches) >= 20 and EPOCHS - 1 - START >= 2
+    return diff, logs
+
+
+def test_released_mode_equals_the_official_training_steps():
+    diff, logs = _side_by_side("released", TOL)
     assert all(abs(s - 1.5) < 1e-12 for s in (logs["scale_audio"], logs["scale_visual"]))  # the release's constant
-    print(diff.summary(f"ARL weight_mode=released, {len(batches)} steps, float64"))
+    print(diff.summary(f"ARL weight_mode=released, {EPOCHS * STEPS_PER_EPOCH} steps, float64"))
+
+
+def test_the_default_mode_departs_from_the_release_as_documented():
+    """``weight_mode=intended`` applies the weights the release computes and drops: a real, measured difference."""
+    diff, _ = _side_by_side("intended", math.inf)
+    assert diff.max["scale"] > 0.05 and diff.max["parameters"] > 1e-3
+    print(diff.summary(f"ARL weight_mode=intended (default) vs the release, {EPOCHS * STEPS_PER_EPOCH} steps"))
