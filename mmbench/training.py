@@ -181,25 +181,6 @@ class Trainer:
         self.model.load_state_dict(best_state)
         return FitResult(history, best_epoch, best_acc, best_state, seconds, probs)
 
-    def train_step(self, batch: MultimodalData) -> tuple[float, ModelOutput, dict[str, float]]:
-        """One optimisation step through the method's hooks: ``(loss value, output, logs)``."""
-        model, method, state = self.model, self.method, self.state
-        out = method.forward(model, batch, state)
-        loss, logs = method.loss(model, batch, out, state)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(state.epoch, state.step, value)
-        if not method.trains_unimodal_heads and hasattr(model, "monitor_loss"):
-            loss = loss + model.monitor_loss(out, batch.labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        state.step += 1
-        return value, out, logs
-
     def _train_epoch(self, train: MultimodalData, steps_per_epoch: int) -> dict[str, float]:
         model, method, state = self.model, self.method, self.state
         model.train()
@@ -224,6 +205,25 @@ class Trainer:
         row.update({f"train_{k}": v.item() / n for k, v in correct.items()})
         row.update({k[4:]: v / steps_per_epoch for k, v in sums.items() if k.startswith("log:")})
         return row
+
+    def train_step(self, batch: MultimodalData) -> tuple[float, ModelOutput, dict[str, float]]:
+        """One optimisation step through the method's hooks: ``(loss value, output, logs)``."""
+        model, method, state = self.model, self.method, self.state
+        out = method.forward(model, batch, state)
+        loss, logs = method.loss(model, batch, out, state)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(state.epoch, state.step, value)
+        if not method.trains_unimodal_heads and hasattr(model, "monitor_loss"):
+            loss = loss + model.monitor_loss(out, batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        state.step += 1
+        return value, out, logs
 
 
 def imbalance_ratios(true_prob: torch.Tensor, modalities: list[str]) -> dict[str, float]:

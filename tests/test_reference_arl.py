@@ -23,12 +23,12 @@ from mmbench.config import MethodConfig, ModelConfig, OptimConfig
 from mmbench.methods.base import build_method
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import Trainer
-from tests.reference import (
+from tests.reference_steps import (
     GradNorms,
     MaxDiff,
     default_dtype,
+    import_module,
     largest_change,
-    load_module,
     returned_locals,
     source_of,
     stub,
@@ -49,8 +49,8 @@ def _official():
         "Kinect400": ("Kinect400",)}.items()}
     stubs = {"dataset": stub("dataset"), **datasets, "torch.utils.tensorboard": stub("tb", SummaryWriter=None),
              "models.swin_transformer": stub("models.swin_transformer", SwinTransformer=None)}
-    script = load_module(REPO, "main_arl_variance", stubs=stubs)
-    models = load_module(REPO, "models.basic_model", stubs={"models.swin_transformer": stubs["models.swin_transformer"]})
+    script = import_module(REPO, "main_arl_variance", stubs=stubs)
+    models = import_module(REPO, "models.basic_model", stubs={"models.swin_transformer": stubs["models.swin_transformer"]})
     return script, models
 
 
@@ -96,7 +96,7 @@ def _side_by_side(weight_mode: str, tol: float) -> tuple[MaxDiff, dict]:
     mmbench's last step's logs."""
     script, models = _official()
     grad_scale = _grad_scale()
-    fusion_modules = load_module(REPO, "models.fusion_modules")
+    fusion_modules = import_module(REPO, "models.fusion_modules")
     with default_dtype(torch.float64):
         torch.manual_seed(0)
         data, batches = two_modality_batches(EPOCHS * STEPS_PER_EPOCH, 16, (12, 10), 6)

@@ -26,13 +26,13 @@ from mmbench.config import MethodConfig, ModelConfig, OptimConfig
 from mmbench.methods.base import build_method
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import Trainer
-from tests.reference import (
+from tests.reference import reference_dir
+from tests.reference_steps import (
     GradNorms,
     MaxDiff,
     default_dtype,
+    import_module,
     largest_change,
-    load_module,
-    reference_dir,
     returned_locals,
     stub,
     two_modality_batches,
@@ -80,8 +80,8 @@ def _official():
              "mmpretrain.evaluation.metrics": stub("mmpretrain.evaluation.metrics", Accuracy=None),
              "mmpretrain.structures": stub("mmpretrain.structures", DataSample=None),
              "mmengine": stub("mmengine"), "mmengine.model": stub("mmengine.model", BaseModule=_BaseModule)}
-    head = load_module(REPO, "mmpretrain.models.heads.linear_head", stubs=stubs)
-    neck = load_module(REPO, "mmpretrain.models.necks.gap", stubs=stubs)
+    head = import_module(REPO, "mmpretrain.models.heads.linear_head", stubs=stubs)
+    neck = import_module(REPO, "mmpretrain.models.necks.gap", stubs=stubs)
     return head, neck
 
 

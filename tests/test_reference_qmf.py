@@ -21,14 +21,14 @@ from mmbench.config import MethodConfig, ModelConfig, OptimConfig
 from mmbench.methods.base import build_method
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import Trainer
-from tests.reference import (
+from tests.reference import reference_dir
+from tests.reference_steps import (
     GradNorms,
     MaxDiff,
     cpu_for_cuda,
     default_dtype,
+    import_module,
     largest_change,
-    load_module,
-    reference_dir,
     returned_locals,
     stub,
     two_modality_batches,
@@ -52,8 +52,8 @@ def _official():
              "src.models": stub("src.models", get_model=None, __path__=[models_dir]),
              "src.models.bert": stub("src.models.bert", BertEncoder=None, BertClf=None),
              "src.models.image": stub("src.models.image", ImageEncoder=None, ImageClf=None)}
-    script = load_module(REPO, "train_qmf", root=ROOT, stubs=stubs)
-    late_fusion = load_module(REPO, "src.models.late_fusion", root=ROOT, stubs=stubs)
+    script = import_module(REPO, "train_qmf", root=ROOT, stubs=stubs)
+    late_fusion = import_module(REPO, "src.models.late_fusion", root=ROOT, stubs=stubs)
     return script, late_fusion
 
 
@@ -139,7 +139,7 @@ def _rgbd_official():
              "torchvision": stub("torchvision"), "torchvision.transforms": stub("torchvision.transforms"),
              "data.aligned_conc_dataset": stub("data.aligned_conc_dataset", AlignedConcDataset=None),
              "utils.logger": stub("utils.logger", create_logger=None)}
-    return load_module(REPO, "train_QMF_nyud2", root="RGBD-scene-recognition", stubs=stubs)
+    return import_module(REPO, "train_QMF_nyud2", root="RGBD-scene-recognition", stubs=stubs)
 
 
 def test_rgbd_options_equal_the_official_training_steps():

@@ -20,13 +20,13 @@ from mmbench.config import MethodConfig, ModelConfig, OptimConfig
 from mmbench.methods.base import build_method
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import Trainer
-from tests.reference import (
+from tests.reference_steps import (
     GradNorms,
     MaxDiff,
     cpu_for_cuda,
     default_dtype,
+    import_module,
     largest_change,
-    load_module,
     returned_locals,
     stub,
     two_modality_batches,
@@ -50,7 +50,7 @@ class _Views(nn.Module):
 
 
 def test_tmc_equals_the_official_training_steps():
-    official = load_module(REPO, "model", root="TMC ICLR")
+    official = import_module(REPO, "model", root="TMC ICLR")
     with default_dtype(torch.float64), cpu_for_cuda():
         torch.manual_seed(0)
         data, batches = two_modality_batches(EPOCHS * STEPS_PER_EPOCH, 16, (12, 10), CLASSES)
@@ -105,7 +105,7 @@ def _etmc_official():
              "torchvision": stub("torchvision"), "torchvision.transforms": stub("torchvision.transforms"),
              "data.aligned_conc_dataset": stub("data.aligned_conc_dataset", AlignedConcDataset=None),
              "utils.logger": stub("utils.logger", create_logger=None)}
-    return load_module(REPO, "train_ETMC_nyud2", root="ETMC TPAMI", stubs=stubs)
+    return import_module(REPO, "train_ETMC_nyud2", root="ETMC TPAMI", stubs=stubs)
 
 
 def _linear_list(layer: nn.Linear) -> nn.ModuleList:
