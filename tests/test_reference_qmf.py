@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import types
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -122,7 +123,7 @@ def test_qmf_equals_the_official_training_steps():
             diff("rank_loss", [logs["rank_loss_audio"], logs["rank_loss_visual"]],
                  [local["text_rank_loss"].item(), local["image_rank_loss"].item()], where)
             ranks.append(logs["rank_loss_audio"] + logs["rank_loss_visual"])
-            diff("history", method.history.T, [h.correctness for h in histories], where)
+            diff("history", method.history.T, np.stack([h.correctness for h in histories]), where)
             diff("grad_norm", [our_norms.steps[-1][m] for m in MODS], [their_norms.steps[-1][m] for m in MODS], where)
         for m in MODS:
             for (name, p), q in zip(ours.encoders[m].named_parameters(), clfs[m].encoder.parameters()):
@@ -196,7 +197,7 @@ def test_rgbd_options_equal_the_official_training_steps():
                 ranks.append(logs["rank_loss_rgb"] + logs["rank_loss_depth"])
             diff("energy_weight", torch.stack([out.extras["conf_rgb"], out.extras["conf_depth"]]),
                  torch.stack([local["rgb_conf"].squeeze(1), local["depth_conf"].squeeze(1)]), where)
-            diff("history", method.history.T, [histories[m].correctness for m in ("rgb", "depth")], where)
+            diff("history", method.history.T, np.stack([histories[m].correctness for m in ("rgb", "depth")]), where)
             diff("grad_norm", [our_norms.steps[-1][m] for m in encoders], [their_norms.steps[-1][m] for m in encoders],
                  where)
         for m, enc in encoders.items():
