@@ -33,7 +33,7 @@ from mmbench.memory import check_model_fits
 from mmbench.methods.base import Method, TrainState, build_method, method_params_dict
 from mmbench.methods.modulation import score_ratios
 from mmbench.metrics import true_class_prob
-from mmbench.models.multimodal import ModelSpec, MultimodalModel
+from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel
 from mmbench.registry import unknown_name_message
 from mmbench.results import RunFolder
 
@@ -216,20 +216,7 @@ class Trainer:
         columns = {m: j for j, m in enumerate(train.modalities)}
         true_prob = torch.full((len(train), len(columns)), float("nan"), device=self.device)
         for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator):
-            out = method.forward(model, batch, state)
-            loss, logs = method.loss(model, batch, out, state)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(state.epoch, state.step, value)
-            if not method.trains_unimodal_heads and hasattr(model, "monitor_loss"):
-                loss = loss + model.monitor_loss(out, batch.labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            state.step += 1
+            value, out, logs = self.train_step(batch)
             sums["loss"] += value * len(batch)
             correct["acc"] += (out.logits.argmax(1) == batch.labels).sum()
             for m, z in out.unimodal_logits.items():
@@ -244,6 +231,25 @@ class Trainer:
         row.update({f"train_{k}": v.item() / n for k, v in correct.items()})
         row.update({k[4:]: v / steps_per_epoch for k, v in sums.items() if k.startswith("log:")})
         return row
+
+    def train_step(self, batch: MultimodalData) -> tuple[float, ModelOutput, dict[str, float]]:
+        """One optimisation step through the method's hooks: ``(loss value, output, logs)``."""
+        model, method, state = self.model, self.method, self.state
+        out = method.forward(model, batch, state)
+        loss, logs = method.loss(model, batch, out, state)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(state.epoch, state.step, value)
+        if not method.trains_unimodal_heads and hasattr(model, "monitor_loss"):
+            loss = loss + model.monitor_loss(out, batch.labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        state.step += 1
+        return value, out, logs
 
 
 def imbalance_ratios(true_prob: torch.Tensor, modalities: list[str]) -> dict[str, float]:

@@ -7,7 +7,7 @@ Official code: https://github.com/shicaiwei123/ICCV2025-ARL (commit 358af4f;
 Idea: the model's dependence on each modality should be inversely proportional to its prediction
 variance; unimodal regularisers share the fusion head, so there are no extra parameters.
 
-From the official code (verified line by line, reference methods.md §8.6):
+From the official code (equality with the release measured in ``docs/methods/arl.md``):
 - unimodal logits from the **shared** concat head with the other modality zeroed,
   ``a_out = fc([a, 0])``, ``v_out = fc([0, v])`` (the full bias, not half of it);
 - per-batch weights (``main_arl_variance.py`` l.116-153):
@@ -20,7 +20,7 @@ From the official code (verified line by line, reference methods.md §8.6):
   ``CE(out) + gamma (CE(out_a) + CE(out_v))``; before, the unimodal weight is 1 and no scaling;
 - gradient-norm clip 40 after the scaling (l.171): ``optim.grad_clip: 40`` in the recipes.
 
-Quirks of the release, and what mmbench does (§0.4):
+Quirks of the release, and what mmbench does:
 - At 358af4f the computed ``weight`` is never written back, so both gradients get the fallback
   0.5, a constant 1.5x. The default ``weight_mode="intended"`` applies the weights;
   ``"released"`` reproduces the constant 1.5x. (Another stored revision of the script, 51a9de3,
@@ -73,7 +73,7 @@ def arl_weights(unimodal_logits: dict[str, torch.Tensor], temperature: float, en
                 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Steps 1-4: normalised logit magnitudes, clamped normalised entropies and the softmax weights."""
     mods = list(unimodal_logits)
-    z = {m: unimodal_logits[m].detach().float() for m in mods}
+    z = {m: unimodal_logits[m].detach().double() for m in mods}  # float64 statistics, whatever the model dtype
     mag = torch.stack([z[m].abs().mean(0).sum() for m in mods])
     mag = mag / mag.sum()
     probs = {m: torch.softmax(z[m], 1) for m in mods}

@@ -4,7 +4,7 @@ Gao, Cao, Zhu, Wang, Hu. AAAI 2025, 39(16):16754-16762, arXiv 2501.01240.
 Official code: https://github.com/Gao-xiyuan/ARM (MMPretrain head/neck/MI module and
 ``configs/arm/resnet18_ks.py`` at a96d0ad; the older stand-alone ``train_armr.py`` with the
 sample re-sampling stage in the history, commits 8566adf / 69563aa / c4453b9).
-Reference notes: ``shared/reference/methods.md`` section 3.
+Equality with the release, measured: ``docs/methods/arm.md``.
 
 From the official code [V-code] (MMPretrain generation):
 - two encoders, features ``f_v``, ``f_a``; a joint feature ``f_c = fc_c([f_v, f_a])``
@@ -30,7 +30,7 @@ From the official code [V-code] (MMPretrain generation):
 - KS config: SGD lr 0.01, momentum 0.9, weight decay 1e-4, batch 128, 30 epochs, no LR decay
   within them, ResNet-18 x 2 from scratch, K = 31.
 
-mmbench defaults where the release is a bug or leaks labels (methods.md sections 0.4, 3.2):
+mmbench defaults where the release is a bug or leaks labels:
 - *Conditional entropy.* The release's "conditional entropy" divides the 3-D joint by
   ``p(z)`` along the **x** axis and broadcasts the 2-D marginals into a ``bins^3`` array
   (``q[m, i, k] = P_xz[i, k] / p_z[m]``, summed over every ``m``), with a 1e-10 floor on
@@ -165,7 +165,7 @@ def nmi_from_joint(p: torch.Tensor) -> torch.Tensor:
 
 
 def released_conditional_entropy(p: torch.Tensor, p_z: torch.Tensor) -> torch.Tensor:
-    """The release's ``conditional_entropy`` (methods.md section 3.2), per row: ``p_z`` floored
+    """The release's ``conditional_entropy``, per row: ``p_z`` floored
     at 1e-10 divides ``p`` along its **first** axis (``q[i,j,k] = P[i,j,k] / p_z[i]``) for a
     3-D table, and a 2-D table ``P[i, k]`` is broadcast to ``q[m,i,k] = P[i,k] / p_z[m]``;
     returns ``-sum q log q`` over the positive entries."""
@@ -305,8 +305,8 @@ class ARM(Method):
         other = {a: b, b: a}
         feats = {m: f.detach() for m, f in features.items()}
         joint = fusion.joint(feats)
-        conf = {m: true_class_prob(fusion.fc(f).detach().float(), labels).mean().item() for m, f in feats.items()}
-        p_c = true_class_prob(fusion.fc(joint).detach().float(), labels).mean().item()
+        conf = {m: true_class_prob(fusion.fc(f).detach().double(), labels).mean().item() for m, f in feats.items()}
+        p_c = true_class_prob(fusion.fc(joint).detach().double(), labels).mean().item()
         flat = {m: f.reshape(-1) for m, f in feats.items()}
         c = joint.reshape(-1)
         nmi_m = {m: nmi(flat[m], c, p.nmi_bins).item() for m in flat}

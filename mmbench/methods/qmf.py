@@ -5,6 +5,7 @@ ICML 2023, arXiv 2306.02050. Official code: https://github.com/QingyangZhang/QMF
 at 90bf6b1 (2024-12-02) and HEAD fe6c4c6 (2025-06-28): text-image ``src/models/late_fusion.py``,
 ``train_qmf.py`` (``rank_loss``, ``model_forward``), ``src/utils/utils.py`` (``History``); RGB-D
 ``models/QMF.py``, ``train_QMF_nyud2.py``.
+Equality with the release, measured: ``docs/methods/qmf.md``.
 
 Everything below follows the official code [V-code]:
 - late fusion of per-modality classifiers (one linear head per modality on the encoder's features;

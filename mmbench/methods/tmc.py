@@ -4,6 +4,7 @@ Han, Zhang, Fu, Zhou. *Trusted Multi-View Classification*, ICLR 2021, arXiv 2102
 Multi-View Classification with Dynamic Evidential Fusion*, TPAMI 2022, arXiv 2204.11423.
 Official code: https://github.com/hanmenghan/TMC, line-checked at 08d0ca4 (ICLR ``model.py``
 ``KL`` / ``ce_loss`` / ``DS_Combin``, ``train.py``; TPAMI ``models/TMC.py``, ``train_ETMC_nyud2.py``).
+Equality with the release, measured: ``docs/methods/tmc.md``.
 
 From the official code [V-code]:
 - per modality, evidence ``e = softplus(linear(features))`` (no ReLU), ``alpha = e + 1``,
