@@ -163,10 +163,13 @@ def copies(nets: dict[str, nn.Module]) -> dict[str, nn.Module]:
     return {m: copy.deepcopy(n) for m, n in nets.items()}
 
 
-def max_differences(ours: StepLog, theirs: StepLog, keys: list[str]) -> dict[str, float]:
-    """Largest absolute difference over the steps for each key, and over all parameters (``params``)."""
+def max_differences(ours: StepLog, theirs: StepLog, keys: list[str], params: bool = True) -> dict[str, float]:
+    """Largest absolute difference over the steps for each key and, with ``params``, over all parameters
+    and buffers after the last step (``params``)."""
     assert len(ours.steps) == len(theirs.steps)
     diffs = {k: max(abs(float(a[k]) - float(b[k])) for a, b in zip(ours.steps, theirs.steps)) for k in keys}
+    if not params:
+        return diffs
     assert ours.final.keys() == theirs.final.keys()
     diffs["params"] = max((ours.final[k].double() - theirs.final[k].double()).abs().max().item() for k in ours.final)
     return diffs

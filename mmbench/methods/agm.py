@@ -135,7 +135,7 @@ class AGM(Method):
         for m in scores:
             logs.update({f"score_{m}": scores[m], f"ratio_{m}": ratios[m], f"optimal_ratio_{m}": optimal[m],
                          f"coeff_{m}": coeffs[m], f"scale_{m}": scale[m]})
-        extras = {k: torch.tensor(v) for k, v in logs.items()}
+        extras = {k: torch.tensor(v, dtype=torch.float64) for k, v in logs.items()}  # logged at full precision
         return ModelOutput(logits, full.features, outputs, extras)
 
     def loss(self, model, batch, out, state):
