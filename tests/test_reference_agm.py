@@ -83,7 +83,7 @@ def test_agm_equals_the_release_step_for_step(after_window, capsys):
         fusion.fc.load_state_dict(head.state_dict())
         model = MultimodalModel({m: Pooled(n) for m, n in copies(nets).items()}, fusion)
     method = AGM(AGM.Params(alpha=ALPHA, modulation_starts=0, modulation_ends=1, scale_after_window=after_window))
-    ours = train_mmbench(method, model, av_data(STEPS_PER_EPOCH * BATCH), EPOCHS, LR, lambda logs: logs)
+    ours = train_mmbench(method, model, av_data(STEPS_PER_EPOCH * BATCH), EPOCHS, LR)
 
     cfgs = SimpleNamespace(mode="train", fusion_type="late_fusion", fusion="concat", dataset="CREMAD",
                            modality="Multimodal", methods="AGM", alpha=ALPHA, modulation_starts=0,

@@ -74,8 +74,9 @@ def class_prototypes(model, data, idx: torch.Tensor, batch_size: int) -> dict[st
         for chunk in idx.split(batch_size):
             batch = data.index(chunk)
             for m, f in model(batch).features.items():
-                total = sums.setdefault(m, torch.zeros(data.meta.num_classes, f.shape[1], device=f.device))
-                total.index_add_(0, batch.labels, f.float())
+                f = f.to(torch.promote_types(f.dtype, torch.float32))  # half -> float32; float64 stays float64
+                total = sums.setdefault(m, f.new_zeros(data.meta.num_classes, f.shape[1]))
+                total.index_add_(0, batch.labels, f)
     counts = torch.bincount(data.labels[idx], minlength=data.meta.num_classes).clamp_min(1)
     return {m: s / counts[:, None].to(s) for m, s in sums.items()}
 
