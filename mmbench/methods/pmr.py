@@ -5,7 +5,7 @@ CVPR 2023, arXiv 2211.07089.
 Official code: https://github.com/fanyunfeng-bit/Modal-Imbalance-PMR (commit 3615e48;
 ``main_Prototype_grad.py``, the script the released shell commands run).
 
-From the official code (verified line by line, reference methods.md §8.3):
+From the official code (equal step for step on identical tensors: ``docs/methods/pmr.md``):
 - a class prototype is the mean encoder feature of the class, computed in eval mode without
   gradients over the first ``len(loader) // 10`` batches of the shuffled training loader
   (l.383-441); computed once before epoch 0 and after every epoch, so epoch e trains with the
@@ -21,7 +21,7 @@ From the official code (verified line by line, reference methods.md §8.3):
 Not implemented, documented:
 - the paper's continuous coefficient and its prototype entropy regularisation (PER): neither is in
   the released training file, PER's script ``main_Proto_PER.py`` is missing from the repository,
-  and the formulas have not been verified (methods.md §8.3), so mmbench runs the released rule.
+  and the formulas cannot be checked against code, so mmbench runs the released rule.
 
 mmbench choices, documented:
 - *More than two modalities.* ``rho_m = s^p_m / mean_{j != m} s^p_j``; every modality with
