@@ -42,9 +42,12 @@ TOL = 1e-9  # absolute, float64
 KEYS = [f"{k}_{m}" for k in ("score", "ratio", "optimal_ratio", "coeff", "scale", "grad") for m in MODALITIES]
 
 
-def run_release(nets, head, epochs, cfgs) -> StepLog:
-    main = load_module(REPO, "run/CREMAD_main.py", ("tasks.CREMAD_task", "torch.utils.tensorboard", "sklearn"))
-    net_module = load_module(REPO, "model/CREMAD_net.py")
+def official_modules():
+    stubs = ("tasks.CREMAD_task", "torch.utils.tensorboard", "sklearn")
+    return load_module(REPO, "run/CREMAD_main.py", stubs), load_module(REPO, "model/CREMAD_net.py")
+
+
+def run_release(main, net_module, nets, head, epochs, cfgs) -> StepLog:
     model = net_module.GradMod(cfgs)
     model.net.audio_net, model.net.visual_net = copies(nets).values()
     model.net.fusion_module = net_module.ConcatFusion(2 * WIDTH, CLASSES)
@@ -74,6 +77,7 @@ def run_release(nets, head, epochs, cfgs) -> StepLog:
 
 @pytest.mark.parametrize("after_window", ["keep_last", "reset"])
 def test_agm_equals_the_release_step_for_step(after_window, capsys):
+    main, net_module = official_modules()
     with float64():
         nets = backbones()
         for net in nets.values():  # larger features: the fusion head's gradient sometimes leaves [-1, 1] (clip)
@@ -89,7 +93,7 @@ def test_agm_equals_the_release_step_for_step(after_window, capsys):
                            modality="Multimodal", methods="AGM", alpha=ALPHA, modulation_starts=0,
                            modulation_ends=2, use_mgpu=False, EPOCHS=EPOCHS)
     with float64():
-        theirs = run_release(nets, head, epochs_of(ours), cfgs)
+        theirs = run_release(main, net_module, nets, head, epochs_of(ours), cfgs)
 
     window = STEPS_PER_EPOCH * 2
     if after_window == "reset":  # equal inside the window; afterwards the release keeps its last scale

@@ -47,6 +47,7 @@ def official_module():
 
 
 def test_mmpareto_equals_the_release_step_for_step(capsys):
+    main = official_module()
     with float64():
         nets = backbones()
         fused = torch.nn.Linear(2 * WIDTH, CLASSES)
@@ -58,7 +59,6 @@ def test_mmpareto_equals_the_release_step_for_step(capsys):
         model = MultimodalModel({m: Pooled(n) for m, n in copies(nets).items()}, fusion, copies(unimodal))
     ours = train_mmbench(MMPareto(), model, av_data(STEPS_PER_EPOCH * BATCH), EPOCHS, LR, schedule="none")
 
-    main = official_module()
     with float64():
         net = main.AVClassifier(SimpleNamespace(dataset="CREMAD"))
         net.audio_net, net.visual_net = copies(nets).values()

@@ -57,6 +57,7 @@ def official_module():
 
 
 def test_pmr_equals_the_release_step_for_step(monkeypatch, capsys):
+    main, fusion_modules = official_module()
     drawn = []  # the samples of every prototype computation, in order
 
     def record(*args):
@@ -81,7 +82,6 @@ def test_pmr_equals_the_release_step_for_step(monkeypatch, capsys):
     ours = train_mmbench(method, model, train, EPOCHS, LR, read_ours, batch_size=BATCH)
     assert len(drawn) == EPOCHS + 1 and all(len(idx) == 2 * BATCH for idx in drawn)  # every class in 2 batches
 
-    main, fusion_modules = official_module()
     args = SimpleNamespace(dataset="CREMAD", modulation="Proto", fusion_method="concat", alpha=ALPHA,
                            modulation_starts=WINDOW[0], modulation_ends=WINDOW[1], momentum_coef=MOMENTUM,
                            embed_dim=WIDTH, optimizer="SGD")
