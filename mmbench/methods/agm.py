@@ -5,7 +5,7 @@ Modulation*. ICCV 2023, arXiv 2308.07686.
 Official code: https://github.com/lihong2303/AGM (commit 5a65542; ``model/CREMAD_net.py``,
 ``run/CREMAD_main.py``, ``utils/config.py``, ``tasks/CREMAD_task.py``).
 
-From the official code (verified line by line, reference methods.md §8.2):
+From the official code (equal step for step on identical tensors: ``docs/methods/agm.md``):
 - Shapley-like modality outputs from the full pass and passes with modalities muted; the muted
   passes run in **eval mode with gradients** (``CREMAD_net.py`` l.57-72):
   ``m_a = 1/2 (f(a,v) - f(0,v) + f(a,0))``, ``m_v = 1/2 (f(a,v) - f(a,0) + f(0,v))`` (l.7-17), so
@@ -137,7 +137,7 @@ class AGM(Method):
         for m in scores:
             logs.update({f"score_{m}": scores[m], f"ratio_{m}": ratios[m], f"optimal_ratio_{m}": optimal[m],
                          f"coeff_{m}": coeffs[m], f"scale_{m}": scale[m]})
-        extras = {k: torch.tensor(v) for k, v in logs.items()}
+        extras = {k: torch.tensor(v, dtype=torch.float64) for k, v in logs.items()}  # logged at full precision
         return ModelOutput(logits, full.features, outputs, extras)
 
     def loss(self, model, batch, out, state):

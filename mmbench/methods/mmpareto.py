@@ -5,7 +5,7 @@ ICML 2024, arXiv 2405.17730.
 Official code: https://github.com/GeWu-Lab/MMPareto_ICML2024 (``code/MMPareto.py`` l.110-207 and
 ``code/min_norm_solvers.py``, reference commit a339db3).
 
-From the official code (verified line by line):
+From the official code (equal step for step on identical tensors: ``docs/methods/mmpareto.md``):
 - model: fused head plus a **separate** linear head per modality; loss ``L_mm + sum_m L_m``
   (cross-entropy each);
 - per encoder ``m``, the gradients of ``L_mm`` and of ``L_m`` on that encoder's parameters;
@@ -34,7 +34,8 @@ mmbench choices, documented:
   product and leaves the weights unchanged, so mmbench uses the concatenation only.
 
 Defaults: ``gamma`` 1.5 (release; BalanceMM's ``alpha`` 1.5). Release optimiser: SGD lr 2e-3,
-momentum 0.9, weight decay 1e-4, StepLR(30, 0.1), batch 64, 50 epochs (in the recipes).
+momentum 0.9, weight decay 1e-4, batch 64, 50 epochs, constant learning rate (its ``StepLR(30, 0.1)`` is
+never stepped); in the recipes.
 """
 
 from __future__ import annotations

@@ -56,14 +56,16 @@ def encoder_parameters(model: nn.Module, modality: str, scope: str = "weights") 
 @torch.no_grad()
 def scale_gradients(params: list[nn.Parameter], coeff: float, noise: bool = False,
                     generator: torch.Generator | None = None) -> None:
-    """``g <- coeff * g``; with ``noise``, add ``N(0, (std(g) + 1e-8)^2)`` using the unscaled ``g``'s std."""
+    """``g <- coeff * g``; with ``noise``, add ``N(0, (std(g) + 1e-8)^2)`` using the unscaled ``g``'s std,
+    drawn in the gradient's dtype."""
     for p in params:
         if p.grad is None:
             continue
         std = p.grad.std().item() + 1e-8 if noise and p.grad.numel() > 1 else 1e-8
         p.grad.mul_(coeff)
         if noise:
-            eps = torch.randn(p.grad.shape, generator=generator, device=generator.device if generator else "cpu")
+            eps = torch.randn(p.grad.shape, generator=generator, dtype=p.grad.dtype,  # as the release: the grad's dtype
+                              device=generator.device if generator else "cpu")
             p.grad.add_(eps.to(p.grad.device), alpha=std)
 
 

@@ -4,7 +4,7 @@ Peng, Wei, Deng, Wang, Hu. *Balanced Multimodal Learning via On-the-fly Gradient
 Modulation*. CVPR 2022 (oral), arXiv 2203.15332.
 Official code: https://github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, commit 343dc1d).
 
-From the official code (verified line by line):
+From the official code (equal step for step on identical tensors, noise included: ``docs/methods/ogm_ge.md``):
 - unimodal logits by splitting the concat head, ``out_m = f_m W_m^T + b/2``
   (:class:`~mmbench.models.fusion.ConcatFusion`);
 - scores ``s_m = sum_batch softmax(out_m)[y]``; ratio ``rho_v = s_v / s_a``;
@@ -20,6 +20,7 @@ mmbench choices, documented:
   weights), selected through a DataParallel name prefix. mmbench selects on the encoder
   module; ``scope="weights"`` (default) takes every weight matrix/kernel of the encoder, the
   same rule for MLP encoders; ``scope="conv"`` is the release's literal rule.
+- *Exact tie* (``rho = 1``): the release slows the audio encoder (its ``else`` branch), mmbench neither.
 - *More than two modalities.* ``rho_m = s_m / mean_{j != m} s_j``, identical to the paper for
   two modalities; every modality with ``rho_m > 1`` is slowed.
 - *Model selection* is on the validation split (the release selects on the test loader).

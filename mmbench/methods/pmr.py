@@ -5,7 +5,7 @@ CVPR 2023, arXiv 2211.07089.
 Official code: https://github.com/fanyunfeng-bit/Modal-Imbalance-PMR (commit 3615e48;
 ``main_Prototype_grad.py``, the script the released shell commands run).
 
-From the official code (verified line by line, reference methods.md §8.3):
+From the official code (equal step for step on identical tensors: ``docs/methods/pmr.md``):
 - a class prototype is the mean encoder feature of the class, computed in eval mode without
   gradients over the first ``len(loader) // 10`` batches of the shuffled training loader
   (l.383-441); computed once before epoch 0 and after every epoch, so epoch e trains with the
@@ -21,7 +21,7 @@ From the official code (verified line by line, reference methods.md §8.3):
 Not implemented, documented:
 - the paper's continuous coefficient and its prototype entropy regularisation (PER): neither is in
   the released training file, PER's script ``main_Proto_PER.py`` is missing from the repository,
-  and the formulas have not been verified (methods.md §8.3), so mmbench runs the released rule.
+  and the formulas cannot be checked against code, so mmbench runs the released rule.
 
 mmbench choices, documented:
 - *More than two modalities.* ``rho_m = s^p_m / mean_{j != m} s^p_j``; every modality with
@@ -76,8 +76,9 @@ def class_prototypes(model, data, idx: torch.Tensor, batch_size: int) -> dict[st
         for chunk in idx.split(batch_size):
             batch = data.index(chunk)
             for m, f in model(batch).features.items():
-                total = sums.setdefault(m, torch.zeros(data.meta.num_classes, f.shape[1], device=f.device))
-                total.index_add_(0, batch.labels, f.float())
+                f = f.to(torch.promote_types(f.dtype, torch.float32))  # half -> float32; float64 stays float64
+                total = sums.setdefault(m, f.new_zeros(data.meta.num_classes, f.shape[1]))
+                total.index_add_(0, batch.labels, f)
     counts = torch.bincount(data.labels[idx], minlength=data.meta.num_classes).clamp_min(1)
     return {m: s / counts[:, None].to(s) for m, s in sums.items()}
 
