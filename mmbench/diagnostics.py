@@ -1,7 +1,15 @@
 """Imbalance diagnostics of a trained model: exact Shapley contributions and linear probes.
 
 - **Shapley** (BalanceBenchmark's modality-level measure): ``v(S)`` is the accuracy of the
-  fused model with every modality outside ``S`` masked; ``phi_m`` is the exact Shapley value
+  fused model with every modality outside ``S`` masked, for every non-empty ``S``; the empty
+  coalition's value is chance, ``v({}) = 1 / num_classes`` (the accuracy expected of a uniform
+  prior), for every fusion head. With every modality masked a model predicts one constant class
+  whose accuracy is that class's share of the data, and which class it is depends on the head's
+  biases (concat: its bias; sum: the sum of the heads' biases; late: their mean; gated/FiLM: the
+  head applied to zeros), so ``phi`` and the imbalance degree would differ in meaning across heads.
+  Hence ``sum_m phi_m = v(all) - 1 / num_classes`` (the accuracy above chance) whatever the head;
+  a modality the model ignores gets ``phi = 0`` on class-balanced data (elsewhere it shares the
+  constant prediction's excess over chance). ``phi_m`` is the exact Shapley value
   over all ``2^M`` subsets (:func:`mmbench.metrics.shapley_values`); the *imbalance degree*
   is ``(max phi - min phi) / sum |phi|`` (:func:`mmbench.metrics.imbalance_degree`).
   Masked passes call the model directly, so a method's test-time ``predict`` rule is not
@@ -47,6 +55,7 @@ def shapley(model: torch.nn.Module, data: MultimodalData, batch_size: int = 512)
         for subset, logits in model.fuse_coalitions(features).items():
             preds.setdefault(subset, []).append(logits.argmax(1))
     value = {s: accuracy(torch.cat(p), data.labels) for s, p in preds.items()}
+    value[frozenset()] = 1.0 / data.meta.num_classes  # one convention for every head (module docstring)
     phi = shapley_values(value, modalities)
     return {**{f"shapley_{m}": v for m, v in phi.items()}, "imbalance": imbalance_degree(phi)}
 

@@ -45,6 +45,8 @@ def test_imbalance_degree():
 
 def test_a_modality_the_model_ignores_gets_zero_shapley(data_dir):
     raw = load_split("tiny", "test", data_dir)
+    k = int(torch.bincount(raw.labels).min())  # balanced classes: a constant prediction scores chance
+    raw = raw.index(torch.cat([(raw.labels == c).nonzero().squeeze(1)[:k] for c in range(3)]))
     data = raw.with_inputs({**raw.inputs, "vector": torch.nn.functional.one_hot(raw.labels, 3).float()})
     model = build_model(ModelSpec(data.meta.modalities, 3, ModelConfig(hidden_dim=8, feature_dim=3)))
     model.encoders["vector"] = torch.nn.Identity()
@@ -55,8 +57,8 @@ def test_a_modality_the_model_ignores_gets_zero_shapley(data_dir):
     result = shapley(model, data)
     full, none = masked_accuracy(model, data, []), masked_accuracy(model, data, ["vector", "image"])
     assert full == 1.0 and none < 0.5
-    assert result["shapley_image"] == pytest.approx(0.0)
-    assert result["shapley_vector"] == pytest.approx(full - none)
+    assert result["shapley_image"] == pytest.approx(0.0, abs=1e-6)
+    assert result["shapley_vector"] == pytest.approx(full - 1 / 3)  # the empty coalition is worth chance
     assert result["imbalance"] == pytest.approx(1.0)
 
 
@@ -71,10 +73,31 @@ def test_shapley_from_one_encoding_equals_masked_forward_passes(data_dir, method
         torch.nn.init.normal_(p, std=0.5)
     modalities = list(model.modalities)
     value = {frozenset(s): masked_accuracy(model, data, [m for m in modalities if m not in s], batch_size=50)
-             for s in ([], ["vector"], ["image"], modalities)}
+             for s in (["vector"], ["image"], modalities)}
+    value[frozenset()] = 1 / 3
     phi = shapley_values(value, modalities)
     result = shapley(model, data, batch_size=50)
     assert [result[f"shapley_{m}"] for m in modalities] == [phi[m] for m in modalities]
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "late", "gated", "film"])
+def test_empty_coalition_is_worth_chance_for_every_fusion_head(data_dir, fusion):
+    """One convention across heads: ``sum_m phi_m = v(all) - 1/C``, although the all-masked prediction's
+    accuracy (a constant class, chosen by the head's biases) differs from head to head."""
+    torch.manual_seed(0)
+    raw = load_split("tiny", "test", data_dir)
+    k = int(torch.bincount(raw.labels).min())  # classes 0, 1, 2 in shares 4:2:1, none near chance
+    data = raw.index(torch.cat([(raw.labels == c).nonzero().squeeze(1)[:k].repeat(r) for c, r in ((0, 4), (1, 2), (2, 1))]))
+    shares = torch.bincount(data.labels) / len(data)
+    spec = ModelSpec(data.meta.modalities, 3, ModelConfig(hidden_dim=8, feature_dim=4, fusion=fusion))
+    model = build_model(spec)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    none = masked_accuracy(model, data, list(model.modalities))
+    assert min(abs(none - s) for s in shares.tolist()) < 1e-9 and abs(none - 1 / 3) > 0.04  # a constant class
+    result = shapley(model, data)
+    full = masked_accuracy(model, data, [])
+    assert sum(result[f"shapley_{m}"] for m in model.modalities) == pytest.approx(full - 1 / 3, abs=1e-6)
 
 
 def test_probe_chooses_C_on_validation(data_dir, monkeypatch):
@@ -119,12 +142,4 @@ def test_run_records_gap_ratios_shapley_and_probes(make_cfg):
         assert metrics.loc[epoch, "imbalance_ratio_vector"] == pytest.approx(expected, rel=1e-2)
     test = folder.read_summary()["test"]
     assert {"shapley_vector", "shapley_image", "imbalance", "probe_vector", "probe_image"} <= set(test)
-    assert test["shapley_vector"] + test["shapley_image"] == pytest.approx(
-        test["acc"] - masked_accuracy_of_nothing(folder), abs=1e-6)
-
-
-def masked_accuracy_of_nothing(folder):
-    from mmbench.training import load_trained
-
-    _, _, model, test = load_trained(folder)
-    return masked_accuracy(model, test, ["vector", "image"])
+    assert test["shapley_vector"] + test["shapley_image"] == pytest.approx(test["acc"] - 1 / 3, abs=1e-6)

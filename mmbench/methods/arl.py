@@ -23,12 +23,12 @@ From the official code (equality with the release measured in ``docs/methods/arl
 Quirks of the release, and what mmbench does:
 - At 358af4f the computed ``weight`` is never written back, so both gradients get the fallback
   0.5, a constant 1.5x. The default ``weight_mode="intended"`` applies the weights;
-  ``"released"`` reproduces the constant 1.5x. (Another stored revision of the script, 51a9de3,
-  writes ``weight[0]``/``weight[1]`` back, as the intended mode does.)
+  ``"released"`` reproduces the constant 1.5x. (No revision of the repository that writes the
+  weights back was available; the intended mode is mmbench's reading of the paper.)
 - ``GradScale.backward`` uses ``ctx.saved_tensors`` (a tuple) as the weight, a ``TypeError`` on
-  torch 2.13; both modes use the fixed rule (later revisions fix it the same way).
-- Where the weights are written back, the forward pass reads them before the step computes its
-  own, so each step is scaled by the previous step's weights. mmbench scales each step by its own
+  torch 2.13; both modes use the fixed rule (the saved tensor itself).
+- Were the weights written back, the forward pass would read them before the step computes its
+  own, so each step would be scaled by the previous step's weights. mmbench scales each step by its own
   weights: the encoders' parameter gradients are multiplied by ``1 + weight_m`` after backward,
   which equals scaling the encoder output's gradient (``J^T ((1 + w) g) = (1 + w) J^T g``).
 - The release also requires the previous epoch's **test** accuracies to be non-zero; mmbench drops

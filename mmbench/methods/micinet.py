@@ -17,7 +17,7 @@ common across classes, i.e. the ICI, and a decoder); the ICI of each class pair 
 Gaussian over "confounding instances", mixed by confusion degrees ``beta_{c,c'}`` into a GMM per
 modality (``O(C^2)`` components).
 
-Reconstruction [INF] (methods.md §5.3), every choice listed in ``Params.reconstructed``:
+Reconstruction [INF] (``docs/methods/micinet.md``), every choice listed in ``Params.reconstructed``:
 1. *Dual path*: on the encoder's features ``h_m``: specific ``s_m = relu(W_s h_m)``, shared
    ``c_m = W_c h_m``; the decoder is the sum, ``rec_weight * ||s_m + c_m - h_m||^2`` (target
    detached), so ``c_m`` is the part of ``h_m`` that ``s_m`` does not carry. ``c_m`` is made

@@ -24,6 +24,13 @@ mmbench choices, documented:
 - *More than two modalities.* ``rho_m = s_m / mean_{j != m} s_j``, identical to the paper for
   two modalities; every modality with ``rho_m > 1`` is slowed.
 - *Model selection* is on the validation split (the release selects on the test loader).
+- *Where the ratio's scores come from with gated or FiLM fusion.* These fusions do not split into
+  per-modality terms. The release computes ``out_a``/``out_v`` for every fusion except ``sum`` by
+  halving ``fc_out``'s input columns (``main.py`` l.88-93), which for gated/FiLM (``fc_out`` reads
+  one fused 512-d vector, not a concatenation) multiplies each modality's features by half of a
+  layer that never saw them: not a defined unimodal prediction. mmbench takes the scores from the
+  model's separate per-modality linear heads, trained by the trainer on *detached* features (they
+  do not change what the encoders learn) (``docs/methods/ogm_ge.md``).
 
 Defaults: alpha 0.8 (the paper's CREMA-D value), OGM_GE, window 0-50 (the release's).
 """

@@ -16,7 +16,7 @@ that hard modality inputs do not distort it; **Layer-wise Greedy Parameter (LGP)
 parameters from feature-level quality, predicted cross-modally, layer by layer, for networks of
 variable depth. Degradation is simulated by additive Gaussian noise of intensity sigma (v2 Fig. 1).
 
-Reconstruction [INF] (methods.md §6.2), every choice listed in ``Params.reconstructed``:
+Reconstruction [INF] (``docs/methods/qadm.md``), every choice listed in ``Params.reconstructed``:
 1. *Network*: per modality, the configured encoder then ``num_layers`` residual blocks on its
    features, ``h <- h + 1[l < depth] * (gamma_l * relu(W_l h) + beta_l)``, and a linear head.
 2. *Noise-free prototypes*: class means (and per-dimension variances) of every block's input on
