@@ -186,7 +186,7 @@ def test_results_dir_that_is_a_file_is_a_clear_error(tmp_path, data_dir, monkeyp
     blocker.write_text("not a folder")
     code, err = run_cli(monkeypatch, capsys, "sweep", grid_file(tmp_path, ["joint"]), "--data-dir", str(data_dir),
                     "--results-dir", str(blocker))
-    one_line_error(code, err, "cannot write", str(blocker), "choose another --results-dir")
+    one_line_error(code, err, "output.results_dir", str(blocker), "must be a folder")
     assert blocker.read_text() == "not a folder"
 
 

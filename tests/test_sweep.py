@@ -308,10 +308,10 @@ def test_missing_grid_file(tmp_path, monkeypatch, capsys):
 CONFLICTS = [
     (["--executor", "dask"], "unknown executor 'dask'"),
     (["--executor", "inline", "--max-parallel", "4"], "use --executor process for --max-parallel"),
-    (["--executor", "process", "--max-parallel", "0"], "--max-parallel must be at least 1"),
+    (["--executor", "process", "--max-parallel", "0"], "'--max-parallel': Input should be greater than or equal to 1"),
     (["--executor", "process", "--address", "auto"], "--address is for --executor ray"),
     (["--no-shared-fs"], "--no-shared-fs is for --executor ray"),
-    (["--retries", "-1"], "--retries must be 0 or more"),
+    (["--retries", "-1"], "'--retries': Input should be greater than or equal to 0"),
     (["--set", "seed=4"], "seed is chosen by 'seeds'"),
 ]
 
