@@ -84,8 +84,8 @@ class CsvViewsDataset(DatasetBuilder):
             return None
         names = classes_file.read_text().split()
         if num_classes > len(names):
-            raise MMBenchError(f"labels go up to {num_classes - 1}, but {classes_file} names {len(names)} classes; "
-                               "add the missing names or fix the labels")
+            raise MMBenchError(f"labels must lie in [0, {len(names)}) for the {len(names)} classes {classes_file} "
+                               f"names, found labels up to {num_classes - 1}; add the missing names or fix the labels")
         return names
 
     def _classes(self, root: Path, splits: dict) -> tuple[list[str], list[int] | None]:
