@@ -160,9 +160,9 @@ def _labels(path: Path) -> np.ndarray:
     labels = raw[:, 0]
     if not (np.isfinite(labels).all() and np.array_equal(labels, np.round(labels))):
         raise MMBenchError(f"{path} must hold integer class labels")
-    if labels.min() < 0 or labels.max() > np.iinfo(np.int64).max // 2:
-        raise MMBenchError(f"{path} holds the label {_few(labels[(labels < 0) | (labels > 2**62)][:1])}; "
-                           "labels must be non-negative integers")
+    bad = labels[(labels < 0) | (labels >= 2**62)]
+    if len(bad):
+        raise MMBenchError(f"{path} holds the label {bad[0]:g}; labels must be non-negative integers below 2**62")
     return labels.astype(np.int64)
 
 
