@@ -350,7 +350,10 @@ class RunFolder:
             if not isinstance(d, dict):
                 raise TypeError("not a mapping")
             return RunConfig.from_dict(d)
-        except (yaml.YAMLError, MMBenchError, ValueError, TypeError, AttributeError, KeyError) as e:
+        except yaml.YAMLError:
+            raise MMBenchError(f"run {self.run_id}: config.yaml is not valid YAML; the run folder is damaged: train "
+                               "the run again with --force") from None
+        except (MMBenchError, ValueError, TypeError, AttributeError, KeyError) as e:
             detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             raise MMBenchError(f"run {self.run_id}: config.yaml is damaged ({detail}); train the run again "
                                "with --force") from None

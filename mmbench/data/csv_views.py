@@ -84,8 +84,8 @@ class CsvViewsDataset(DatasetBuilder):
             return None
         names = classes_file.read_text().split()
         if num_classes > len(names):
-            raise MMBenchError(f"labels go up to {num_classes - 1}, but {classes_file} names {len(names)} classes; "
-                               "add the missing names or fix the labels")
+            raise MMBenchError(f"labels must lie in [0, {len(names)}) for the {len(names)} classes {classes_file} "
+                               f"names, found labels up to {num_classes - 1}; add the missing names or fix the labels")
         return names
 
     def _classes(self, root: Path, splits: dict) -> tuple[list[str], list[int] | None]:
@@ -160,9 +160,9 @@ def _labels(path: Path) -> np.ndarray:
     labels = raw[:, 0]
     if not (np.isfinite(labels).all() and np.array_equal(labels, np.round(labels))):
         raise MMBenchError(f"{path} must hold integer class labels")
-    if labels.min() < 0 or labels.max() > np.iinfo(np.int64).max // 2:
-        raise MMBenchError(f"{path} holds the label {_few(labels[(labels < 0) | (labels > 2**62)][:1])}; "
-                           "labels must be non-negative integers")
+    bad = labels[(labels < 0) | (labels >= 2**62)]
+    if len(bad):
+        raise MMBenchError(f"{path} holds the label {bad[0]:g}; labels must be non-negative integers below 2**62")
     return labels.astype(np.int64)
 
 
