@@ -13,6 +13,7 @@ left out of reports. Training a complete run again (``--force``) writes the new 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import json
@@ -349,6 +350,9 @@ class RunFolder:
             d = yaml_io.parse(read_bounded(path, MAX_RECORD).decode())
             if not isinstance(d, dict):
                 raise TypeError("not a mapping")
+            missing = [f.name for f in dataclasses.fields(RunConfig) if f.name not in d]
+            if missing:  # written fully resolved: every section is there
+                raise KeyError(f"no {', '.join(missing)}")
             return RunConfig.from_dict(d)
         except yaml.YAMLError:
             raise MMBenchError(f"run {self.run_id}: config.yaml is not valid YAML; the run folder is damaged: train "
