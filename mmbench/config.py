@@ -177,7 +177,29 @@ def load_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any
         raise MMBenchError(f"{what} {str(path)!r} is not valid YAML{where} ({problem}); fix the file") from None
 
 
+def recipe_names() -> list[str]:
+    """The recipes shipped with mmbench, as ``DATASET/METHOD``."""
+    root = Path(__file__).with_name("recipes")
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml"))
+
+
+def find_recipe(ref: str | os.PathLike) -> Path:
+    """A recipe file: an existing path, else a shipped recipe by name (``mfeat/ogm_ge``; a leading
+    ``recipes/`` and a ``.yaml`` suffix are accepted, so the repository's paths work from anywhere)."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    name = str(ref).replace(os.sep, "/").removeprefix("recipes/").removesuffix(".yaml")
+    shipped = Path(__file__).with_name("recipes") / f"{name}.yaml"
+    if name in recipe_names():
+        return shipped
+    from mmbench.registry import unknown_name_message
+
+    raise MMBenchError(unknown_name_message("recipe", str(ref), recipe_names()) + "; or pass an existing YAML file")
+
+
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    path = find_recipe(path)
     d = load_yaml_file(path, "recipe", "pass an existing YAML file to --recipe")
     if d is None:
         return {}
