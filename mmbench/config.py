@@ -94,8 +94,12 @@ class RunConfig:
         return _build(cls, _split_method(d), "")
 
     def run_id(self) -> str:
-        """Same resolved config and seed -> same id (output locations do not count)."""
+        """Same resolved config and seed -> same id (output locations do not count). The method's
+        defaults fill its unset parameters first, so the id before training is the run folder's."""
+        from mmbench.methods.base import method_params
+
         d = self.to_dict()
+        d["method"] = {"name": self.method.name, **dataclasses.asdict(method_params(self.method))}
         d.pop("output")
         d.pop("published")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]

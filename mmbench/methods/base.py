@@ -132,6 +132,11 @@ def check_choices(params: Any, **allowed: tuple[str, ...]) -> None:
 
 def build_method(cfg: MethodConfig) -> Method:
     """Instantiate the method named in ``cfg`` with validated parameters (unknown keys are errors)."""
+    return METHODS.get(cfg.name)(method_params(cfg))
+
+
+def method_params(cfg: MethodConfig):
+    """The method's ``Params``: ``cfg``'s values, validated and coerced, its defaults for the rest."""
     cls = METHODS.get(cfg.name)
     hints = typing.get_type_hints(cls.Params)
     kwargs = {}
@@ -143,10 +148,9 @@ def build_method(cfg: MethodConfig) -> Method:
             raise MMBenchError(f"unknown parameter 'method.{key}' for method {cfg.name!r}; {hint}valid: {valid}")
         kwargs[key] = coerce(value, hints[key], f"method.{key}")
     try:
-        params = cls.Params(**kwargs)
+        return cls.Params(**kwargs)
     except (TypeError, ValueError) as e:
         raise MMBenchError(f"method {cfg.name!r}: {e}") from None
-    return cls(params)
 
 
 def method_params_dict(method: Method) -> dict[str, Any]:
