@@ -15,7 +15,7 @@ the attack rows; :func:`build_report` turns them into
 - ``published``: the recipes' ``published:`` figures beside ours, with the difference and
   whether the published value lies inside our interval.
 
-Robustness per attack curve (``protocols.md`` §1.4; f_i is a run's accuracy at level i, mean
+Robustness per attack curve (``docs/protocols.md``, robustness scores; f_i is a run's accuracy at level i, mean
 over attack seeds, f_0 the clean accuracy; the test accuracy when the sweep has no level 0):
 
 - ``clean`` = f_0; ``worst`` = min_i f_i;
