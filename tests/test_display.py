@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -288,9 +289,7 @@ def test_recipes_by_name_and_by_path_from_any_directory(monkeypatch, tmp_path):
 
 
 def test_recipes_are_package_data():
-    import tomllib
-    from pathlib import Path
-
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     root = Path(__file__).parent.parent
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mmbench"]
     shipped = {p for pattern in patterns for p in (root / "mmbench").glob(pattern)}
@@ -340,8 +339,6 @@ def test_attack_progress_counts_evaluations_per_run():
 def test_makefile_torch_index_variable():
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    from pathlib import Path
-
     root = Path(__file__).parent.parent
 
     def dry(*args):
