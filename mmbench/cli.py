@@ -26,7 +26,7 @@ EXAMPLES = {
               "mmbench train --recipe mfeat/ogm_ge --set method.alpha=0.3",
               "mmbench train --dataset cremad --method ogm_ge --preset cpu"],
     "attack": ["mmbench attack --all --noise gaussian --levels 0,1,2 --attack-seeds 2",
-               "mmbench attack RUN_ID --protocol multibench", "mmbench attack RUN_ID --protocol qmf@1:salt_pepper"],
+               "mmbench attack RUN_ID --protocol multibench --modalities mor", "mmbench attack RUN_ID --protocol qmf@1"],
     "report": ["mmbench report", "mmbench report --results-dir runs_b --format latex,json --out paper/",
                "mmbench report --dataset mfeat --metric acc,'gaussian@*' > leaderboard.txt"],
     "probe": ["mmbench probe RUN_ID"],
@@ -41,6 +41,7 @@ EXAMPLES = {
 def _examples(command: str) -> str:
     """A command's help epilog ("\\b" keeps click from rewrapping the lines)."""
     return "Examples:\n\n\b\n" + "\n".join(f"  {e}" for e in EXAMPLES[command])
+
 
 Preset = Annotated[str | None, typer.Option(help="cpu: the dataset's CPU preset from the catalog (small inputs and "
                                                 "encoders; mmbench info DATASET shows it); flags given too win.")]

@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-# a live bar on stderr takes stdout's lines through itself only when both are the terminal; a redirected
-# stdout (mmbench ... > file) keeps every result line
 def _console(stderr: bool) -> Console:
     c = Console(stderr=stderr)
     if not c.is_terminal and "COLUMNS" not in os.environ:
@@ -29,6 +27,8 @@ def _console(stderr: bool) -> Console:
 
 out = _console(stderr=False)  # results: tables, one line per finished run
 console = _console(stderr=True)  # progress bars, warnings and errors
+# A live bar (on stderr) passes stdout's lines through itself only when stdout is the terminal too
+# (redirect_stdout=out.is_terminal below); a redirected stdout (mmbench ... > file) keeps every result line.
 
 
 def _heads(row: dict, prefix: str) -> str:
@@ -90,7 +90,7 @@ class AttackStatus:
     def start(self, run_id: str) -> Callable[[int, int], None]:
         self.index += 1
         label = f"run {self.index}/{self.runs} {run_id}"
-        self.progress.update(self.task, completed=0, total=None, status=label)
+        self.progress.update(self.task, completed=0, status=label)
 
         def update(done: int, total: int) -> None:
             self.progress.update(self.task, completed=done, total=total)
@@ -154,7 +154,8 @@ def fit_tables(df: pd.DataFrame, title: str, width: int) -> list[Table]:
     cols = [str(c) for c in df.columns]
     cells = [[str(v) for v in df[c]] for c in df.columns]
     data_w = [max([cell_len(v) for v in vs] + [1]) for vs in cells]
-    headers = [_wrap_header(h, max(w, max(cell_len(x) for x in h.split(" ")))) for h, w in zip(cols, data_w)]
+    # a header wraps at spaces only where it is longer than both its values and 12 columns
+    headers = [_wrap_header(h, max(w, 12, *(cell_len(x) for x in h.split(" ")))) for h, w in zip(cols, data_w)]
     widths = [max(w, *(cell_len(x) for x in h.split("\n"))) + _CELL_EXTRA for h, w in zip(headers, data_w)]
     keys = _key_count(cols)
     key_w = 1 + sum(widths[:keys])

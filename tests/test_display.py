@@ -224,7 +224,7 @@ def test_one_label_column_in_dataframes_csv_and_json(tmp_path):
     for key in ("leaderboard", "stats"):
         assert {r["method"] for r in doc[key]} == {"joint", "joint(fusion=late)"} and "entry" not in doc[key][0]
     split = build_report(tmp_path, ReportOptions(group_by=["dataset", "method", "model.fusion"]))
-    assert set(split.wide["method"]) == {"joint"} and set(split.wide["model.fusion"]) == {"concat", "late"}
+    assert set(split.wide["method"]) == {"joint"} and set(split.wide["config.model.fusion"]) == {"concat", "late"}
 
 
 def test_latex_symbols_have_one_meaning_and_labels_are_escaped(tmp_path):
@@ -333,7 +333,7 @@ def test_attack_progress_counts_evaluations_per_run():
         task = progress.tasks[0]
         assert (task.completed, task.total, task.fields["status"]) == (3, 8, "run 1/2 run-a")
         status.start("run-b")
-        assert (task.completed, task.total, task.fields["status"]) == (0, None, "run 2/2 run-b")
+        assert (task.completed, task.fields["status"]) == (0, "run 2/2 run-b")
 
 
 def test_makefile_torch_index_variable():
