@@ -433,7 +433,7 @@ def test_every_format_parses(written):
     # JSON
     doc = json.loads((out / "leaderboard.json").read_text())
     assert doc["primary_metric"] == "test_acc" and len(doc["leaderboard"]) == 2
-    assert [(p["entry"], p["published"]) for p in doc["published"]] == [("ogm_ge", pytest.approx(0.72))]  # the figure itself
+    assert [(p["method"], p["published"]) for p in doc["published"]] == [("ogm_ge", pytest.approx(0.72))]  # the figure itself
     # HTML: parses, has the tables, embedded PNGs, nothing fetched from outside
     text = (out / "report.html").read_text()
     assert "6 runs · 1 dataset · 2 methods ·" in text
