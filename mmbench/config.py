@@ -197,6 +197,9 @@ def find_recipe(ref: str | os.PathLike) -> Path:
     shipped = Path(__file__).with_name("recipes") / f"{name}.yaml"
     if name in recipe_names():
         return shipped
+    if path.suffix in (".yaml", ".yml") or path.is_absolute():
+        raise MMBenchError(f"recipe file {str(ref)!r} not found; pass an existing YAML file, or a shipped recipe "
+                           "by name, e.g. --recipe mfeat/ogm_ge")
     from mmbench.registry import unknown_name_message
 
     raise MMBenchError(unknown_name_message("recipe", str(ref), recipe_names()) + "; or pass an existing YAML file")
