@@ -12,10 +12,40 @@ import typer
 from mmbench.config import short_repr
 from mmbench.errors import MMBenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark multimodal learning under modality imbalance and data noise.")
+# plain help (rich_markup_mode=None): "[@VERSION]" and other brackets in help texts are shown as written,
+# and flags are listed without a "<bool>" value
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Benchmark multimodal learning under modality imbalance and data noise.",
+                  epilog="Examples:\n\n\b\n  mmbench demo\n  mmbench list methods | grep ogm\n"
+                         "  mmbench info cremad\n  mmbench COMMAND --help")
 _state = {"debug": False, "interrupted": "interrupted"}  # interrupted: the line Ctrl-C prints
+DEVICE_HELP = "auto (cuda when available, else cpu), cpu or cuda[:N]."
+EXAMPLES = {
+    "prepare": ["mmbench prepare mfeat", "mmbench prepare synthetic --name synthetic_noisy -o degrade_fraction=[0,0.3]",
+                "mmbench prepare cremad --root /data/CREMA-D --preset cpu"],
+    "train": ["mmbench train --dataset mfeat --modalities pix,mor --method ogm_ge --seed 0 --seed 1",
+              "mmbench train --recipe mfeat/ogm_ge --set method.alpha=0.3",
+              "mmbench train --dataset cremad --method ogm_ge --preset cpu"],
+    "attack": ["mmbench attack --all --noise gaussian --levels 0,1,2 --attack-seeds 2",
+               "mmbench attack RUN_ID --protocol multibench --modalities mor", "mmbench attack RUN_ID --protocol qmf@1"],
+    "report": ["mmbench report", "mmbench report --results-dir runs_b --format latex,json --out paper/",
+               "mmbench report --dataset mfeat --metric acc,'gaussian@*' > leaderboard.txt"],
+    "probe": ["mmbench probe RUN_ID"],
+    "sweep": ["mmbench sweep benchmarks/mfeat_all_methods.yaml --dry-run",
+              "mmbench sweep grid.yaml --executor process --max-parallel 2"],
+    "list": ["mmbench list", "mmbench list methods 'o*'", "mmbench list datasets -v"],
+    "info": ["mmbench info cremad", "mmbench info mfeat"],
+    "demo": ["mmbench demo", "mmbench demo --seeds 1 --epochs 5"],
+}
 
+
+def _examples(command: str) -> str:
+    """A command's help epilog ("\\b" keeps click from rewrapping the lines)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {e}" for e in EXAMPLES[command])
+
+
+Preset = Annotated[str | None, typer.Option(help="cpu: the dataset's CPU preset from the catalog (small inputs and "
+                                                "encoders; mmbench info DATASET shows it); flags given too win.")]
 DataDir = Annotated[str | None, typer.Option("--data-dir", help="Prepared datasets ($MMBENCH_DATA, else ./data).")]
 ResultsDir = Annotated[str, typer.Option("--results-dir", help="Run folders and leaderboards.")]
 
@@ -46,18 +76,36 @@ def escape(text: str) -> str:
 
 
 def _out(text: str = "") -> None:
+    """A result line on stdout (``mmbench ... > file`` keeps it)."""
+    from mmbench.ui import out
+
+    out.print(text, soft_wrap=True)
+
+
+def _note(text: str) -> None:
+    """A diagnostic line (warning, skipped item) on stderr."""
     from mmbench.ui import console
 
-    console.print(text, soft_wrap=True)
+    console.print(text, soft_wrap=True, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mmbench import __version__
+
+        print(f"mmbench {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
     _state["debug"] = debug
     _state["interrupted"] = "interrupted"
 
 
-@app.command()
+@app.command(epilog=_examples("prepare"))
 def prepare(
     dataset: Annotated[str, typer.Argument(help="Dataset builder, e.g. synthetic, mfeat, csv_views.")],
     root: Annotated[str | None, typer.Option(help="Folder with the raw files (not needed for embedded datasets).")] = None,
@@ -66,13 +114,14 @@ def prepare(
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Builder option key=value (repeatable).")] = None,
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Prepare again even if it exists.")] = False,
+    preset: Preset = None,
 ) -> None:
     """Turn raw files into a prepared dataset (meta.json + one .npy per split and modality)."""
     from mmbench.config import parse_set
     from mmbench.data.store import load_meta, prepared_path
     from mmbench.data.store import prepare as do_prepare
 
-    options = dict(parse_set(o) for o in option or [])
+    options = {**_preset(dataset, preset, "prepare"), **dict(parse_set(o) for o in option or [])}
     existed = (prepared_path(name or dataset, data_dir) / "meta.json").exists() and not force
     path = do_prepare(dataset, root, data_dir, name, _split(modalities, "--modalities"), options, force)
     meta = load_meta(path.name, data_dir)
@@ -82,7 +131,7 @@ def prepare(
          f"train/val/test = {meta.splits['train']}/{meta.splits['val']}/{meta.splits['test']}")
 
 
-@app.command()
+@app.command(epilog=_examples("train"))
 def train(
     dataset: Annotated[str | None, typer.Option(help="Prepared dataset name.")] = None,
     method: Annotated[str | None, typer.Option(help="Method name (mmbench list methods).")] = None,
@@ -90,13 +139,14 @@ def train(
     seed: Annotated[list[int] | None, typer.Option(help="Seed (repeat for several runs).", min=0, max=2**32 - 1)] = None,
     modalities: Annotated[str | None, typer.Option(help="Comma-separated subset of modalities.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.", min=1)] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override any config key: key=value.")] = None,
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
     force: Annotated[bool, typer.Option(help="Train again even if the run is complete.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue a partial run from its last epoch checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    preset: Preset = None,
 ) -> None:
     """Train with a method; pick the checkpoint on val; evaluate on test; write a run folder."""
     from mmbench.config import resolve
@@ -109,10 +159,27 @@ def train(
                  "optim.epochs": epochs, "device": device, "output.results_dir": results_dir,
                  "output.data_dir": data_dir}
         cfg = resolve(recipe, flags, set_)
+        if preset:
+            cfg = resolve(recipe, flags, _preset(cfg.data.dataset, preset, "train") + list(set_ or []))
         label = f"{cfg.data.dataset} {cfg.method.name} seed {cfg.seed}"
         with training_progress(label, enabled=not quiet and sys.stderr.isatty()) as progress:
             folder, trained = train_run(cfg, force=force, progress=progress, resume=resume)
         _report_run(folder, trained)
+
+
+def _preset(dataset: str, preset: str | None, step: str):
+    """The catalog's ``cpu_preset`` for ``step``: prepare options (a dict) or train ``--set`` items (a list)."""
+    empty = {} if step == "prepare" else []
+    if preset is None:
+        return empty
+    if preset != "cpu":
+        raise MMBenchError(f"unknown --preset {preset!r}; available: cpu")
+    from mmbench.config import load_catalog
+
+    entry = load_catalog().get(dataset) or {}
+    if "cpu_preset" not in entry:
+        return empty  # embedded datasets are CPU-sized already
+    return entry["cpu_preset"].get(step) or empty
 
 
 def _report_run(folder, trained: bool) -> None:
@@ -123,7 +190,7 @@ def _report_run(folder, trained: bool) -> None:
          f"{'  heads: ' + heads if heads else ''}  (best epoch {s['best_epoch']}, {s['train_seconds']:.1f}s)")
 
 
-@app.command()
+@app.command(epilog=_examples("attack"))
 def attack(
     runs: Annotated[list[str] | None, typer.Argument(help="Run ids or run folders.")] = None,
     noise: Annotated[str, typer.Option(help="Comma-separated attacks (no default: name it), e.g. gaussian.")] = "",
@@ -142,7 +209,7 @@ def attack(
         help="Corrupt each modality on its own random samples, or all on the same samples "
              "(default: same samples; a protocol's own choice).")] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Attack every complete run in --results-dir.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
 ) -> None:
@@ -164,20 +231,44 @@ def attack(
     levels_f, attacks = (_floats(levels, "--levels") if levels is not None else None), _split(noise or None, "--noise")
     check_levels_and_seeds(levels_f, list(range(attack_seeds)))  # before any run is loaded
     folders = run_folders(results_dir) if all_runs else [resolve_run(r, results_dir) for r in runs]
-    for folder in folders:
-        rows = attack_run(folder, attacks, levels_f, list(range(attack_seeds)), _split(modalities, "--modalities"), fraction,
-                          protocol=protocol, device=device, data_dir=data_dir, independent=independent)
-        by_level = {}
-        for r in rows:
-            name = r["attack"] if r["modalities"] == "all" else f"{r['attack']}:{r['modalities']}"
-            by_level.setdefault((name, r["level"]), []).append(r["acc"])
-        cells = "  ".join(f"{a}@{lv:g} {sum(v) / len(v):.3f}" for (a, lv), v in by_level.items())
-        _out(f"attacked [bold]{folder.run_id}[/]: {escape(cells)}")
+    if not folders:
+        raise MMBenchError(f"no complete runs in {results_dir}/runs to attack; train some runs first "
+                           "(or give --results-dir)")
+    from mmbench.ui import attack_progress
+
+    skipped = 0
+    with attack_progress(len(folders), sys.stderr.isatty()) as progress:
+        for folder in folders:
+            try:
+                rows = attack_run(folder, attacks, levels_f, list(range(attack_seeds)), _split(modalities, "--modalities"),
+                                  fraction,
+                                  protocol=protocol, device=device, data_dir=data_dir, independent=independent,
+                                  progress=progress.start(folder.run_id) if progress else None)
+            except MMBenchError as e:
+                if not all_runs:
+                    raise
+                skipped += 1  # this noise does not fit this run (e.g. its modality kinds): say so and go on
+                _note(f"skipped {escape(folder.run_id)}: {escape(str(e))}")
+                continue
+            _attacked(folder, rows)
+    if skipped == len(folders):
+        raise MMBenchError(f"the attack applies to none of the {len(folders)} runs in {results_dir}/runs")
 
 
-@app.command()
+def _attacked(folder, rows: list[dict]) -> None:
+    by_level = {}
+    for r in rows:
+        name = r["attack"] if r["modalities"] == "all" else f"{r['attack']}:{r['modalities']}"
+        by_level.setdefault((name, r["level"]), []).append(r["acc"])
+    cells = "  ".join(f"{a}@{lv:g} {sum(v) / len(v):.3f}" for (a, lv), v in by_level.items())
+    _out(f"attacked [bold]{folder.run_id}[/]: {escape(cells)}")
+
+
+@app.command(epilog=_examples("report"))
 def report(
-    results_dir: Annotated[str, typer.Argument(help="Results folder with runs/.")] = "results",
+    results: Annotated[str | None, typer.Argument(help="Results folder with runs/ (or --results-dir).")] = None,
+    results_dir: Annotated[str | None, typer.Option("--results-dir", help="Results folder with runs/ (default: "
+                                                    "results).")] = None,
     out: Annotated[str | None, typer.Option(help="Where to write the files (default: RESULTS_DIR).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Only these datasets: comma-separated prefixes or wildcards.")] = None,
     method: Annotated[str | None, typer.Option(help="Only these methods: comma-separated prefixes or wildcards.")] = None,
@@ -196,8 +287,11 @@ def report(
     """Leaderboards with mean ± std, 95% intervals and paired tests over seeds; plots; CSV, Markdown, HTML, LaTeX, JSON."""
     from mmbench.report import ReportOptions, build_report, parse_formats, terminal_tables, write_report
     from mmbench.results import status_summary
-    from mmbench.ui import console, rich_table
+    from mmbench.ui import print_table
 
+    if results and results_dir and results != results_dir:
+        raise MMBenchError(f"two results folders given: {results!r} and --results-dir {results_dir!r}; give one")
+    results_dir = results or results_dir or "results"
     formats = parse_formats(format_)
     options = ReportOptions(dataset=dataset, method=method, metrics=_split(metric, "--metric"),
                             group_by=_split(group_by, "--group-by"), reference=reference, ci=ci, alpha=alpha)
@@ -210,17 +304,17 @@ def report(
                            + (f" ({left}; see each run's status.json)" if left else "") + "; train some runs first")
     paths = write_report(result, out or results_dir, formats, plots=plots)
     for title, table in terminal_tables(result):
-        console.print(rich_table(table, title))
+        print_table(table, title)
     for warning in result.warnings:
-        _out(f"[yellow]warning:[/] {escape(warning)}")
+        _note(f"[yellow]warning:[/] {escape(warning)}")
     _out("wrote " + ", ".join(str(p) for p in paths if p.parent.name != "plots")
          + (f" and {sum(p.parent.name == 'plots' for p in paths)} plots" if any(p.parent.name == "plots" for p in paths) else ""))
 
 
-@app.command()
+@app.command(epilog=_examples("probe"))
 def probe(
     runs: Annotated[list[str], typer.Argument(help="Run ids or run folders.")],
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
 ) -> None:
@@ -235,7 +329,7 @@ def probe(
         _out(f"probed [bold]{folder.run_id}[/]: {escape(cells)}")
 
 
-@app.command()
+@app.command(epilog=_examples("sweep"))
 def sweep(
     grid: Annotated[str, typer.Argument(help="Grid YAML: datasets, methods (parameter lists), seeds, set, grid, attack.")],
     executor: Annotated[str, typer.Option(help="inline, process or ray (mmbench list executors).")] = "inline",
@@ -250,7 +344,7 @@ def sweep(
                                          "train them from the start.")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and how many are done; run nothing.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key in every run: key=value.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda for every run.")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP + " For every run.")] = None,
     data_dir: DataDir = None,
     results_dir: ResultsDir = "results",
     quiet: Annotated[bool, typer.Option(help="No live progress bar (one line per finished run).")] = False,
@@ -265,7 +359,7 @@ def sweep(
         raise typer.Exit(1)
 
 
-@app.command("list")
+@app.command("list", epilog=_examples("list"))
 def list_(
     kind: Annotated[str | None, typer.Argument(help="methods, datasets, attacks, encoders, fusions, protocols, executors.")] = None,
     pattern: Annotated[str | None, typer.Argument(help="Wildcard filter, e.g. 'o*'.")] = None,
@@ -275,7 +369,7 @@ def list_(
     from rich.table import Table
 
     from mmbench.registry import REGISTRIES, unknown_name_message
-    from mmbench.ui import console
+    from mmbench.ui import out
 
     if kind is not None and kind not in REGISTRIES:
         raise MMBenchError(unknown_name_message("kind", kind, list(REGISTRIES)))
@@ -294,7 +388,7 @@ def list_(
             if verbose:
                 row.append(_defaults(registry.get(entry.name)))
             table.add_row(*row)
-        console.print(table)
+        out.print(table)
 
 
 def _defaults(obj) -> str:
@@ -308,7 +402,7 @@ def _defaults(obj) -> str:
     return f"kinds: {', '.join(kinds)}" if kinds else "-"
 
 
-@app.command()
+@app.command(epilog=_examples("demo"))
 def demo(
     seeds: Annotated[int, typer.Option(help="Training seeds per method.", min=1)] = 3,
     epochs: Annotated[int | None, typer.Option(help="Override the datasets' epochs (fewer = faster).", min=1)] = None,
@@ -323,8 +417,16 @@ def demo(
     start = time.perf_counter()
     run_demo(DemoPlan(seeds, epochs, attack_seeds), results_dir, data_dir, on_run=_report_run,
              progress_factory=lambda label: training_progress(label, sys.stderr.isatty()))
-    report(results_dir)
-    _out(f"demo finished in {time.perf_counter() - start:.0f}s")
+    report(results_dir=results_dir)
+    _note(f"demo finished in {time.perf_counter() - start:.0f}s")
+
+
+@app.command(epilog=_examples("info"))
+def info(dataset: Annotated[str, typer.Argument(help="A dataset of the catalog (mmbench list datasets).")]) -> None:
+    """Where a dataset comes from and how to prepare it: source, licence, citation, raw layout, splits, pitfalls."""
+    from mmbench.data.catalog import describe
+
+    _out(escape(describe(dataset)))
 
 
 def _error(text: str) -> None:

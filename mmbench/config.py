@@ -254,8 +254,12 @@ class RunConfig:
         return _build(cls, _split_method(d), "")
 
     def run_id(self) -> str:
-        """Same resolved config and seed -> same id (output locations do not count)."""
+        """Same resolved config and seed -> same id (output locations do not count). The method's
+        defaults fill its unset parameters first, so the id before training is the run folder's."""
+        from mmbench.methods.base import method_params
+
         d = self.to_dict()
+        d["method"] = {"name": self.method.name, **dataclasses.asdict(method_params(self.method))}
         d.pop("output")
         d.pop("published")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -335,7 +339,32 @@ def load_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any
     return yaml_io.load_file(path, what, missing_hint)
 
 
+def recipe_names() -> list[str]:
+    """The recipes shipped with mmbench, as ``DATASET/METHOD``."""
+    root = Path(__file__).with_name("recipes")
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml"))
+
+
+def find_recipe(ref: str | os.PathLike) -> Path:
+    """A recipe file: an existing path, else a shipped recipe by name (``mfeat/ogm_ge``; a leading
+    ``recipes/`` and a ``.yaml`` suffix are accepted, so the repository's paths work from anywhere)."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    name = str(ref).replace(os.sep, "/").removeprefix("recipes/").removesuffix(".yaml")
+    shipped = Path(__file__).with_name("recipes") / f"{name}.yaml"
+    if name in recipe_names():
+        return shipped
+    if path.suffix in (".yaml", ".yml") or path.is_absolute():
+        raise MMBenchError(f"recipe file {str(ref)!r} not found; pass an existing YAML file, or a shipped recipe "
+                           "by name, e.g. --recipe mfeat/ogm_ge")
+    from mmbench.registry import unknown_name_message
+
+    raise MMBenchError(unknown_name_message("recipe", str(ref), recipe_names()) + "; or pass an existing YAML file")
+
+
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    path = find_recipe(path)
     d = load_yaml_file(path, "recipe", "pass an existing YAML file to --recipe")
     if d is None:
         return {}

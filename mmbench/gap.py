@@ -17,6 +17,18 @@ def modality_gap(true_class_prob):
     return true_class_prob[:, 0] - true_class_prob[:, 1]
 
 
+BALANCE_TOL = 0.1  # |mean G| at most this: the component's samples are near balance
+
+
+def component_label(mean: float, modalities: tuple[str, str] | list[str], tol: float = BALANCE_TOL) -> str:
+    """What a mixture component of ``G = p(y|m_1) − p(y|m_2)`` shows: the modality that dominates
+    its samples (the sign of its mean), or ``near balance`` when ``|mean| <= tol``. (Which component
+    ``gmm_gap`` treats as balanced is its own rule, the smaller ``|mean|``; a plot names what it sees.)"""
+    if abs(mean) <= tol:
+        return "near balance"
+    return f"{modalities[0] if mean > 0 else modalities[1]} dominates"
+
+
 @dataclass(frozen=True)
 class GapMixture:
     """A 2-component GMM on gaps: the balanced component is the one whose mean is closer to 0."""

@@ -22,13 +22,14 @@ import io
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mmbench.gap import fit_gap_mixture, modality_gap
+from mmbench.gap import component_label, fit_gap_mixture, modality_gap
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 SERIES = OKABE_ITO[:7]  # black is kept for the fused prediction and mixtures
@@ -156,11 +157,41 @@ def plot_coefficients(history: pd.DataFrame, title: str, prefixes: tuple[str, ..
     return fig
 
 
+# the unit of each attack's level (as `mmbench list attacks` describes it), for the robustness plot's x axis
+LEVEL_UNITS = {
+    "gaussian": "σ in training stds", "white_noise": "σ in training stds", "fgsm": "ε in training stds",
+    "pgd": "ε in training stds", "blur": "σ in pixels", "dropout": "probability per entry",
+    "entry_swap": "probability per entry", "structured_dropout": "probability per time step",
+    "token_blank": "probability per token", "token_swap": "probability per token",
+    "multibench_audio": "probability per sample", "multibench_visual": "probability per perturbation",
+    "salt_pepper": "share of pixels", "occlusion": "share of image area", "blank": "share of samples",
+    "missing": "share of samples",
+}
+
+
+def level_unit(curve: str) -> str:
+    """The x-axis unit of an attack curve label (``gaussian``, ``gaussian:image(frac=0.5)``, ``qmf/gaussian``)."""
+    protocol, _, attack = curve.rpartition("/")
+    attack = attack.split(":")[0].split("(")[0]
+    if protocol:
+        return f"{protocol.split('.')[0]} protocol level"
+    return LEVEL_UNITS.get(attack, "level as the attack defines it (mmbench list attacks)")
+
+
+def _corrupted(c: pd.DataFrame) -> str:
+    mods = str(c["modalities"].iloc[0]) if "modalities" in c.columns else "all"
+    text = "all modalities" if mods in ("all", "nan", "") else mods.replace("+", " + ")
+    if "fraction" in c.columns:
+        text += f", {float(c['fraction'].iloc[0]):.0%} of test samples"
+    return f"corrupted: {text}"
+
+
 def plot_robustness_curves(curves: pd.DataFrame, title: str) -> Figure | None:
     """Accuracy against attack level, one panel per attack curve, one line per method.
 
     ``curves``: one row per run × curve × level with ``method``, ``seed``, ``curve``, ``level`` and
-    ``acc`` (already averaged over attack seeds).
+    ``acc`` (already averaged over attack seeds); ``modalities`` and ``fraction``, when present, name
+    what was corrupted in each panel's title. The x axis gives the level's unit (:data:`LEVEL_UNITS`).
     """
     if curves is None or curves.empty:
         return None
@@ -175,8 +206,8 @@ def plot_robustness_curves(curves: pd.DataFrame, title: str) -> Figure | None:
                 continue
             x, mean, std = _seed_stats(m, "level", "acc")
             _band(ax, x, mean * 100, std * 100, style(i), method, markers=True)
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("attack level (attack units)")
+        ax.set_title(f"{name}\n{_corrupted(c)}", fontsize=10)
+        ax.set_xlabel(f"attack level ({level_unit(name)})")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title} (mean ± 1 std over training seeds)", fontsize=12)
@@ -218,22 +249,34 @@ def plot_shapley_bars(runs: pd.DataFrame, title: str, prefix: str = "test_shaple
 # ---------------------------------------------------------------------------------------
 
 
-def load_gap_file(path: str | Path) -> tuple[np.ndarray | None, str]:
-    """(per-sample gap, axis label) from a run's ``gap.npz``: the trainer's true-class probabilities
-    ``[epochs, N, M]`` on the training split, last epoch, ``G = p(y|m_1) − p(y|m_2)`` for the first two
-    modalities; ``(None, "")`` when the file is missing, unreadable or holds fewer than two modalities."""
+class GapFile(NamedTuple):
+    """A run's modality gap: samples, axis label, the two modalities (``G = p(y|m_1) − p(y|m_2)``) and
+    what the samples are (training split, last epoch)."""
+
+    samples: np.ndarray
+    xlabel: str
+    modalities: tuple[str, str]
+    what: str
+
+
+def load_gap_file(path: str | Path) -> GapFile | None:
+    """The gap from a run's ``gap.npz`` (the trainer's true-class probabilities ``[epochs, N, M]`` on the
+    training split): last epoch, first two modalities; ``None`` when the file is missing, unreadable or
+    holds fewer than two modalities."""
     try:
         with np.load(path, allow_pickle=False) as z:
             prob = np.asarray(z["true_class_prob"], dtype=float)
             names = [str(m) for m in z["modalities"]] if "modalities" in z.files else []
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None, ""
+        return None
+    epochs = prob.shape[0] if prob.ndim == 3 else 1
     prob = prob[-1] if prob.ndim == 3 else prob
     if prob.ndim != 2 or prob.shape[1] < 2:
-        return None, ""
+        return None
     names = names if len(names) >= 2 else ["m1", "m2"]
     gap = modality_gap(prob)
-    return gap[np.isfinite(gap)], f"modality gap G = p(y|{names[0]}) − p(y|{names[1]})"
+    return GapFile(gap[np.isfinite(gap)], f"modality gap G = p(y|{names[0]}) − p(y|{names[1]})",
+                   (names[0], names[1]), f"training split, epoch {epochs} (last)")
 
 
 def _normal_pdf(x: np.ndarray, mu: float, sd: float) -> np.ndarray:
@@ -241,31 +284,31 @@ def _normal_pdf(x: np.ndarray, mu: float, sd: float) -> np.ndarray:
 
 
 def plot_gap_histograms(gaps: list[tuple], title: str, xlabel: str = "modality gap G") -> Figure | None:
-    """One panel per ``(label, samples[, axis label])``: density histogram, the components of the
-    mixture fitted on the samples (:func:`mmbench.gap.fit_gap_mixture`) and their sum."""
-    gaps = [(g[0], np.asarray(g[1], dtype=float), g[2] if len(g) > 2 and g[2] else xlabel)
-            for g in gaps if g[1] is not None and len(g[1]) > 1]
+    """One panel per ``(label, samples[, axis label[, (m_1, m_2)]])``: density histogram on G ∈ [−1, 1],
+    the components of the mixture fitted on the samples (:func:`mmbench.gap.fit_gap_mixture`), each
+    named by the modality that dominates it (:func:`mmbench.gap.component_label`), and their sum."""
+    gaps = [(g[0], np.asarray(g[1], dtype=float), g[2] if len(g) > 2 and g[2] else xlabel,
+             g[3] if len(g) > 3 else ("m1", "m2")) for g in gaps if g[1] is not None and len(g[1]) > 1]
     if not gaps:
         return None
     fig, axes = _grid(len(gaps), ncols=2, width=5.0, height=3.4, sharey=False)
-    for ax, (label, samples, xlab) in zip(axes, gaps):
+    for ax, (label, samples, xlab, names) in zip(axes, gaps):
         fit = fit_gap_mixture(samples)
-        ax.hist(samples, bins=min(60, max(10, len(samples) // 20)), density=True, color="#56B4E9", alpha=0.55,
+        ax.hist(samples, bins=np.linspace(-1, 1, 41), density=True, color="#56B4E9", alpha=0.55,
                 edgecolor="white", label="samples")
-        lo, hi = np.min(samples), np.max(samples)
-        pad = 0.1 * (hi - lo or 1.0)
-        x = np.linspace(lo - pad, hi + pad, 400)
+        x = np.linspace(-1, 1, 401)  # G is a difference of two probabilities
         total = np.zeros_like(x)
-        for name, colour, w, mu, sd in zip(("balanced", "imbalanced"), (OKABE_ITO[2], OKABE_ITO[3]),
-                                           fit.weights, fit.means, fit.stds):
+        for colour, w, mu, sd in sorted(zip((OKABE_ITO[2], OKABE_ITO[3]), fit.weights, fit.means, fit.stds),
+                                        key=lambda c: c[2]):
             sd = max(sd, 1e-6)
             y = w * _normal_pdf(x, mu, sd)
             total += y
             ax.plot(x, y, linestyle="--", color=colour, linewidth=1.6,
-                    label=f"{name}: π={w:.2f}, μ={mu:.2f}, σ={sd:.2f}")
+                    label=f"{component_label(mu, names)}: π={w:.2f}, μ={mu:+.2f}, σ={sd:.2f}")
         ax.plot(x, total, color="#000000", linewidth=1.8, label="mixture")
         ax.set_title(f"{label} (n={len(samples)})", fontsize=10)
         ax.set_xlabel(xlab)
+        ax.set_xlim(-1, 1)
         ax.set_ylabel("density")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)

@@ -244,13 +244,24 @@ def _collect(results_dir) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
         a, note = _valid_levels(a, folder.path / "attack.csv")
         warnings += [note] if note else []
         if not a.empty:
-            a = a.assign(run_id=row["run_id"], dataset=row["dataset"], method=row["method"], seed=row["seed"])
-            attacks.append(a)
-    return (pd.DataFrame(runs), (pd.concat(attacks, ignore_index=True) if attacks else pd.DataFrame()), warnings)
+            attacks.append(a.assign(run_id=row["run_id"], dataset=row["dataset"], seed=row["seed"]))
+    runs = pd.DataFrame(runs)
+    if not runs.empty:
+        runs["method"] = _with_fusion(runs, runs["method"])
+    attacks = pd.concat(attacks, ignore_index=True) if attacks else pd.DataFrame()
+    if not attacks.empty:
+        attacks["method"] = attacks["run_id"].map(runs.set_index("run_id")["method"])
+    return runs, attacks, warnings
 
 
 def collect(results_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, attacks): one row per complete run, and every attack row joined to its run's labels.
+
+    ``method`` is the leaderboard's row label (the same in ``leaderboard.csv``, ``stats.csv``,
+    ``runs.csv`` and the JSON): the method's name plus its non-default parameters and, for a
+    method that uses the configured fusion, a fusion other than its dataset's default, e.g.
+    ``joint(fusion=late)``; ``groupby("method")`` never pools two configurations. The bare
+    registry name is ``config.method.name``.
 
     Run columns: ``run_id, dataset, method, seed, best_epoch, val_acc``, ``test_<key>`` for every
     numeric key of ``summary["test"]``, cost (``num_parameters``, ``seconds_per_epoch``,
@@ -371,7 +382,7 @@ def _curve_label(protocol: Any, version: Any, attack: str, modalities: Any, frac
 
 def attack_curves(attacks: pd.DataFrame) -> pd.DataFrame:
     """Per run × attack curve × level: accuracy averaged over attack seeds (``acc``, ``n_attack_seeds``)."""
-    cols = ["run_id", "curve", "protocol", "attack", "modalities", "level", "acc", "n_attack_seeds"]
+    cols = ["run_id", "curve", "protocol", "attack", "modalities", "fraction", "level", "acc", "n_attack_seeds"]
     if attacks is None or attacks.empty or "acc" not in attacks.columns:
         return pd.DataFrame(columns=cols)
     a = attacks.copy()
@@ -383,7 +394,9 @@ def attack_curves(attacks: pd.DataFrame) -> pd.DataFrame:
     a["level"] = a["level"].astype(float)
     for col, default in (("protocol", "custom"), ("modalities", "all")):
         a[col] = a[col].fillna(default).astype(str)
-    g = a.groupby(["run_id", "curve", "protocol", "attack", "modalities", "level"], sort=True, dropna=False)["acc"]
+    a["fraction"] = pd.to_numeric(a["fraction"], errors="coerce").fillna(1.0)
+    g = a.groupby(["run_id", "curve", "protocol", "attack", "modalities", "fraction", "level"], sort=True,
+                  dropna=False)["acc"]
     out = g.agg(acc="mean", n_attack_seeds="count").reset_index()
     out["protocol"] = out["protocol"].astype(str)
     out["modalities"] = out["modalities"].astype(str)
@@ -606,9 +619,19 @@ def leaderboard(runs: pd.DataFrame, attacks: pd.DataFrame | None = None, group_b
 
 def _with_blocks(runs: pd.DataFrame, grouping: Grouping) -> pd.DataFrame:
     entry = runs[grouping.entry].astype(str)
-    if grouping.entry == "method" and "config.model.fusion" not in grouping.columns:
-        entry = _with_fusion(runs, entry)
+    if grouping.entry == "method" and "config.model.fusion" in grouping.columns:  # fusion is a key of its own
+        entry = pd.Series([_without_fusion(e, f) for e, f in zip(entry, runs["config.model.fusion"])],
+                          index=entry.index)
+        runs = runs.assign(method=entry)
     return runs.assign(block=_block_labels(runs, grouping), entry=entry)
+
+
+def _without_fusion(label: str, fusion: Any) -> str:
+    """``joint(fusion=late)`` -> ``joint``; ``ogm_ge(alpha=0.1, fusion=gated)`` -> ``ogm_ge(alpha=0.1)``."""
+    for suffix, rest in ((f"(fusion={fusion})", ""), (f", fusion={fusion})", ")")):
+        if label.endswith(suffix):
+            return label[:-len(suffix)] + rest
+    return label
 
 
 def _with_fusion(runs: pd.DataFrame, labels: pd.Series) -> pd.Series:
@@ -1127,9 +1150,23 @@ def _plain(c: Cell) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def _labelled(report: Report, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the rows' labels (as in the tables) in the compared column (``method`` by default),
+    and without the internal ``block`` / ``entry`` keys: one label column with one name in every file."""
+    if df.empty or "entry" not in df.columns:
+        return df
+    labelled = df.assign(**{report.grouping.entry: df["entry"]})
+    return labelled.drop(columns=[c for c in ("block", "entry") if c not in report.grouping.columns])
+
+
 def tidy_runs(report: Report) -> pd.DataFrame:
-    """``runs.csv``: one row per run × metric, the compared column holding the rows' labels (as in the tables)."""
-    return report.long.assign(**{report.grouping.entry: report.long["entry"]}).drop(columns=["block", "entry"])
+    """``runs.csv``: one row per run × metric, labelled as the tables are."""
+    return _labelled(report, report.long)
+
+
+def tidy_stats(report: Report) -> pd.DataFrame:
+    """``stats.csv``: one row per group × metric, labelled as the tables are."""
+    return _labelled(report, report.stats)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1193,20 +1230,22 @@ def make_plots(report: Report, dpi: int = 110) -> list[PlotImage]:
         figs.append(("shapley", plots.plot_shapley_bars(runs.drop(columns="method").assign(method=runs["entry"]),
                                                         f"{block}: Shapley contribution per modality"),
                      "Exact Shapley value of each modality for test accuracy (masking), mean ± std over seeds."))
-        gaps = []
+        gaps, seen = [], set()
         for run in runs.sort_values(["entry", "seed"]).itertuples(index=False):
-            if any(g[0] == run.entry for g in gaps):
+            if run.entry in seen:
                 continue
-            samples, xlabel = plots.load_gap_file(Path(run.path) / "gap.npz")
-            if samples is not None:
-                gaps.append((run.entry, samples, xlabel))
+            gap = plots.load_gap_file(Path(run.path) / "gap.npz")
+            if gap is not None:
+                seen.add(run.entry)
+                gaps.append((f"{run.entry}, seed {run.seed}, {gap.what}", gap.samples, gap.xlabel, gap.modalities))
         if gaps:
             figs.append(("gap", plots.plot_gap_histograms(gaps, f"{block}: modality gap with a 2-component GMM"),
                          "Histogram of the per-sample modality gap (from the run's gap.npz: the trainer's "
                          "true-class probabilities on the training split at the last epoch; one run per method, "
                          "lowest seed) with a 2-component Gaussian mixture fitted on it as gmm_gap does by default "
-                         "(scikit-learn, seed 0): balanced (mean nearer 0) and imbalanced components dashed, "
-                         "mixture solid."))
+                         "(scikit-learn, seed 0): each component dashed, named by the modality that dominates its "
+                         "samples (the sign of its mean; 'near balance' when |mean| ≤ 0.1), mixture solid; "
+                         "G ∈ [−1, 1]."))
         for kind, fig, caption in figs:
             if fig is None:
                 continue
@@ -1246,11 +1285,11 @@ def write_report(report: Report, out_dir: str | os.PathLike, formats: list[str] 
         return paths
     tables = display_tables(report)
     if "csv" in formats:
-        for name, df in (("leaderboard.csv", report.wide), ("stats.csv", report.stats), ("runs.csv", tidy_runs(report))):
+        for name, df in (("leaderboard.csv", report.wide), ("stats.csv", tidy_stats(report)), ("runs.csv", tidy_runs(report))):
             atomic_write_csv(out / name, df)
             paths.append(out / name)
         if not report.published.empty:
-            atomic_write_csv(out / "published.csv", report.published)
+            atomic_write_csv(out / "published.csv", report.published.rename(columns={"entry": report.grouping.entry}))
             paths.append(out / "published.csv")
     from mmbench.report_formats import render_json, render_latex, render_markdown
 

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from mmbench.report import SECTION_TITLES, WARN, Cell, DisplayTable, Report, display_tables, legend
+from mmbench.report import SECTION_TITLES, WARN, Cell, DisplayTable, Report, display_tables, legend, tidy_stats
 
 
 def _md_escape(text: str) -> str:
@@ -46,7 +46,11 @@ def render_markdown(report: Report, tables: list[DisplayTable] | None = None) ->
 _TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                "<": r"\textless{}", ">": r"\textgreater{}", "φ": r"$\varphi$", "Δ": r"$\Delta$",
-               "−": "--", "–": "--", "·": r"$\cdot$", "±": r"$\pm$", "⚠": "", "†": r"$^\dagger$", "≥": r"$\geq$"}
+               "−": "--", "–": "--", "·": r"$\cdot$", "±": r"$\pm$", "⚠": "", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "≥": r"$\geq$"}
+
+
+# one meaning per symbol, as in every other format: † significant, ‡ reconstructed, § fewer than 3 seeds
+FEW_SEEDS = r"$^{\S}$"
 
 
 def tex_escape(text: str) -> str:
@@ -64,7 +68,7 @@ def _tex_cell(c: Cell) -> str:
     if c.best and c.text != "–":
         text = f"\\textbf{{{text}}}"
     if c.warn and c.text.isdigit():
-        text += r"$^{\ddagger}$"
+        text += FEW_SEEDS
     return text + (r"$^{\dagger}$" if c.mark else "")
 
 
@@ -85,7 +89,7 @@ def render_latex(report: Report, tables: list[DisplayTable] | None = None) -> st
             "leaderboard": f"{tex_escape(t.block)}: test metrics (\\%), mean $\\pm$ std over $n$ training seeds; "
                            f"best in bold; $^\\dagger$ differs from {tex_escape(o.reference or '-')} "
                            f"(paired t-test over seeds, Holm-corrected, $p<{o.alpha:g}$); "
-                           "$^\\ddagger$ fewer than 3 seeds.",
+                           f"{FEW_SEEDS} fewer than 3 seeds; $^\\ddagger$ the method has reconstructed parts.",
             "modalities": f"{tex_escape(t.block)}: per modality (\\%), mean $\\pm$ std over $n$ training seeds: "
                           "unimodal heads (acc), the fused model with the other modalities masked (only), linear "
                           "probes, Shapley contributions ($\\varphi$) and the Shapley imbalance degree "
@@ -121,6 +125,6 @@ def render_json(report: Report) -> str:
     doc = {"mmbench_report": 1, "generated": report.generated, "results_dir": report.results_dir,
            "options": asdict(report.options), "group_by": report.grouping.names, "primary_metric": report.primary,
            "warnings": report.warnings, "legend": legend(report),
-           "leaderboard": _records(report.wide), "stats": _records(report.stats),
-           "published": _records(report.published)}
+           "leaderboard": _records(report.wide), "stats": _records(tidy_stats(report)),
+           "published": _records(report.published.rename(columns={"entry": report.grouping.entry}))}
     return json.dumps(doc, indent=1, allow_nan=False)

@@ -1,4 +1,4 @@
-"""Robustness of an accuracy-vs-noise-level curve (protocols.md §1.4): MultiBench's relative and
+"""Robustness of an accuracy-vs-noise-level curve (``docs/protocols.md``): MultiBench's relative and
 effective robustness, the area under the curve over the actual levels, the worst level.
 
 Plain Python on lists of numbers (no torch), so the report can use them.

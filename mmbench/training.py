@@ -142,7 +142,9 @@ class Trainer:
         self.state = TrainState(num_epochs=optim.epochs, model=self.model, batch_size=optim.batch_size,
                                 generator=torch.Generator(device=device).manual_seed(seed + 1),
                                 fit_copy=self.fit_copy)
-        self.progress = progress  # callable(epoch, step, total_steps, row) or None
+        # callable(epoch, step, total_steps, row) after each epoch, or None; an optional ``batch(epoch, step,
+        # total_steps, running)`` attribute is called after each batch (see mmbench.ui.TrainingStatus)
+        self.progress = progress
         # callable(trainer, epoch, (best_epoch, best_acc, best_state), seconds, probs) after each epoch
         self.checkpoint = checkpoint
 
@@ -168,7 +170,8 @@ class Trainer:
             start = time.perf_counter()
             self.state.epoch, self.state.epoch_logs = epoch, {}
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
-            row.update(self._train_epoch(train, steps_per_epoch))
+            row.update(self._train_epoch(train, steps_per_epoch, epoch * steps_per_epoch,
+                                         steps_per_epoch * self.cfg.epochs))
             row.update(imbalance_ratios(self.state.true_class_prob, train.modalities))
             probs.append(self.state.true_class_prob.half().cpu())
             self.method.on_epoch_end(self.state)
@@ -207,15 +210,22 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
                 optimizer.step()
 
-    def _train_epoch(self, train: MultimodalData, steps_per_epoch: int) -> dict[str, float]:
+    def _train_epoch(self, train: MultimodalData, steps_per_epoch: int, done: int = 0,
+                     total: int = 0) -> dict[str, float]:
         model, method, state = self.model, self.method, self.state
+        on_batch = getattr(self.progress, "batch", None)
         model.train()
         method.on_epoch_start(state)
         sums: dict[str, float] = defaultdict(float)
         correct = {"acc": torch.zeros((), device=self.device)}
         columns = {m: j for j, m in enumerate(train.modalities)}
         true_prob = torch.full((len(train), len(columns)), float("nan"), device=self.device)
-        for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator):
+        seen = 0
+
+        def running() -> dict[str, float]:
+            return {"train_loss": sums["loss"] / seen, **{f"train_{k}": float(v) / seen for k, v in correct.items()}}
+
+        for i, batch in enumerate(train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator)):
             value, out, logs = self.train_step(batch)
             sums["loss"] += value * len(batch)
             correct["acc"] += (out.logits.argmax(1) == batch.labels).sum()
@@ -225,6 +235,9 @@ class Trainer:
                 true_prob[batch.ids, columns[m]] = true_class_prob(z.detach().float(), batch.labels)
             for k, v in logs.items():
                 sums[f"log:{k}"] += float(v)
+            seen += len(batch)
+            if on_batch is not None:
+                on_batch(state.epoch, done + i + 1, total, running)
         state.true_class_prob = true_prob
         n = len(train)
         row = {"train_loss": sums["loss"] / n}
@@ -375,6 +388,12 @@ def load_checkpoint(folder: RunFolder) -> dict | None:
     return ckpt
 
 
+def _phase(progress, label: str) -> None:
+    """Tell a live display (one with a ``phase`` method) what the run does after training."""
+    if hasattr(progress, "phase"):
+        progress.phase(label)
+
+
 def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunGuard) -> tuple[RunFolder, bool]:
     cfg.output.data_dir = str(default_data_dir(cfg.output.data_dir).resolve())  # later attacks find it from anywhere
     cfg, method = complete_config(cfg)
@@ -414,11 +433,14 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         folder.save_arrays("artifacts.npz", **{k: np.asarray(v) for k, v in trainer.state.artifacts.items()})
     test_data = data["test"].to(device)
     eval_batch = cfg.optim.batch_size * 4
+    _phase(progress, "evaluating on test")
     test = evaluate(trainer.model, method, test_data, eval_batch, masking=True)
     if isinstance(trainer.model, MultimodalModel) and len(trainer.model.modalities) > 1:
+        _phase(progress, f"Shapley values ({2 ** len(trainer.model.modalities)} masked evaluations)")
         test.update(shapley(trainer.model, test_data, eval_batch))
     probes = {}
     if cfg.output.probe and hasattr(trainer.model, "encoders"):
+        _phase(progress, "linear probes")
         probes = probe_all(trainer.model, {s: d.to(device) for s, d in data.items()}, eval_batch, cfg.seed)
         test.update({f"probe_{m}": p["test"] for m, p in probes.items()})
     summary = {

@@ -62,11 +62,18 @@ def test_coefficients_find_every_prefix():
 
 
 def test_robustness_curves_with_bands():
-    rows = [{"method": m, "seed": s, "curve": c, "level": lv, "acc": 0.8 - lv * (0.02 if m == "joint" else 0.01) + s / 100}
-            for m in ("joint", "qmf") for s in range(3) for c in ("gaussian", "blank:text") for lv in (0, 5, 10)]
+    rows = [{"method": m, "seed": s, "curve": c, "modalities": mods, "fraction": frac, "level": lv,
+             "acc": 0.8 - lv * (0.02 if m == "joint" else 0.01) + s / 100}
+            for m in ("joint", "qmf") for s in range(3)
+            for c, mods, frac in (("gaussian", "all", 1.0), ("blank:text(frac=0.5)", "text", 0.5)) for lv in (0, 5, 10)]
     fig = plots.plot_robustness_curves(pd.DataFrame(rows), "mvsa: accuracy under attack")
-    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == ["gaussian", "blank:text"]
-    assert "test accuracy (%)" in _texts(fig) and "attack level" in _texts(fig)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == [
+        "gaussian\ncorrupted: all modalities, 100% of test samples",
+        "blank:text(frac=0.5)\ncorrupted: text, 50% of test samples"]
+    assert [ax.get_xlabel() for ax in fig.axes if ax.get_visible()] == [
+        "attack level (σ in training stds)", "attack level (share of samples)"]
+    assert plots.level_unit("qmf/gaussian:image") == "qmf protocol level"
+    assert "test accuracy (%)" in _texts(fig)
     assert len(fig.axes[0].collections) == 2  # one ±1 std band per method
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), [81, 71, 61])  # joint: mean over seeds, %
     assert plots.plot_robustness_curves(pd.DataFrame(), "x") is None
@@ -89,24 +96,41 @@ def test_gap_loader_reads_the_trainers_layout(tmp_path):
     rng = np.random.default_rng(0)
     p = np.stack([rng.uniform(size=(50, 2)) for _ in range(3)])  # true-class probabilities [epochs, N, M]
     np.savez(tmp_path / "gap.npz", true_class_prob=p.astype(np.float16), modalities=np.array(["audio", "visual"]))
-    samples, label = plots.load_gap_file(tmp_path / "gap.npz")
-    np.testing.assert_allclose(samples, p[-1, :, 0].astype(np.float16).astype(float) - p[-1, :, 1].astype(np.float16))
-    assert label == "modality gap G = p(y|audio) − p(y|visual)"
+    gap = plots.load_gap_file(tmp_path / "gap.npz")
+    np.testing.assert_allclose(gap.samples,
+                               p[-1, :, 0].astype(np.float16).astype(float) - p[-1, :, 1].astype(np.float16))
+    assert gap.xlabel == "modality gap G = p(y|audio) − p(y|visual)"
+    assert gap.modalities == ("audio", "visual") and gap.what == "training split, epoch 3 (last)"
     np.savez(tmp_path / "one.npz", true_class_prob=p[..., :1], modalities=np.array(["audio"]))
     np.savez(tmp_path / "other.npz", labels=np.arange(3))
     for name in ("one.npz", "other.npz", "missing.npz"):
-        assert plots.load_gap_file(tmp_path / name) == (None, "")
+        assert plots.load_gap_file(tmp_path / name) is None
 
 
-def test_gap_histograms_draw_the_balanced_and_imbalanced_components():
+def test_gap_histograms_name_each_component_by_the_modality_that_dominates():
     rng = np.random.default_rng(0)
     planted = np.r_[rng.normal(0.05, 0.05, 350), rng.normal(0.6, 0.08, 150)]
-    fig = plots.plot_gap_histograms([("gmm_gap", planted, "G"), ("joint", planted[::-1])], "gap")
+    fig = plots.plot_gap_histograms([("gmm_gap", planted, "G", ("audio", "visual")), ("joint", planted[::-1])], "gap")
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 2 and axes[0].get_xlabel() == "G" and axes[1].get_xlabel() == "modality gap G"
     legend = [t.get_text() for t in axes[0].get_legend().get_texts()]
-    assert legend[1].startswith("balanced: π=0.70, μ=0.05") and legend[2].startswith("imbalanced: π=0.30, μ=0.60")
+    assert legend[1].startswith("near balance: π=0.70, μ=+0.05")
+    assert legend[2].startswith("audio dominates: π=0.30, μ=+0.60")
     assert legend[-1] == "mixture"
+    for ax in axes:  # G = p(y|m1) - p(y|m2) lies in [-1, 1]: nothing is drawn outside it
+        assert ax.get_xlim() == (-1, 1)
+        assert all(line.get_xdata().min() >= -1 and line.get_xdata().max() <= 1 for line in ax.get_lines())
+
+
+def test_gap_component_with_both_modes_away_from_zero_is_never_called_balanced():
+    # one mode where the first modality dominates (+0.92), one where the second does (-0.3): the old rule
+    # (smaller |mean| = balanced) called the -0.3 mode balanced
+    rng = np.random.default_rng(1)
+    planted = np.clip(np.r_[rng.normal(0.92, 0.03, 300), rng.normal(-0.3, 0.05, 300)], -1, 1)
+    fig = plots.plot_gap_histograms([("joint", planted, "G", ("pix", "mor"))], "gap")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[1].startswith("mor dominates") and legend[2].startswith("pix dominates")
+    assert not any("balance" in t for t in legend)
     assert plots.plot_gap_histograms([("joint", None), ("x", np.ones(1))], "gap") is None
 
 

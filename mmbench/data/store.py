@@ -60,7 +60,8 @@ def prepare(dataset: str, root: str | os.PathLike | None = None, data_dir: str |
         return target
     _check_replaceable(target)
     if root is None and not builder_cls.embedded:
-        raise MMBenchError(f"dataset {dataset!r} needs its raw files: mmbench prepare {dataset} --root RAW_DIR")
+        raise MMBenchError(f"dataset {dataset!r} needs its raw files: mmbench prepare {dataset} --root RAW_DIR; "
+                           f"mmbench info {dataset} says where to get them and the layout --root must have")
     if root is not None and not Path(root).exists():
         raise MMBenchError(f"--root {str(root)!r} does not exist; point it at the raw {dataset} files")
     builder = builder_cls(_options(builder_cls, options or {}, dataset))

@@ -145,6 +145,11 @@ def check_choices(params: Any, **allowed: tuple[str, ...]) -> None:
 
 def build_method(cfg: MethodConfig) -> Method:
     """Instantiate the method named in ``cfg`` with validated parameters (unknown keys are errors)."""
+    return METHODS.get(cfg.name)(method_params(cfg))
+
+
+def method_params(cfg: MethodConfig):
+    """The method's ``Params``: ``cfg``'s values, validated and coerced, its defaults for the rest."""
     cls = METHODS.get(cfg.name)
     hints = typing.get_type_hints(cls.Params)
     kwargs = {}
@@ -160,7 +165,7 @@ def build_method(cfg: MethodConfig) -> Method:
     except (TypeError, ValueError) as e:
         raise MMBenchError(f"method {cfg.name!r}: {e}") from None
     check_domains(params, "method.")
-    return cls(params)
+    return params
 
 
 def method_params_dict(method: Method) -> dict[str, Any]:
