@@ -379,6 +379,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     summary = {
         "run_id": folder.run_id, "status": "complete", "dataset": cfg.data.dataset,
         "modalities": list(getattr(trainer.model, "modalities", data["train"].modalities)), "method": cfg.method.name, "method_params": cfg.method.params,
+        "reconstructed": list(method.reconstructed),
         "seed": cfg.seed, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
         "test": test, "test_samples": len(data["test"]),
         "num_parameters": sum(p.numel() for p in trainer.model.parameters()),

@@ -68,6 +68,10 @@ class Method:
     trains_unimodal_heads: ClassVar[bool] = False
     #: the most modalities the method's rule is defined for (None: any number)
     max_modalities: ClassVar[int | None] = None
+    #: parts of the default behaviour that mmbench reconstructed, or that depart from the official
+    #: code or paper in a way that changes results (one short phrase each, documented in
+    #: ``docs/methods/``); non-empty gives the method the mark ``‡`` in every report
+    reconstructed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()

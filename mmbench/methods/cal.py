@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,9 @@ class CAL(Method):
 
     trains_unimodal_heads = True
 
+    reconstructed: ClassVar[tuple[str, ...]] = ("I(m), D(m), W^m formulas", "acceleration rule", "AIB and its beta",
+                                                "loss weights", "all defaults")
+
     @dataclass(frozen=True)
     class Params:
         alpha: float = 0.5
@@ -106,8 +110,6 @@ class CAL(Method):
         confidence: str = "max_prob"  # max_prob | true_class | entropy
         beta0: float = 1e-3
         unimodal_weight: float = 1.0
-        reconstructed: tuple[str, ...] = ("I(m), D(m), W^m formulas", "acceleration rule", "AIB and its beta",
-                                          "loss weights", "all defaults")
 
         def __post_init__(self):
             check_choices(self, accelerate=DIRECTIONS, confidence=CONFIDENCES)

@@ -36,6 +36,7 @@ Headline numbers [V-abs]: CREMA-D 80.65 %, AVE 70.90 % (v1) / 70.40 % (v2), KS 7
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -62,6 +63,9 @@ class GMMGap(Method):
     max_modalities = 2
     trains_unimodal_heads = True
 
+    reconstructed: ClassVar[tuple[str, ...]] = ("gap definition", "loss terms and weights", "warm-up length",
+                                                "refit schedule", "purification rule")
+
     @dataclass(frozen=True)
     class Params:
         warmup_epochs: int = 5
@@ -75,8 +79,6 @@ class GMMGap(Method):
         purify: bool = False
         purify_epochs: int = 5
         purify_threshold: float = 0.5
-        reconstructed: tuple[str, ...] = ("gap definition", "loss terms and weights", "warm-up length",
-                                          "refit schedule", "purification rule")
 
         def __post_init__(self):
             check_choices(self, fit_on=FITS, gap_source=GAP_SOURCES)

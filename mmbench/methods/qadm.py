@@ -16,7 +16,7 @@ that hard modality inputs do not distort it; **Layer-wise Greedy Parameter (LGP)
 parameters from feature-level quality, predicted cross-modally, layer by layer, for networks of
 variable depth. Degradation is simulated by additive Gaussian noise of intensity sigma (v2 Fig. 1).
 
-Reconstruction [INF] (methods.md §6.2), every choice listed in ``Params.reconstructed``:
+Reconstruction [INF] (methods.md §6.2), every choice listed in ``QADM.reconstructed``:
 1. *Network*: per modality, the configured encoder then ``num_layers`` residual blocks on its
    features, ``h <- h + 1[l < depth] * (gamma_l * relu(W_l h) + beta_l)``, and a linear head.
 2. *Noise-free prototypes*: class means (and per-dimension variances) of every block's input on
@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -173,19 +174,20 @@ class QADM(Method):
 
     trains_unimodal_heads = True
 
+    reconstructed: ClassVar[tuple[str, ...]] = (
+        "residual FiLM blocks on the encoder features, masked per sample",
+        "noise-free prototypes: EMA class means weighted by the true-class probability",
+        "quality q = exp(-min_k ||h - p_k||^2 / (2 spread)), classifier-free",
+        "GCND: ceil(L (1 - sigmoid(z-scored q))) with each modality's running statistics",
+        "LGP: zero-initialised linear hypernetwork per layer on [informativeness, others' quality]",
+        "fusion softmax(log q) late fusion, loss terms and all defaults")
+
     @dataclass(frozen=True)
     class Params:
         num_layers: int = 3
         min_depth: int = 1
         momentum: float = 0.1
         unimodal_weight: float = 1.0
-        reconstructed: tuple[str, ...] = (
-            "residual FiLM blocks on the encoder features, masked per sample",
-            "noise-free prototypes: EMA class means weighted by the true-class probability",
-            "quality q = exp(-min_k ||h - p_k||^2 / (2 spread)), classifier-free",
-            "GCND: ceil(L (1 - sigmoid(z-scored q))) with each modality's running statistics",
-            "LGP: zero-initialised linear hypernetwork per layer on [informativeness, others' quality]",
-            "fusion softmax(log q) late fusion, loss terms and all defaults")
 
         def __post_init__(self):
             if self.num_layers < 1 or not 0 <= self.min_depth <= self.num_layers:
