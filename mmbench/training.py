@@ -185,38 +185,46 @@ class Trainer:
         model, method, state = self.model, self.method, self.state
         model.train()
         method.on_epoch_start(state)
+        if state.reset_optimizer:  # a fresh optimizer: momentum and moment estimates start again
+            self.optimizer.state.clear()
+            state.reset_optimizer = False
+        substeps = method.steps_per_batch(model)
         sums: dict[str, float] = defaultdict(float)
         correct = {"acc": torch.zeros((), device=self.device)}
         columns = {m: j for j, m in enumerate(train.modalities)}
         true_prob = torch.full((len(train), len(columns)), float("nan"), device=self.device)
         for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator):
-            out = method.forward(model, batch, state)
-            loss, logs = method.loss(model, batch, out, state)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(state.epoch, state.step, value)
-            if not method.trains_unimodal_heads and hasattr(model, "monitor_loss"):
-                loss = loss + model.monitor_loss(out, batch.labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
-            if self.cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            state.step += 1
-            sums["loss"] += value * len(batch)
-            correct["acc"] += (out.logits.argmax(1) == batch.labels).sum()
-            for m, z in out.unimodal_logits.items():
+            for state.substep in range(substeps):
+                out = method.forward(model, batch, state)
+                loss, logs = method.loss(model, batch, out, state)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(state.epoch, state.step, value)
+                if not method.trains_unimodal_heads and hasattr(model, "monitor_loss"):
+                    loss = loss + model.monitor_loss(out, batch.labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
+                if self.cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+                self.optimizer.step()
+                state.step += 1
+                sums["loss"] += value * len(batch) / substeps
+                for k, v in logs.items():
+                    sums[f"log:{k}"] += float(v)
+                if state.substep == 0:  # the batch's metrics: from the pass before its first update
+                    first = out
+            correct["acc"] += (first.logits.argmax(1) == batch.labels).sum()
+            for m, z in first.unimodal_logits.items():
                 key = f"acc_{m}"
                 correct[key] = correct.get(key, 0) + (z.argmax(1) == batch.labels).sum()
                 true_prob[batch.ids, columns[m]] = true_class_prob(z.detach().float(), batch.labels)
-            for k, v in logs.items():
-                sums[f"log:{k}"] += float(v)
+        state.substep = 0
         state.true_class_prob = true_prob
         n = len(train)
         row = {"train_loss": sums["loss"] / n}
         row.update({f"train_{k}": v.item() / n for k, v in correct.items()})
-        row.update({k[4:]: v / steps_per_epoch for k, v in sums.items() if k.startswith("log:")})
+        row.update({k[4:]: v / (steps_per_epoch * substeps) for k, v in sums.items() if k.startswith("log:")})
         return row
 
 

@@ -7,6 +7,7 @@
 | ``loss(model, batch, out, state) -> (loss, logs)`` | every step (required) |
 | ``after_backward(model, batch, out, state)`` | between backward and the optimizer step |
 | ``on_epoch_start(state)`` / ``on_epoch_end(state)`` | each epoch |
+| ``steps_per_batch(model) -> int`` | optimizer steps per batch (default 1; ``state.substep`` counts them) |
 | ``predict(model, batch) -> ModelOutput`` | evaluation |
 
 Methods never write a training loop. Whatever a method measures it returns in ``logs``
@@ -40,7 +41,8 @@ class TrainState:
     """
 
     epoch: int = 0
-    step: int = 0
+    step: int = 0  # optimizer steps taken so far
+    substep: int = 0  # which of the ``steps_per_batch`` steps on the current batch
     num_epochs: int = 1
     generator: torch.Generator = field(default_factory=torch.Generator)
     epoch_logs: dict[str, float] = field(default_factory=dict)
@@ -54,6 +56,8 @@ class TrainState:
     true_class_prob: torch.Tensor | None = None
     #: arrays the method wants kept in the run folder (saved as ``artifacts.npz``)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    #: set in ``on_epoch_start`` to restart the optimizer's state (momentum, moments) as a fresh one would
+    reset_optimizer: bool = False
 
 
 class Method:
@@ -96,6 +100,10 @@ class Method:
 
     def on_epoch_start(self, state: TrainState) -> None:
         pass
+
+    def steps_per_batch(self, model: nn.Module) -> int:
+        """How many optimizer steps the trainer takes on each batch (forward, loss, backward, update each)."""
+        return 1
 
     def on_epoch_end(self, state: TrainState) -> None:
         pass
