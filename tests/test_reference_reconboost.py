@@ -112,6 +112,8 @@ class Torch:
 
 def test_reconboost_equals_the_release_step_for_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))  # train.py sets it
+    if getattr(sys.modules.get("utils"), "__file__", "") is None:  # another checkout's namespace package
+        monkeypatch.delitem(sys.modules, "utils")
     release = load_module(REPO, "train.py", STUBS)
     torch.manual_seed(0)
     encoders = {m: Encoder(w) for m, w in WIDTHS.items()}
