@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,8 @@ from mmbench.errors import MMBenchError
 from mmbench.methods.base import build_method, method_params_dict
 from mmbench.registry import METHODS
 from mmbench.report import RECONSTRUCTED, method_label
+
+DOCS = Path(__file__).parent.parent / "docs" / "methods"
 
 
 def _saved_defaults(name):  # a method's default parameters as a run folder saves them
@@ -34,11 +37,16 @@ def test_reconstructed_parts_are_declared_on_the_class_and_marked(name):
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_a_method_documented_as_reconstructed_declares_its_parts(name):
-    """A method whose module says it is reconstructed (or that no official code exists) must carry the mark."""
-    doc = (importlib.import_module(METHODS.get(name).__module__).__doc__ or "").lower()
-    if "reconstruct" in doc or "no official code" in doc:
-        assert METHODS.get(name).reconstructed, f"{name}: its docstring describes reconstructed parts, " \
-                                                "declare them in its class attribute 'reconstructed'"
+    """A method whose module says no official code is known, or whose page in ``docs/methods/`` is titled
+    with the mark, declares its reconstructed parts; a page without the mark means none are declared."""
+    cls = METHODS.get(name)
+    doc = " ".join((importlib.import_module(cls.__module__).__doc__ or "").split()).lower()
+    if "no official code is known" in doc:
+        assert cls.reconstructed, f"{name}: no official code, declare the reconstructed parts in 'reconstructed'"
+    page = DOCS / f"{name}.md"
+    if page.exists():
+        title = page.read_text().splitlines()[0]
+        assert title.endswith(RECONSTRUCTED) == bool(cls.reconstructed), f"{page}: {title!r} vs {cls.reconstructed}"
 
 
 def test_reconstructed_is_not_a_setting():

@@ -37,7 +37,6 @@ Defaults: ``super_epoch`` 10 (BalanceMM; MultiBench uses 20). The weights and ea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch.nn.functional as F
 
@@ -64,7 +63,6 @@ class GBlending(Method):
     """G-Blending (CVPR 2020): per-head losses weighted by G/O^2, re-estimated every super-epoch."""
 
     trains_unimodal_heads = True
-    reconstructed: ClassVar[tuple[str, ...]] = ("G and O measured on the blended run itself, not on per-head copies",)
 
     @dataclass(frozen=True)
     class Params:
