@@ -77,16 +77,21 @@ RECONSTRUCTED = "‡"  # the method has parts mmbench reconstructed
 # ---------------------------------------------------------------------------------------
 
 
-def method_label(name: str, params: dict) -> str:
+def method_label(name: str, params: dict, reconstructed: list[str] | None = None) -> str:
     """``name``, plus the parameters that differ from the method's defaults: ``unimodal(modality=image)``;
-    a method whose ``reconstructed`` parameter lists parts mmbench had to reconstruct gets the mark ``‡``."""
+    a method with parts mmbench reconstructed (``reconstructed``: the list a run's ``summary.json``
+    records; None, as for runs older than that record: the method class's) gets the mark ``‡``."""
     try:
-        defaults = json.loads(json.dumps(asdict(METHODS.get(name).Params())))  # tuples compare as saved: lists
+        cls = METHODS.get(name)
+        defaults = json.loads(json.dumps(asdict(cls.Params())))  # tuples compare as saved: lists
     except Exception:  # noqa: BLE001 - a plugin that is gone: show every parameter
-        defaults = {}
+        cls, defaults = None, {}
+    if reconstructed is None:
+        reconstructed = list(getattr(cls, "reconstructed", ()))
     params = json.loads(json.dumps(params, default=str))  # tuples as lists on both sides, as summary.json has them
+    # "reconstructed" was a parameter in runs older than the class attribute: not a changed setting
     changed = {k: v for k, v in params.items() if k != "reconstructed" and (k not in defaults or defaults[k] != v)}
-    base = name + (RECONSTRUCTED if params.get("reconstructed") else "")
+    base = name + (RECONSTRUCTED if reconstructed else "")
     return f"{base}({', '.join(f'{k}={v}' for k, v in changed.items())})" if changed else base
 
 
@@ -223,7 +228,8 @@ def _collect(results_dir) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
             cfg = folder.read_config()
             row = {"run_id": s.get("run_id", folder.run_id),
                    "dataset": dataset_label(cfg.data.dataset, cfg.data.modalities),
-                   "method": method_label(s["method"], s.get("method_params", {})), "seed": s["seed"],
+                   "method": method_label(s["method"], s.get("method_params", {}), s.get("reconstructed")),
+                   "seed": s["seed"],
                    "best_epoch": s.get("best_epoch"), "val_acc": s.get("val_acc"),
                    **_flatten_test(s.get("test", {})),
                    **{k: float(v) for k, v in s.items() if _numeric(v) and is_cost(k)},
@@ -1114,7 +1120,8 @@ def legend(report: Report) -> list[str]:
         f"first metric ({pretty_header(report.primary)}); ties share a rank.",
         f"{WARN}: fewer than 3 seeds — intervals and p-values are unreliable.",
         f"{RECONSTRUCTED}: the method has reconstructed parts, which neither its official code nor its paper's "
-        "available text specifies (its 'reconstructed' parameter and module docstring list them).",
+        "available text specifies, or defaults that depart from them (the method class's 'reconstructed' list, "
+        "recorded in each run's summary.json, and docs/methods/ list them).",
         "acc[m]: the unimodal head of m inside the fused model; only[m]: the fused model with every modality "
         "but m masked; probe[m]: linear probe on the frozen encoder of m; φ[m]: Shapley contribution of m to "
         "test accuracy (percentage points); imbalance: Shapley imbalance degree (max φ − min φ) / Σ|φ|, "

@@ -216,6 +216,10 @@ class Trainer:
         on_batch = getattr(self.progress, "batch", None)
         model.train()
         method.on_epoch_start(state)
+        if state.reset_optimizer:  # a fresh optimizer: momentum and moment estimates start again
+            self.optimizer.state.clear()
+            state.reset_optimizer = False
+        substeps = method.steps_per_batch(model)
         sums: dict[str, float] = defaultdict(float)
         correct = {"acc": torch.zeros((), device=self.device)}
         columns = {m: j for j, m in enumerate(train.modalities)}
@@ -226,23 +230,27 @@ class Trainer:
             return {"train_loss": sums["loss"] / seen, **{f"train_{k}": float(v) / seen for k, v in correct.items()}}
 
         for i, batch in enumerate(train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator)):
-            value, out, logs = self.train_step(batch)
-            sums["loss"] += value * len(batch)
-            correct["acc"] += (out.logits.argmax(1) == batch.labels).sum()
-            for m, z in out.unimodal_logits.items():
+            for state.substep in range(substeps):
+                value, out, logs = self.train_step(batch)
+                sums["loss"] += value * len(batch) / substeps
+                for k, v in logs.items():
+                    sums[f"log:{k}"] += float(v)
+                if state.substep == 0:  # the batch's metrics: from the pass before its first update
+                    first = out
+            correct["acc"] += (first.logits.argmax(1) == batch.labels).sum()
+            for m, z in first.unimodal_logits.items():
                 key = f"acc_{m}"
                 correct[key] = correct.get(key, 0) + (z.argmax(1) == batch.labels).sum()
                 true_prob[batch.ids, columns[m]] = true_class_prob(z.detach().float(), batch.labels)
-            for k, v in logs.items():
-                sums[f"log:{k}"] += float(v)
             seen += len(batch)
             if on_batch is not None:
                 on_batch(state.epoch, done + i + 1, total, running)
+        state.substep = 0
         state.true_class_prob = true_prob
         n = len(train)
         row = {"train_loss": sums["loss"] / n}
         row.update({f"train_{k}": v.item() / n for k, v in correct.items()})
-        row.update({k[4:]: v / steps_per_epoch for k, v in sums.items() if k.startswith("log:")})
+        row.update({k[4:]: v / (steps_per_epoch * substeps) for k, v in sums.items() if k.startswith("log:")})
         return row
 
     def train_step(self, batch: MultimodalData) -> tuple[float, ModelOutput, dict[str, float]]:
@@ -446,6 +454,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     summary = {
         "run_id": folder.run_id, "status": "complete", "dataset": cfg.data.dataset,
         "modalities": list(getattr(trainer.model, "modalities", data["train"].modalities)), "method": cfg.method.name, "method_params": cfg.method.params,
+        "reconstructed": list(method.reconstructed),
         "seed": cfg.seed, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
         "test": test, "test_samples": len(data["test"]),
         "num_parameters": sum(p.numel() for p in trainer.model.parameters()),

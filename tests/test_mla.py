@@ -1,6 +1,7 @@
-"""MLA mechanism: one modality per step through the shared head (only its encoder gets a gradient),
-the head's weight gradient projected by the recursive OWM projector, and test-time fusion weights
-exp(max_j e_j - e_m) / sum from per-sample entropies."""
+"""MLA mechanism: per batch, one step per modality through the shared head (only its encoder gets a
+gradient), the head's weight gradient projected by the release's recursive projector, and test-time
+fusion weights exp(max_j e_j - e_m) / sum from per-sample entropies. The equality with the official
+code on identical tensors is in ``test_reference_mla.py``."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.config import MethodConfig, ModelConfig
+from mmbench.config import MethodConfig, ModelConfig, OptimConfig
 from mmbench.data.store import load_split
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.multimodal import ModelSpec
+from mmbench.training import Trainer
 
 
 def _setup(data_dir, dataset="tiny3", **params):
@@ -24,17 +26,17 @@ def _setup(data_dir, dataset="tiny3", **params):
     return train, method, method.build_model(spec)
 
 
-def test_each_step_trains_one_modality_through_the_shared_head(data_dir):
+def test_each_batch_takes_one_step_per_modality_through_the_shared_head(data_dir):
     train, method, model = _setup(data_dir, projection="none")
     batch = train.index(slice(0, 32))
     names = list(train.modalities)
-    for step in range(2 * len(names)):
-        state = TrainState(step=step, train=train, batch_size=32)
-        out = model(batch)
+    assert method.steps_per_batch(model) == len(names)
+    for step, current in enumerate(names):
+        state = TrainState(step=step, substep=step, train=train, batch_size=32)
+        out = method.forward(model, batch, state)
         loss, logs = method.loss(model, batch, out, state)
         model.zero_grad(set_to_none=True)
         loss.backward()
-        current = names[step % len(names)]
         expected = F.cross_entropy(model.fusion.linear(model.encoders[current](batch.inputs[current])), batch.labels)
         assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
         assert logs[f"trained_{current}"] == 1.0 and sum(logs[f"trained_{m}"] for m in names) == 1.0
@@ -42,25 +44,42 @@ def test_each_step_trains_one_modality_through_the_shared_head(data_dir):
             has_grad = any(p.grad is not None for p in model.encoders[m].parameters())
             assert has_grad == (m == current), f"step {step}: encoder {m}"
         assert model.fusion.linear.weight.grad is not None
+        with torch.no_grad():
+            model.fusion.linear.weight.add_(1.0)  # an update between the steps: the next one must see it
+
+
+def test_the_trainer_runs_the_encoders_once_per_batch_and_steps_once_per_modality(data_dir):
+    train, method, model = _setup(data_dir, projection="none")
+    train, val = train.index(slice(0, 64)), load_split("tiny3", "val", data_dir)
+    calls = {m: 0 for m in train.modalities}
+    for m, enc in model.encoders.items():
+        enc.register_forward_hook(lambda mod, *_, m=m: calls.__setitem__(m, calls[m] + mod.training))
+    trainer = Trainer(method, model, OptimConfig(epochs=1, batch_size=32, lr=0.05), torch.device("cpu"))
+    trainer.fit(train, val)
+    assert trainer.state.step == 2 * len(train.modalities)  # 2 batches x M steps
+    assert method._features is None  # nothing kept between batches (checkpoints stay plain)
+    assert calls == {m: 2 for m in train.modalities}  # training passes (evaluation runs in eval mode)
 
 
 def _projector_update(p, r, a):
-    """OWM recursion written from its definition: P - P r r^T P / (a + r^T P r), then P / ||P||_F."""
-    r = r.reshape(-1, 1)
-    p = p - (p @ r @ r.T @ p) / (a + (r.T @ p @ r).item())
-    return p / torch.sqrt((p ** 2).sum())
+    """The release's recursion written out entry by entry: k = P r, P_ij - k_i k_j / (a + k_i r_j), then
+    P / ||P||_F (the denominator is the outer product k r^T, divided elementwise)."""
+    k = p @ r
+    d = len(r)
+    q = torch.stack([torch.stack([p[i, j] - k[i] * k[j] / (a + k[i] * r[j]) for j in range(d)]) for i in range(d)])
+    return q / torch.sqrt((q ** 2).sum())
 
 
-@pytest.mark.parametrize("projection", ["owm", "balancemm", "none"])
+@pytest.mark.parametrize("projection", ["release", "balancemm", "none"])
 def test_head_weight_gradient_follows_the_recursive_projector(data_dir, projection):
     train, method, model = _setup(data_dir, dataset="tiny", projection=projection)
     names = list(train.modalities)
     steps = math.ceil(len(train) / 32)
     p = torch.eye(8)
-    for step in range(4):
-        batch = train.index(slice(32 * step, 32 * step + 32))
-        state = TrainState(step=step, train=train, batch_size=32)
-        out = model(batch)
+    for step in range(6):
+        batch = train.index(slice(32 * (step // 2), 32 * (step // 2) + 32))
+        state = TrainState(step=step, substep=step % 2, train=train, batch_size=32)
+        out = method.forward(model, batch, state)
         loss, _ = method.loss(model, batch, out, state)
         model.zero_grad()
         loss.backward()
@@ -70,12 +89,13 @@ def test_head_weight_gradient_follows_the_recursive_projector(data_dir, projecti
             torch.testing.assert_close(model.fusion.linear.weight.grad, raw_w)
             continue
         r = out.features[names[step % 2]].detach().mean(0)
-        p = _projector_update(p, r, 0.1 ** (1 + (step % steps) / steps))
-        expected = raw_w @ p if projection == "owm" else raw_w + raw_w @ p  # P is symmetric
+        p = _projector_update(p, r, 0.1 ** (1 + (step // 2 % steps) / steps))
+        expected = raw_w @ p.T if projection == "release" else raw_w + raw_w @ p.T
         torch.testing.assert_close(model.fusion.linear.weight.grad, expected, rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(model.fusion.linear.bias.grad, raw_b)
-    if projection == "owm":
-        assert not torch.allclose(p, torch.eye(8) / math.sqrt(8)), "the projector must have moved"
+    if projection != "none":
+        assert not torch.allclose(p, p.T), "the elementwise division makes P asymmetric: P^T matters"
+        torch.testing.assert_close(method.projector, p, rtol=1e-4, atol=1e-7)
 
 
 def test_test_time_fusion_weights_follow_the_entropies(data_dir):

@@ -15,6 +15,6 @@ def test_there_are_recipes():
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_every_recipe_resolves_and_names_its_dataset_and_method(path):
     cfg = resolve(path)
-    assert path.parent.name == cfg.data.dataset and path.stem == cfg.method.name
+    assert path.parent.name == cfg.data.dataset and path.name.split(".")[0] == cfg.method.name  # <method>[.preset].yaml
     build_method(cfg.method)  # parameters are valid for the method
     assert path.read_text().lstrip().startswith("#"), "a recipe starts with a comment citing its source"

@@ -109,3 +109,14 @@ def test_rectification_is_cross_entropy_of_the_scaled_ensemble(data_dir):
     ensemble = model.fusion.boost_rate * sum(learners)
     assert logs["rectify"] == 1.0
     assert loss.item() == pytest.approx(F.cross_entropy(ensemble, batch.labels).item(), rel=1e-5)
+
+
+def test_defaults_follow_the_release_and_each_phase_starts_a_fresh_optimiser(data_dir):
+    train, method, model = _setup(data_dir, "tiny", epochs_per_stage=2, correct_epoch=1)
+    assert build_method(MethodConfig("reconboost")).params.consolidation == "release"
+    resets = []
+    for epoch in range(6):  # stage 0: boost, boost, rectify; stage 1: the same
+        state = TrainState(epoch=epoch, model=model)
+        method.on_epoch_start(state)
+        resets.append(state.reset_optimizer)
+    assert resets == [True, False, True, True, False, True]

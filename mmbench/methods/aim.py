@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +120,9 @@ def prototype_scores(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 class AIM(Method):
     """AIM (arXiv 2508.19769): depth-adaptive auxiliary blocks of the dominant encoder (reconstructed)."""
 
+    reconstructed: ClassVar[tuple[str, ...]] = ("depth performance proxy for DAP", "under-optimised selection",
+                                                "auxiliary path", "modulation strength", "all defaults")
+
     @dataclass(frozen=True)
     class Params:
         alpha: Annotated[float, NON_NEGATIVE] = 1.0
@@ -129,8 +132,6 @@ class AIM(Method):
         grad_momentum: Annotated[float, UNIT] = 0.9
         warmup_epochs: Annotated[int, NON_NEGATIVE] = 1
         weak_boost: bool = True
-        reconstructed: tuple[str, ...] = ("depth performance proxy for DAP", "under-optimised selection",
-                                          "auxiliary path", "modulation strength", "all defaults")
 
     def __init__(self, params=None):
         super().__init__(params)

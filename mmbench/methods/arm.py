@@ -90,7 +90,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -258,6 +258,10 @@ class ARM(Method):
 
     max_modalities = 2
 
+    reconstructed: ClassVar[tuple[str, ...]] = ("label-free test-time weights", "pcmi floor and weight clip",
+                                                "re-sampling as loss weights, on top of the ARM fusion",
+                                                "balanced min-max loss absent")
+
     @dataclass(frozen=True)
     class Params:
         nmi_bins: Annotated[int, AT_LEAST_ONE] = 30
@@ -275,9 +279,6 @@ class ARM(Method):
         resample_ncmi_bins: Annotated[int, AT_LEAST_ONE] = 10
         resample_thresholds: tuple[float, ...] = (0.5, 0.9)
         resample_extra: tuple[int, ...] = (3, 2, 1)  # extra copies: con < lo, lo < con < hi, otherwise
-        reconstructed: tuple[str, ...] = ("label-free test-time weights", "pcmi floor and weight clip",
-                                          "re-sampling as loss weights, on top of the ARM fusion",
-                                          "balanced min-max loss absent")
 
         def __post_init__(self):
             check_choices(self, mi_estimator=ESTIMATORS, pairing=PAIRINGS, eval_weights=EVAL_WEIGHTS)

@@ -7,6 +7,7 @@
 | ``loss(model, batch, out, state) -> (loss, logs)`` | every step (required) |
 | ``after_backward(model, batch, out, state)`` | between backward and the optimizer step |
 | ``on_epoch_start(state)`` / ``on_epoch_end(state)`` | each epoch |
+| ``steps_per_batch(model) -> int`` | optimizer steps per batch (default 1; ``state.substep`` counts them) |
 | ``predict(model, batch) -> ModelOutput`` | evaluation |
 | ``holdout_fraction() -> float`` | once, before training: the share of ``train`` kept out of the loop |
 
@@ -46,7 +47,8 @@ class TrainState:
     """
 
     epoch: int = 0
-    step: int = 0
+    step: int = 0  # optimizer steps taken so far
+    substep: int = 0  # which of the ``steps_per_batch`` steps on the current batch
     num_epochs: int = 1
     generator: torch.Generator = field(default_factory=torch.Generator)
     epoch_logs: dict[str, float] = field(default_factory=dict)
@@ -62,6 +64,8 @@ class TrainState:
     true_class_prob: torch.Tensor | None = None
     #: arrays the method wants kept in the run folder (saved as ``artifacts.npz``)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    #: set in ``on_epoch_start`` to restart the optimizer's state (momentum, moments) as a fresh one would
+    reset_optimizer: bool = False
 
 
 class Method:
@@ -76,6 +80,10 @@ class Method:
     trains_unimodal_heads: ClassVar[bool] = False
     #: the most modalities the method's rule is defined for (None: any number)
     max_modalities: ClassVar[int | None] = None
+    #: parts of the default behaviour that mmbench reconstructed, or that depart from the official
+    #: code or paper in a way that changes results (one short phrase each, documented in
+    #: ``docs/methods/``); non-empty gives the method the mark ``‡`` in every report
+    reconstructed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
@@ -100,6 +108,10 @@ class Method:
 
     def on_epoch_start(self, state: TrainState) -> None:
         pass
+
+    def steps_per_batch(self, model: nn.Module) -> int:
+        """How many optimizer steps the trainer takes on each batch (forward, loss, backward, update each)."""
+        return 1
 
     def on_epoch_end(self, state: TrainState) -> None:
         pass

@@ -3,13 +3,13 @@
 Xu, Kou, Wu, Liu. arXiv 2510.26289 (2025). No official code is known; only the abstract
 (v1, v2) and secondary summaries were available, so the mechanics are mmbench reconstructions.
 
-From the abstract [V-abs]: a contribution metric ``W^m`` combines an *information quantity*
+From the abstract: a contribution metric ``W^m`` combines an *information quantity*
 ``I(m)`` and a *confidence* ``D(m)``; an *asymmetric gradient acceleration* speeds modalities
 up according to their contribution without suppressing the dominant one; a
 *contribution-aware Asymmetric Information Bottleneck* (AIB) compresses low-contribution,
 noisy modalities harder. Headline numbers: CREMA-D 79.30 %, KS 74.82 %, AVE 74.21 %.
 
-Reconstruction [INF] (methods.md §2.3), every choice a parameter:
+Reconstruction (see ``docs/methods/cal.md``), every choice a parameter:
 1. *Coalition values*: ``v(S)`` = batch mean true-class probability of the fused head when only
    the modalities in ``S`` are kept (features of the others zeroed; computed from this step's
    detached features, :func:`~mmbench.methods.modulation.coalition_values`).
@@ -20,10 +20,10 @@ Reconstruction [INF] (methods.md §2.3), every choice a parameter:
 5. Acceleration: ``a_m = 1 + softmax(s * T * W)_m`` multiplies every gradient of encoder ``m``
    (the same as scaling the gradient of its features, as ARL's gradient-scale function does,
    since the encoder's parameters reach the loss only through its features); every modality
-   is sped up (``a_m > 1``). ``accelerate="low"`` (default, ``s = -1``) speeds the
-   lower-contribution modality up more, as this project's issue specifies; ``"high"``
-   (``s = +1``) follows the v2 abstract's wording ("reinforces the gradients of
-   high-contribution modalities").
+   is sped up (``a_m > 1``). ``accelerate="high"`` (default, ``s = +1``) speeds the
+   higher-contribution modality up more, as both abstracts say ("dynamic enhancement of
+   high-contribution modalities", v1; "reinforces the gradients of high-contribution
+   modalities", v2); ``"low"`` (``s = -1``) is the opposite direction, kept for comparison.
 6. AIB: each encoder is followed by a variational bottleneck ``z = mu + sigma * eps`` (``mu`` at
    evaluation) with ``KL(N(mu, sigma^2) || N(0, I))`` weighted by ``beta_m = beta0 * (1 - W^m)``:
    the lower the contribution, the harder the compression.
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ from mmbench.models.multimodal import ModelSpec, MultimodalModel, build_model
 from mmbench.registry import METHODS
 
 CONFIDENCES = ("max_prob", "true_class", "entropy")
-DIRECTIONS = ("low", "high")
+DIRECTIONS = ("high", "low")
 
 
 class VariationalBottleneck(nn.Module):
@@ -100,16 +100,17 @@ class CAL(Method):
 
     trains_unimodal_heads = True
 
+    reconstructed: ClassVar[tuple[str, ...]] = ("I(m), D(m), W^m formulas", "acceleration rule", "AIB and its beta",
+                                                "loss weights", "all defaults")
+
     @dataclass(frozen=True)
     class Params:
         alpha: Annotated[float, NON_NEGATIVE] = 0.5
         temperature: Annotated[float, POSITIVE] = 4.0
-        accelerate: str = "low"  # low | high: which contribution end is sped up more
+        accelerate: str = "high"  # high | low: which contribution end is sped up more
         confidence: str = "max_prob"  # max_prob | true_class | entropy
         beta0: Annotated[float, NON_NEGATIVE] = 1e-3
         unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
-        reconstructed: tuple[str, ...] = ("I(m), D(m), W^m formulas", "acceleration rule", "AIB and its beta",
-                                          "loss weights", "all defaults")
 
         def __post_init__(self):
             check_choices(self, accelerate=DIRECTIONS, confidence=CONFIDENCES)

@@ -36,7 +36,7 @@ Headline numbers [V-abs]: CREMA-D 80.65 %, AVE 70.90 % (v1) / 70.40 % (v2), KS 7
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -64,6 +64,9 @@ class GMMGap(Method):
     max_modalities = 2
     trains_unimodal_heads = True
 
+    reconstructed: ClassVar[tuple[str, ...]] = ("gap definition", "loss terms and weights", "warm-up length",
+                                                "refit schedule", "purification rule")
+
     @dataclass(frozen=True)
     class Params:
         warmup_epochs: Annotated[int, NON_NEGATIVE] = 5
@@ -77,8 +80,6 @@ class GMMGap(Method):
         purify: bool = False
         purify_epochs: Annotated[int, NON_NEGATIVE] = 5
         purify_threshold: Annotated[float, UNIT] = 0.5
-        reconstructed: tuple[str, ...] = ("gap definition", "loss terms and weights", "warm-up length",
-                                          "refit schedule", "purification rule")
 
         def __post_init__(self):
             check_choices(self, fit_on=FITS, gap_source=GAP_SOURCES)

@@ -17,7 +17,7 @@ common across classes, i.e. the ICI, and a decoder); the ICI of each class pair 
 Gaussian over "confounding instances", mixed by confusion degrees ``beta_{c,c'}`` into a GMM per
 modality (``O(C^2)`` components).
 
-Reconstruction [INF] (``docs/methods/micinet.md``), every choice listed in ``Params.reconstructed``:
+Reconstruction [INF] (``docs/methods/micinet.md``), every choice listed in ``MICINet.reconstructed``:
 1. *Dual path*: on the encoder's features ``h_m``: specific ``s_m = relu(W_s h_m)``, shared
    ``c_m = W_c h_m``; the decoder is the sum, ``rec_weight * ||s_m + c_m - h_m||^2`` (target
    detached), so ``c_m`` is the part of ``h_m`` that ``s_m`` does not carry. ``c_m`` is made
@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -203,19 +203,20 @@ class MICINet(Method):
 
     trains_unimodal_heads = True
 
+    reconstructed: ClassVar[tuple[str, ...]] = (
+        "dual path: specific relu(W h), shared W h, sum decoder, adversarial (gradient-reversal) shared path",
+        "global ICI: confusion-weighted class-pair Gaussians, beta = soft confusion matrix, EMA",
+        "sample ICI: GMM posterior mean, removal z = s + c - c_hat",
+        "relative discriminative power: prototype margin x typicality, normalised over modalities",
+        "compensation: omega = 1 - pi, residual ICI replaced by others' g_n(s_n)",
+        "fusion sum_m pi_m head_m(z'_m), loss terms and all defaults")
+
     @dataclass(frozen=True)
     class Params:
         unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
         adv_weight: Annotated[float, NON_NEGATIVE] = 0.1
         rec_weight: Annotated[float, NON_NEGATIVE] = 1.0
         momentum: Annotated[float, Range(0, 1, low_open=True)] = 0.1
-        reconstructed: tuple[str, ...] = (
-            "dual path: specific relu(W h), shared W h, sum decoder, adversarial (gradient-reversal) shared path",
-            "global ICI: confusion-weighted class-pair Gaussians, beta = soft confusion matrix, EMA",
-            "sample ICI: GMM posterior mean, removal z = s + c - c_hat",
-            "relative discriminative power: prototype margin x typicality, normalised over modalities",
-            "compensation: omega = 1 - pi, residual ICI replaced by others' g_n(s_n)",
-            "fusion sum_m pi_m head_m(z'_m), loss terms and all defaults")
 
     def build_model(self, spec: ModelSpec) -> HeadFusionModel:
         head = MICIHead(list(spec.modalities), spec.config.feature_dim, spec.num_classes)

@@ -16,7 +16,7 @@ that hard modality inputs do not distort it; **Layer-wise Greedy Parameter (LGP)
 parameters from feature-level quality, predicted cross-modally, layer by layer, for networks of
 variable depth. Degradation is simulated by additive Gaussian noise of intensity sigma (v2 Fig. 1).
 
-Reconstruction [INF] (``docs/methods/qadm.md``), every choice listed in ``Params.reconstructed``:
+Reconstruction [INF] (``docs/methods/qadm.md``), every choice listed in ``QADM.reconstructed``:
 1. *Network*: per modality, the configured encoder then ``num_layers`` residual blocks on its
    features, ``h <- h + 1[l < depth] * (gamma_l * relu(W_l h) + beta_l)``, and a linear head.
 2. *Noise-free prototypes*: class means (and per-dimension variances) of every block's input on
@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -175,19 +175,20 @@ class QADM(Method):
 
     trains_unimodal_heads = True
 
+    reconstructed: ClassVar[tuple[str, ...]] = (
+        "residual FiLM blocks on the encoder features, masked per sample",
+        "noise-free prototypes: EMA class means weighted by the true-class probability",
+        "quality q = exp(-min_k ||h - p_k||^2 / (2 spread)), classifier-free",
+        "GCND: ceil(L (1 - sigmoid(z-scored q))) with each modality's running statistics",
+        "LGP: zero-initialised linear hypernetwork per layer on [informativeness, others' quality]",
+        "fusion softmax(log q) late fusion, loss terms and all defaults")
+
     @dataclass(frozen=True)
     class Params:
         num_layers: Annotated[int, AT_LEAST_ONE] = 3
         min_depth: Annotated[int, NON_NEGATIVE] = 1
         momentum: Annotated[float, Range(0, 1, low_open=True)] = 0.1
         unimodal_weight: Annotated[float, NON_NEGATIVE] = 1.0
-        reconstructed: tuple[str, ...] = (
-            "residual FiLM blocks on the encoder features, masked per sample",
-            "noise-free prototypes: EMA class means weighted by the true-class probability",
-            "quality q = exp(-min_k ||h - p_k||^2 / (2 spread)), classifier-free",
-            "GCND: ceil(L (1 - sigmoid(z-scored q))) with each modality's running statistics",
-            "LGP: zero-initialised linear hypernetwork per layer on [informativeness, others' quality]",
-            "fusion softmax(log q) late fusion, loss terms and all defaults")
 
         def __post_init__(self):
             if self.min_depth > self.num_layers:

@@ -3,9 +3,11 @@
 Hua, Xu, Bao, Yang, Huang. *ReconBoost: Boosting Can Achieve Modality Reconcilement*.
 ICML 2024, arXiv 2405.09321.
 Official code: https://github.com/huacong/ReconBoost (``train.py``, ``models/dynamic_net.py``,
-``schedule.py``; commit 441eb51).
+``schedule.py``; commit 14ab57a). Sources, deviations and the differential check:
+``docs/methods/reconboost.md``.
 
-From the official code:
+From the official code (the defaults reproduce it; ``test_reference_reconboost.py`` checks it step
+for step):
 - one learner per modality, ``f_m = head(encoder_m(x_m))`` with a head shared by all learners
   (``--common_space``: ``Linear(D, 256) - ReLU - Linear(256, K)``); the ensemble is
   ``F = boost_rate * sum_m f_m`` over the learners trained so far (only the newest learner per
@@ -18,28 +20,34 @@ From the official code:
   ``p_pre`` is the learner of the previous stage's modality; no MSE term at stage 0); then
   **phase 2** "global rectification", ``correct_epoch`` epochs of cross-entropy on ``F``
   updating every trained learner, the head and ``boost_rate``;
+- each phase starts a fresh SGD optimiser (momentum 0.9, weight decay 5e-4): the optimiser state
+  is cleared at every phase start (``TrainState.reset_optimizer``);
 - when no other learner has been trained yet, ``F_{-m}`` is the constant ``c0`` of shape
-  ``[B, 1]``, whose softmax is 1: ``q_y = 1`` (reproduced).
+  ``[B, 1]``, whose softmax is 1: ``q_y = 1``;
+- *memory consolidation has no gradient*: both softmaxes in the release's
+  ``mse_criterion(out_obj.detach().softmax(1), pre_out_obj.detach().softmax(1))`` are detached,
+  so the term is logged but changes nothing (BalanceMM copies this). ``consolidation="release"``
+  (default) does the same; ``consolidation="current"`` lets the gradient reach the current
+  learner (an mmbench reading of the paper's scheme, which the release never trains).
+- the stage learning-rate decay (CREMA-D: x0.1 every 30 stages; AVE: x0.5 at stage 40) is the
+  optimiser schedule of the recipes (``optim.schedule: step``, ``step_size`` = 30 stages in epochs).
 
-Quirks of the release, and what mmbench does:
-- *Memory consolidation has no gradient* (bug). Both softmaxes in
-  ``mse_criterion(out_obj.detach().softmax(1), pre_out_obj.detach().softmax(1))`` are detached, so
-  the term is logged but changes nothing (BalanceMM copies this). Default
-  ``consolidation="current"`` lets the gradient reach the current learner (the previous learner
-  stays fixed, as one modality is updated per stage) [mmbench reading of the paper's scheme, to
-  check against the PDF]; ``consolidation="release"`` keeps it inert.
+Differences that remain (documented, not result-changing on the differential check's data):
 - *Unimodal warm start* (``--use_pretrain``, used in every README command) loads pretrained
   unimodal checkpoints; mmbench trains from scratch, as the release without the flag.
-- *Optimisers.* The release builds a new SGD (momentum 0.9, weight decay 5e-4) for each phase;
-  mmbench's trainer keeps one optimiser, whose state carries over (parameters without a gradient
-  are not touched, so the frozen learners stay exactly unchanged).
-- *Schedule in epochs* [mmbench choice]: stage ``s`` spans epochs ``[s L, (s+1) L)`` with
+- The release casts the other learners' ensemble to float32 before its softmax; mmbench keeps the
+  model's dtype.
+- Batch-norm statistics: the release runs the other learners' encoders twice per phase-1 batch in
+  train mode (ensemble and ``p_pre``) and the untrained ones not at all; mmbench's forward runs
+  every encoder once per batch.
+- *Schedule in epochs*: stage ``s`` spans epochs ``[s L, (s+1) L)`` with
   ``L = epochs_per_stage + correct_epoch``; a learner joins the ensemble when its first stage
   starts (equivalent for training, since ``F_{-m}`` excludes ``m``; validation sees it mid-stage).
 - Head hidden width: ``model.hidden_dim`` (the release's 256 for 512-d features).
 - *More than two modalities*: round-robin over ``M`` (the release runs three on MOSEI);
   ``p_pre`` is the previous stage's modality.
-- Model selection is on the validation split (the release and BalanceMM select on test).
+- Model selection is on the validation split, every epoch (the release and BalanceMM select on
+  test after each stage).
 
 Defaults (release ``train.py`` / README CREMA-D): ``epochs_per_stage`` 4, ``correct_epoch`` 4,
 ``weight1`` 5 (4 on AVE, ModelNet40), ``weight2`` 1, ``alpha`` 0.5, ``boost_rate`` 1.0;
@@ -63,7 +71,7 @@ from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
-CONSOLIDATION = ("current", "release")
+CONSOLIDATION = ("release", "current")
 
 
 class BoostedEnsemble(nn.Module):
@@ -105,7 +113,7 @@ class ReconBoost(Method):
         weight2: Annotated[float, NON_NEGATIVE] = 1.0  # reconcilement weight
         alpha: Annotated[float, NON_NEGATIVE] = 0.5  # memory-consolidation weight
         boost_rate: Annotated[float, POSITIVE] = 1.0  # initial value of the learnable ensemble scale
-        consolidation: str = "current"  # current | release (no gradient, as the official code)
+        consolidation: str = "release"  # release (no gradient, as the official code) | current
 
         def __post_init__(self):
             check_choices(self, consolidation=CONSOLIDATION)
@@ -125,6 +133,8 @@ class ReconBoost(Method):
         stage, _ = self.stage(state.epoch)
         active = state.model.fusion.active
         active.copy_(torch.arange(len(active), device=active.device) <= stage)
+        within = state.epoch % (self.params.epochs_per_stage + self.params.correct_epoch)
+        state.reset_optimizer = within in (0, self.params.epochs_per_stage)  # each phase: a fresh optimiser
 
     def loss(self, model, batch, out, state):
         p = self.params
