@@ -255,15 +255,27 @@ class RunConfig:
 
     def run_id(self) -> str:
         """Same resolved config and seed -> same id (output locations do not count). The method's
-        defaults fill its unset parameters first, so the id before training is the run folder's."""
+        defaults fill its unset parameters first, and the prepared data's digest ``data.prepared`` when
+        the dataset is prepared, so the id before training is the run folder's."""
         from mmbench.methods.base import method_params
 
         d = self.to_dict()
         d["method"] = {"name": self.method.name, **dataclasses.asdict(method_params(self.method))}
+        if d["data"]["prepared"] is None and (prepared := _prepared_digest(self)) is not None:
+            d["data"]["prepared"] = prepared
         d.pop("output")
         d.pop("published")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.data.dataset}-{self.method.name}-s{self.seed}-{digest}"
+
+
+def _prepared_digest(cfg: RunConfig) -> str | None:
+    """The digest of ``cfg``'s prepared dataset, or None when it is not prepared (yet)."""
+    from mmbench.data.store import load_meta, prepared_path
+
+    if not (prepared_path(cfg.data.dataset, cfg.output.data_dir) / "meta.json").exists():
+        return None
+    return load_meta(cfg.data.dataset, cfg.output.data_dir).digest
 
 
 # ---------------------------------------------------------------------------------------

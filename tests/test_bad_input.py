@@ -101,6 +101,7 @@ BAD_STRINGS: dict[tuple[str, str], list[str]] = {
     ("prepare", "modalities"): ["nosuch", "vector,", "vector,vector"],
     ("prepare", "option"): ["nosuch=1", "novalue"],
     ("prepare", "data_dir"): ["grid.yaml"],
+    ("prepare", "preset"): ["gpu"],
     ("train", "dataset"): ["nosuch"],
     ("train", "method"): ["nosuch"],
     ("train", "recipe"): ["nosuch.yaml", "grid.yaml"],
@@ -108,6 +109,7 @@ BAD_STRINGS: dict[tuple[str, str], list[str]] = {
     ("train", "device"): ["tpu"],
     ("train", "set_"): ["nosuch.key=1", "optim.lr=-1", "novalue"],
     ("train", "data_dir"): ["grid.yaml"],
+    ("train", "preset"): ["gpu"],
     ("train", "results_dir"): ["grid.yaml"],
     ("attack", "runs"): ["nosuch_run"],
     ("attack", "noise"): ["nosuch", "gaussian,", "gaussian,gaussian"],
@@ -117,6 +119,7 @@ BAD_STRINGS: dict[tuple[str, str], list[str]] = {
     ("attack", "device"): ["tpu"],
     ("attack", "data_dir"): ["nosuch_dir"],
     ("attack", "results_dir"): ["nosuch_dir"],
+    ("report", "results"): ["nosuch_dir"],
     ("report", "results_dir"): ["nosuch_dir"],
     ("report", "out"): ["grid.yaml"],
     ("report", "dataset"): ["nosuch"],
@@ -139,6 +142,7 @@ BAD_STRINGS: dict[tuple[str, str], list[str]] = {
     ("list", "kind"): ["nosuch"],
     ("demo", "data_dir"): ["grid.yaml"],
     ("demo", "results_dir"): ["grid.yaml"],
+    ("info", "dataset"): ["nosuch"],
 }
 
 

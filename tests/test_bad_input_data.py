@@ -334,7 +334,7 @@ def test_data_prepared_again_is_never_taken_for_the_old_run(ws, monkeypatch, cap
     code, out, err = run_main(monkeypatch, capsys, *TRAIN, "--data-dir", str(ws / "data"),
                               "--results-dir", str(ws / "results"))
     assert code == 0, err
-    assert err.startswith("trained ") and old not in err  # a new run, not "complete, skipped"
+    assert out.startswith("trained ") and old not in out  # a new run, not "complete, skipped"
     assert len(list((ws / "results/runs").iterdir())) == 2
 
 
@@ -348,7 +348,7 @@ def test_interrupted_forced_retrain_keeps_the_complete_run(ws, monkeypatch, caps
     before = _snapshot(run)
     calls = []
 
-    def interrupted(self, train, steps):
+    def interrupted(self, train, steps, *progress):
         calls.append(1)
         raise KeyboardInterrupt
 

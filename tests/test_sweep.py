@@ -240,7 +240,8 @@ def test_failures_and_divergence_are_data_and_the_sweep_goes_on(tmp_path, data_d
 
     # report reads only complete runs; the others are counted by status
     assert [f.run_id for f in run_folders(results)] == [ok.run_id]
-    assert status_counts(results) == {"complete": 1, "failed": 1, "diverged": 2, "running": 0, "interrupted": 0}
+    assert status_counts(results) == {"complete": 1, "failed": 1, "diverged": 2, "running": 0, "interrupted": 0,
+                                      "altered": 0}
     table = run_statuses(results)
     assert isinstance(table, pd.DataFrame)
     assert dict(zip(table["method"], table["status"])) == {"fails_test": "failed", "inf_test": "diverged",
