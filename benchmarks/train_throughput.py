@@ -18,9 +18,9 @@ runs plain PyTorch defaults as the official OGM-GE code does: the allocator sett
 (``MMBENCH_CPU_TUNING=0``, see :func:`mmbench.training.tune_cpu`) and the channels-last layout of
 the ResNet-18 (``ResNet18Encoder.memory_format = torch.contiguous_format``); ``--without X``
 switches one of them off; ``--compare`` runs both and checks that the
-per-step losses agree. Reference (``shared/reference/protocols.md`` 5.5b): the official OGM-GE
-code does 4.8 samples/s on 2 CPU threads (5.3 for forward + backward alone), with 50-75 s of each
-133-s epoch in kernel time.
+per-step losses agree. Reference: the official OGM-GE code (``main.py`` at 343dc1d, measured on this
+project's 2-core machine) does 4.8 samples/s on 2 CPU threads (5.3 for forward + backward alone),
+with 50-75 s of each 133-s epoch in kernel time.
 """
 
 from __future__ import annotations

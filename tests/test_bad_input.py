@@ -89,6 +89,7 @@ def base_args(command: str, run_id: str) -> list[str]:
         "probe": ["probe", run_id, *where],
         "sweep": ["sweep", "grid.yaml", "--quiet", *where],
         "list": ["list"],
+        "info": ["info", "mfeat"],
         "demo": ["demo", "--seeds", "1", "--epochs", "1", "--attack-seeds", "1", *where],
     }[command]
 

@@ -68,11 +68,11 @@ Sample-level re-sampling (``resample=True``; older script, [V-code] except where
   ``contrib_m = v_all nmi_m + v_m ii_other`` (crossed as in the script);
   ``con = mean_m contrib_m``; extra copies 3 if ``con < 0.5``, 2 if ``0.5 < con < 0.9``, else 1
   (the script appends them to the full list, so a sample occurs 4, 3 or 2 times);
-- [INF] mmbench's trainer iterates a fixed split, so the copies become per-sample loss weights
+- (reconstructed) mmbench's trainer iterates a fixed split, so the copies become per-sample loss weights
   ``n_i`` (occurrences) with the batch loss ``sum_i n_i CE_i / B``: the per-epoch sum of
   updates equals the duplicated list's to first order, with the same number of steps as
   without re-sampling. The first weights apply from epoch ``resample_warmup``.
-- [INF] the script trains a plain concat model; mmbench re-samples on top of the ARM fusion
+- (reconstructed) the script trains a plain concat model; mmbench re-samples on top of the ARM fusion
   (the paper names both as parts of ARM), scoring with the evaluation weights.
 - The script does not run as released (dataset classes that its loader file lacks; a ``Dim_redu``
   that the stored ``models/models.py`` lacks; ``value = p[0][argmax]`` on a 1-D vector; an NCMI
@@ -267,8 +267,8 @@ class ARM(Method):
         nmi_bins: Annotated[int, AT_LEAST_ONE] = 30
         ncmi_bins: Annotated[int, AT_LEAST_ONE] = 2
         mi_estimator: str = "plugin"  # plugin | released (the release's conditional-entropy bug)
-        pairing: str = "crossed"  # crossed (release) | own ([INF]: p_m with ii_m)
-        eval_weights: str = "epoch_mean"  # epoch_mean | ema | ones: label-free test-time weights [INF]
+        pairing: str = "crossed"  # crossed (release) | own (reconstructed: p_m with ii_m)
+        eval_weights: str = "epoch_mean"  # epoch_mean | ema | ones: label-free test-time weights (reconstructed)
         ema_momentum: Annotated[float, Range(0, 1, low_open=True)] = 0.1
         pcmi_floor: Annotated[float, POSITIVE] = 1e-6
         max_weight: Annotated[float, AT_LEAST_ONE] = 100.0

@@ -13,7 +13,7 @@ distribution, (3) penalises the gap more on imbalanced samples and gives balance
 a larger fusion-loss weight; training has a warm-up stage then an adaptive stage;
 *purification* fine-tunes on the GMM-selected balanced subset.
 
-Everything below is an mmbench reconstruction [INF] (``docs/methods/gmm_gap.md``), each choice a parameter:
+Everything below is an mmbench reconstruction (``docs/methods/gmm_gap.md``), each choice a parameter:
 - ``G_i = p_1(y_i|x_i) - p_2(y_i|x_i)`` (signed, first modality minus second; ``fit_on="absolute"``
   fits the GMM on ``|G|``); the unimodal probabilities come from the model's unimodal logits
   (split concat head by default);

@@ -17,7 +17,7 @@ common across classes, i.e. the ICI, and a decoder); the ICI of each class pair 
 Gaussian over "confounding instances", mixed by confusion degrees ``beta_{c,c'}`` into a GMM per
 modality (``O(C^2)`` components).
 
-Reconstruction [INF] (``docs/methods/micinet.md``), every choice listed in ``MICINet.reconstructed``:
+Reconstruction (``docs/methods/micinet.md``), every choice listed in ``MICINet.reconstructed``:
 1. *Dual path*: on the encoder's features ``h_m``: specific ``s_m = relu(W_s h_m)``, shared
    ``c_m = W_c h_m``; the decoder is the sum, ``rec_weight * ||s_m + c_m - h_m||^2`` (target
    detached), so ``c_m`` is the part of ``h_m`` that ``s_m`` does not carry. ``c_m`` is made
@@ -50,7 +50,7 @@ Reconstruction [INF] (``docs/methods/micinet.md``), every choice listed in ``MIC
    + rec_weight sum_m ||s_m + c_m - h_m||^2``.
 Before any statistics exist (first step), ``c^ = 0`` and ``pi`` is uniform. A masked modality is
 absent from every sum.
-Defaults (all [INF]): ``unimodal_weight = 1``, ``adv_weight = 0.1``, ``rec_weight = 1``,
+Defaults (all reconstructed): ``unimodal_weight = 1``, ``adv_weight = 0.1``, ``rec_weight = 1``,
 ``momentum = 0.1``. Logged: ``power_<m>`` (pi), ``compensation_<m>`` (omega), ``confusion_<m>``
 (mean off-diagonal confusion mass of the global ICI), ``adv_loss``, ``rec_loss``.
 """

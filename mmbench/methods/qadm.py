@@ -16,7 +16,7 @@ that hard modality inputs do not distort it; **Layer-wise Greedy Parameter (LGP)
 parameters from feature-level quality, predicted cross-modally, layer by layer, for networks of
 variable depth. Degradation is simulated by additive Gaussian noise of intensity sigma (v2 Fig. 1).
 
-Reconstruction [INF] (``docs/methods/qadm.md``), every choice listed in ``QADM.reconstructed``:
+Reconstruction (``docs/methods/qadm.md``), every choice listed in ``QADM.reconstructed``:
 1. *Network*: per modality, the configured encoder then ``num_layers`` residual blocks on its
    features, ``h <- h + 1[l < depth] * (gamma_l * relu(W_l h) + beta_l)``, and a linear head.
 2. *Noise-free prototypes*: class means (and per-dimension variances) of every block's input on
@@ -40,7 +40,7 @@ Reconstruction [INF] (``docs/methods/qadm.md``), every choice listed in ``QADM.r
 6. *Fusion*: ``sum_m w_m head_m(h_m^L)`` with ``w = softmax_m(log q_m)`` (quality-weighted late fusion).
    Loss: ``CE(fused) + unimodal_weight * sum_m CE(head_m)``.
 Before any statistics exist (first step): ``q = 1``, ``depth = ceil(L / 2)``, informativeness 1.
-Defaults (all [INF]): ``num_layers = 3``, ``min_depth = 1``, ``momentum = 0.1``, ``unimodal_weight = 1``.
+Defaults (all reconstructed): ``num_layers = 3``, ``min_depth = 1``, ``momentum = 0.1``, ``unimodal_weight = 1``.
 Logged: ``quality_<m>``, ``depth_<m>``, ``weight_<m>``, ``informativeness_<m>`` (batch means);
 ``ModelOutput.extras`` holds them per sample.
 """
