@@ -11,7 +11,7 @@ trains on train and selects on test; mmbench never selects on test). ``prepare``
   luma, identical to the value for grey depth renderings); ``-o depth_channels=3`` keeps three
   channels (e.g. HHA encodings).
 
-QMF evaluates at Resize((224, 224)) with no crop (``-o image_size=224``; the default 64 is for CPU
+QMF evaluates at Resize((224, 224)) with no crop (the default; ``--preset cpu`` stores 32 x 32 for CPU
 work); its training crops and flips are not stored. A missing or unreadable image stops the
 preparation (``on_error=error``, the default) or is skipped and recorded (``on_error=skip``).
 """
@@ -46,7 +46,7 @@ class Nyud2Dataset(DatasetBuilder):
 
     @dataclass
     class Options:
-        image_size: int = 64  # each view resized to image_size x image_size (224: QMF's evaluation size)
+        image_size: int = 224  # each view resized to image_size x image_size (QMF's evaluation size)
         depth_channels: int = 1  # 1: one channel; 3: keep the stored three channels (e.g. HHA)
         num_classes: int = 10  # 0 = accept any count
         val_fraction: float = 0.1  # only without a val folder

@@ -6,7 +6,7 @@ folder of the jsonl files. ``prepare`` stores
 
 - ``image``: uint8 RGB ``[3, S, S]`` (kind ``image``); by default the shorter side is resized to
   ``S / 0.875`` and the centre ``S x S`` kept, QMF's Resize(256) + CenterCrop(224) at ``S = 224``
-  (``-o image_size=224``; the default 64 is for CPU work);
+  (the default: QMF's published resolution; ``--preset cpu`` stores 32 x 32 for CPU work);
 - ``text``: token ids ``[max_tokens]`` int64, 0 = padding (kind ``text``), with ``text_lengths``
   (tokens kept per sample) as an auxiliary array, and the vocabulary in ``text_vocab.txt``
   (one token per line, line number = id). The vocabulary is built on the training split only:
@@ -56,7 +56,7 @@ JSONL_LAYOUT = ("ROOT/train.jsonl, ROOT/dev.jsonl (optional), ROOT/test.jsonl: o
 
 @dataclass
 class TextImageOptions:
-    image_size: int = 64  # images stored as image_size x image_size (224: QMF's setting)
+    image_size: int = 224  # images stored as image_size x image_size (QMF's published setting)
     resize: str = "crop"  # crop: shorter side to size/0.875, centre crop (QMF); stretch: resize to size x size
     max_tokens: int = 64  # tokens kept per text (longer texts are truncated; the share is recorded)
     max_text_bytes: int = 4096  # raw text kept for the noise protocols (UTF-8 bytes; longer texts are cut)
