@@ -377,7 +377,8 @@ def verify_datasets(grid: Grid) -> None:
 
 
 def _label(cfg: RunConfig) -> str:
-    from mmbench.report import dataset_label, method_label
+    from mmbench.methods.base import method_label
+    from mmbench.report import dataset_label
 
     data = dataset_label(cfg.data.dataset, cfg.data.modalities)
     return f"{data} {method_label(cfg.method.name, cfg.method.params)} s{cfg.seed}"

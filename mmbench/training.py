@@ -30,7 +30,7 @@ from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
 from mmbench.memory import check_model_fits
-from mmbench.methods.base import Method, TrainState, build_method, method_params_dict
+from mmbench.methods.base import Method, TrainState, build_method, method_params_dict, run_label
 from mmbench.methods.modulation import score_ratios
 from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel
@@ -454,7 +454,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     summary = {
         "run_id": folder.run_id, "status": "complete", "dataset": cfg.data.dataset,
         "modalities": list(getattr(trainer.model, "modalities", data["train"].modalities)), "method": cfg.method.name, "method_params": cfg.method.params,
-        "reconstructed": list(method.reconstructed),
+        "reconstructed": list(method.reconstructed), "label": run_label(cfg),
         "seed": cfg.seed, "best_epoch": result.best_epoch, "val_acc": result.best_val_acc,
         "test": test, "test_samples": len(data["test"]),
         "num_parameters": sum(p.numel() for p in trainer.model.parameters()),

@@ -3,7 +3,6 @@ robustness metrics. One run is trained per module and copied into each test's ow
 
 from __future__ import annotations
 
-import math
 import shutil
 from types import SimpleNamespace
 
@@ -49,14 +48,8 @@ from mmbench.evaluation import evaluate, predict
 from mmbench.methods.joint import Joint
 from mmbench.models.multimodal import ModelSpec, build_model
 from mmbench.registry import ATTACKS, PROTOCOLS
+from mmbench.report.robustness import effective_robustness, robustness_auc, worst_level
 from mmbench.results import RunFolder
-from mmbench.robustness import (
-    effective_robustness,
-    minmax_normalise,
-    relative_robustness,
-    robustness_auc,
-    worst_level,
-)
 from mmbench.training import train_run
 
 SPEC = ModalitySpec("vector", "vector", (50,), std=2.0)
@@ -792,19 +785,16 @@ def test_protocol_from_dict_rejects_a_missing_file_and_a_non_mapping(tmp_path):
 def test_robustness_metrics_against_hand_computed_values():
     f = [0.9, 0.8, 0.6, 0.5]
     lf = [0.8, 0.6, 0.5, 0.3]
-    # RR = 0.1 * ((0.9+0.8)/2 + (0.8+0.6)/2 + (0.6+0.5)/2) = 0.1 * (0.85 + 0.7 + 0.55) = 0.21
-    assert relative_robustness(f) == pytest.approx(0.21)
     # ER = sum f_i - (LF_i + f_0 - LF_0): shifted LF = [0.9, 0.7, 0.6, 0.4] -> gaps 0, 0.1, 0, 0.1
     assert effective_robustness(f, lf) == pytest.approx(0.2)
     assert effective_robustness(lf, lf) == pytest.approx(0.0)
     levels = [0.0, 0.1, 0.2, 0.3]
+    # MultiBench's relative robustness (step 0.1): 0.1 * ((0.9+0.8)/2 + (0.8+0.6)/2 + (0.6+0.5)/2) = 0.21
     assert robustness_auc(levels, f, normalize=False) == pytest.approx(0.21)
     assert robustness_auc(levels, f) == pytest.approx(0.7)
     assert robustness_auc([0, 5, 10], [0.8, 0.6, 0.2]) == pytest.approx((5 * 0.7 + 5 * 0.4) / 10)
     assert robustness_auc([10, 0, 5], [0.2, 0.8, 0.6]) == pytest.approx(0.55)  # unsorted levels
     assert worst_level([0, 5, 10], [0.8, 0.2, 0.2]) == (5.0, 0.2)
-    assert minmax_normalise(0.5, [0.2, 0.8]) == pytest.approx(0.5)
-    assert math.isnan(minmax_normalise(0.5, [0.3, 0.3]))
     with pytest.raises(ValueError):
         effective_robustness([0.9], [0.9, 0.8])
 

@@ -228,7 +228,7 @@ def test_one_label_column_in_dataframes_csv_and_json(tmp_path):
 
 
 def test_latex_symbols_have_one_meaning_and_labels_are_escaped(tmp_path):
-    from mmbench.report_formats import render_latex
+    from mmbench.report.renderers import render_latex
 
     _fake_run(tmp_path, "ogm_ge", 0, 0.9, {"vector": 0.8})
     _fake_run(tmp_path, "joint", 0, 0.8, {"vector": 0.8})

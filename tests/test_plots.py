@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from mmbench import plots
+from mmbench.report import plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

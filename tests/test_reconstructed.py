@@ -13,9 +13,9 @@ import pytest
 
 from mmbench.config import MethodConfig
 from mmbench.errors import MMBenchError
-from mmbench.methods.base import build_method, method_params_dict
+from mmbench.methods.base import build_method, method_label, method_params_dict
 from mmbench.registry import METHODS
-from mmbench.report import RECONSTRUCTED, method_label
+from mmbench.report import RECONSTRUCTED
 
 DOCS = Path(__file__).parent.parent / "docs" / "methods"
 

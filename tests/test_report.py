@@ -20,21 +20,20 @@ from typer.testing import CliRunner
 from mmbench.cli import app
 from mmbench.config import resolve
 from mmbench.errors import MMBenchError
+from mmbench.methods.base import method_label, run_label
 from mmbench.report import (
     ReportOptions,
     build_report,
     collect,
     display_tables,
     leaderboard,
-    method_label,
     reference_for,
     tidy_runs,
-    write_leaderboard,
     write_report,
 )
-from mmbench.report_formats import render_latex, render_markdown
+from mmbench.report.renderers import render_latex, render_markdown
+from mmbench.report.stats import bootstrap_interval, holm, paired_tests, t_interval
 from mmbench.results import RunFolder
-from mmbench.stats import bootstrap_interval, holm, paired_tests, t_interval
 
 
 def _fake_run(results, method, seed, acc, heads, sets=(), attack=None, test_extra=None, summary_extra=None,
@@ -54,7 +53,7 @@ def _fake_run(results, method, seed, acc, heads, sets=(), attack=None, test_extr
                        "attack_seed": s, "acc": a, **(protocol or {})}
                       for (lv, s), a in attack.items()]).to_csv(folder / "attack.csv", index=False)
     run.write_summary({
-        "run_id": cfg.run_id(), "method": method, "method_params": cfg.method.params, "seed": seed,
+        "run_id": cfg.run_id(), "method": method, "method_params": cfg.method.params, "label": run_label(cfg), "seed": seed,
         "best_epoch": 1, "val_acc": acc, "test": test, "train_seconds": 1.0, "num_parameters": 10,
         "sha256": run.checksums(["config.yaml", "metrics.csv"]), **(summary_extra or {})})
     return folder
@@ -512,10 +511,10 @@ def test_html_renders_in_headless_chromium(tmp_path, written):
 # ---------------------------------------------------------------------------------------
 
 
-def test_write_leaderboard_writes_csv_and_markdown(tmp_path):
+def test_write_report_csv_and_markdown(tmp_path):
     for seed in range(2):
         _fake_run(tmp_path, "joint", seed, 0.5 + seed / 10, {"vector": 0.5})
-    table, paths = write_leaderboard(tmp_path)
+    paths = write_report(build_report(tmp_path), tmp_path, ["csv", "md"], plots=False)
     csv = pd.read_csv(paths[0])
     assert paths[0].name == "leaderboard.csv"
     assert csv.loc[0, "test_acc_mean"] == pytest.approx(0.55)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from mmbench.config import MethodConfig, check_domains, coerce
+from mmbench.config import MethodConfig, ModelConfig, RunConfig, check_domains, coerce, dataset_defaults
 from mmbench.errors import MMBenchError
 from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel, build_model
 from mmbench.registry import METHODS
@@ -182,3 +183,53 @@ def method_params(cfg: MethodConfig):
 
 def method_params_dict(method: Method) -> dict[str, Any]:
     return dataclasses.asdict(method.params)
+
+
+def _as_saved(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as ``summary.json`` reads them back (tuples as lists), so both sides compare alike."""
+    return json.loads(json.dumps(params, default=str))
+
+
+def variant_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that differ from the method's defaults (every one for a plugin that is gone).
+
+    ``reconstructed`` was a parameter in runs older than the class attribute: not a changed setting."""
+    try:
+        defaults = _as_saved(dataclasses.asdict(METHODS.get(name).Params()))
+    except Exception:  # noqa: BLE001 - a plugin that is gone: show every parameter
+        defaults = {}
+    return {k: v for k, v in _as_saved(params).items()
+            if k != "reconstructed" and (k not in defaults or defaults[k] != v)}
+
+
+def method_label(name: str, params: dict[str, Any], reconstructed: list[str] | None = None) -> str:
+    """``name``, plus the parameters that differ from the method's defaults: ``unimodal(modality=image)``;
+    a method with parts mmbench reconstructed (``reconstructed``: the list a run's ``summary.json``
+    records; None: the method class's) gets the mark ``‡``."""
+    from mmbench.report.labels import format_method_label
+
+    if reconstructed is None:
+        try:
+            reconstructed = list(METHODS.get(name).reconstructed)
+        except Exception:  # noqa: BLE001 - a plugin that is gone
+            reconstructed = []
+    return format_method_label(name, variant_params(name, params), bool(reconstructed))
+
+
+def run_label(cfg: RunConfig) -> dict[str, Any]:
+    """What the report needs to name a run without importing its method, recorded in ``summary.json``:
+    ``{"method": label, "reconstructed": bool, "variant": {parameter: value}}``.
+
+    The variant is the parameters that differ from the method's defaults plus, for a method that
+    uses the configured fusion (no ``build_model`` of its own), a fusion other than its dataset's
+    default: ``joint(fusion=late)``, ``ogm_ge(alpha=0.1, fusion=gated)``."""
+    from mmbench.report.labels import format_method_label
+
+    cls = METHODS.get(cfg.method.name)
+    variant = variant_params(cfg.method.name, cfg.method.params)
+    default_fusion = (dataset_defaults(cfg.data.dataset).get("model") or {}).get("fusion", ModelConfig.fusion)
+    if cls.build_model is Method.build_model and cfg.model.fusion != str(default_fusion):
+        variant["fusion"] = cfg.model.fusion
+    reconstructed = bool(cls.reconstructed)
+    return {"method": format_method_label(cfg.method.name, variant, reconstructed), "reconstructed": reconstructed,
+            "variant": variant}

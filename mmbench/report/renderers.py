@@ -1,4 +1,4 @@
-"""Markdown, LaTeX and JSON renderings of a :class:`mmbench.report.Report` (HTML: :mod:`mmbench.report_html`)."""
+"""The text formats of a report: Markdown, LaTeX (booktabs) and JSON (HTML: :mod:`mmbench.report.html`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from mmbench.report import SECTION_TITLES, WARN, Cell, DisplayTable, Report, display_tables, legend, tidy_stats
+from mmbench.report.analysis import Report
+from mmbench.report.display import SECTION_TITLES, WARN, Cell, DisplayTable, display_tables, legend, tidy_stats
 
 
 def _md_escape(text: str) -> str:

@@ -7,11 +7,16 @@ from __future__ import annotations
 import base64
 import html
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmbench import __version__
-from mmbench.report import SECTION_TITLES, WARN, Cell, DisplayTable, PlotImage, Report, legend
+from mmbench.report.analysis import Report
+from mmbench.report.display import SECTION_TITLES, WARN, Cell, DisplayTable, legend
+
+if TYPE_CHECKING:
+    from mmbench.report.plots import PlotImage
 
 CSS = """
 :root { --fg:#1b1f24; --muted:#57606a; --line:#d0d7de; --head:#f3f5f7; --best:#e3eefa; --accent:#0072B2; }

@@ -12,6 +12,8 @@ nothing to draw), so the report, notebooks and tests call them the same way:
 - :func:`plot_gap_histograms` — modality-gap histograms with the 2-component Gaussian mixture
   :mod:`mmbench.gap` fits (balanced and imbalanced components, as ``gmm_gap`` separates them).
 
+:func:`make_plots` draws them for every block of a report, as PNG images with their captions.
+
 Colours are the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies);
 past seven series the line style changes too. Accuracies are drawn in percent.
 """
@@ -19,8 +21,10 @@ past seven series the line style changes too. Accuracies are drawn in percent.
 from __future__ import annotations
 
 import io
+import re
 import textwrap
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mmbench.gap import component_label, fit_gap_mixture, modality_gap
+from mmbench.report.analysis import Report
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 SERIES = OKABE_ITO[:7]  # black is kept for the fused prediction and mixtures
@@ -326,3 +331,85 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, facecolor="white", bbox_inches="tight", pad_inches=0.15)
     return buf.getvalue()
 
+
+# ---------------------------------------------------------------------------------------
+# The report's plots
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlotImage:
+    block: str
+    kind: str  # dynamics | robustness | shapley | coefficients | gap
+    title: str
+    caption: str
+    png: bytes
+    filename: str
+
+
+def load_histories(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run's ``metrics.csv`` with its block, entry and seed."""
+    frames = []
+    for run in runs.itertuples(index=False):
+        path = Path(run.path) / "metrics.csv"
+        if not path.exists():
+            continue
+        try:
+            h = pd.read_csv(path)
+        except (ValueError, OSError):
+            continue
+        frames.append(h.assign(run_id=run.run_id, block=run.block, method=run.entry, seed=run.seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def make_plots(report: Report, dpi: int = 110) -> list[PlotImage]:
+    """Per block: imbalance dynamics, robustness curves, Shapley bars, method coefficients, gap histograms."""
+    if report.runs.empty:
+        return []
+    out = []
+    histories = load_histories(report.runs)
+    curves = report.curves.join(report.runs.set_index("run_id")[["block", "entry", "seed"]], on="run_id",
+                                how="inner") if not report.curves.empty else pd.DataFrame()
+    for block in report.blocks:
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", block).strip("_") or "all"
+        runs = report.runs[report.runs["block"] == block]
+        figs = []
+        if not histories.empty:
+            h = histories[histories["block"] == block]
+            figs.append(("dynamics", plot_modality_dynamics(h, f"{block}: validation accuracy per modality"),
+                         "Validation accuracy of each unimodal head (colour) and of the fused prediction (black, "
+                         "dashed) over epochs: line = mean over seeds, band = ±1 std. A head that stays low while "
+                         "the other rises is the under-trained modality."))
+            figs.append(("coefficients", plot_coefficients(h, f"{block}: method coefficients during training"),
+                         "Per-epoch mean of each logged coefficient_/weight_/ratio_ column (e.g. OGM-GE's k and "
+                         "ρ per modality): mean over seeds, band = ±1 std."))
+        if not curves.empty:
+            c = curves[curves["block"] == block].rename(columns={"entry": "method"})
+            figs.append(("robustness", plot_robustness_curves(c, f"{block}: accuracy under attack"),
+                         "Test accuracy against the attack level per method: line = mean over training seeds "
+                         "(each the mean over attack seeds), band = ±1 std over training seeds."))
+        figs.append(("shapley", plot_shapley_bars(runs.drop(columns="method").assign(method=runs["entry"]),
+                                                        f"{block}: Shapley contribution per modality"),
+                     "Exact Shapley value of each modality for test accuracy (masking), mean ± std over seeds."))
+        gaps, seen = [], set()
+        for run in runs.sort_values(["entry", "seed"]).itertuples(index=False):
+            if run.entry in seen:
+                continue
+            gap = load_gap_file(Path(run.path) / "gap.npz")
+            if gap is not None:
+                seen.add(run.entry)
+                gaps.append((f"{run.entry}, seed {run.seed}, {gap.what}", gap.samples, gap.xlabel, gap.modalities))
+        if gaps:
+            figs.append(("gap", plot_gap_histograms(gaps, f"{block}: modality gap with a 2-component GMM"),
+                         "Histogram of the per-sample modality gap (from the run's gap.npz: the trainer's "
+                         "true-class probabilities on the training split at the last epoch; one run per method, "
+                         "lowest seed) with a 2-component Gaussian mixture fitted on it as gmm_gap does by default "
+                         "(scikit-learn, seed 0): each component dashed, named by the modality that dominates its "
+                         "samples (the sign of its mean; 'near balance' when |mean| ≤ 0.1), mixture solid; "
+                         "G ∈ [−1, 1]."))
+        for kind, fig, caption in figs:
+            if fig is None:
+                continue
+            title = fig.get_suptitle() if hasattr(fig, "get_suptitle") else kind
+            out.append(PlotImage(block, kind, title, caption, figure_png(fig, dpi), f"{slug}_{kind}.png"))
+    return out
