@@ -62,6 +62,7 @@ def test_runs_record_the_parts_and_old_runs_fall_back_to_the_class(make_cfg):
     folder, _ = train_run(make_cfg("cal", epochs=1))
     summary = folder.read_summary()
     assert summary["reconstructed"] == list(METHODS.get("cal").reconstructed)
+    assert summary["label"] == {"method": "cal" + RECONSTRUCTED, "reconstructed": True, "variant": {}}
     assert method_label("cal", summary["method_params"], summary["reconstructed"]) == "cal" + RECONSTRUCTED
     # a run from before the record kept the list among its parameters: not shown as a changed setting
     assert method_label("cal", {"reconstructed": ["x"], "alpha": 0.9}) == "cal‡(alpha=0.9)"

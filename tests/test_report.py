@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -527,6 +530,43 @@ def test_method_label_shows_non_default_parameters():
     assert method_label("ogm_ge", {"alpha": 0.8, "mode": "OGM_GE", "modulation_starts": 0,
                                    "modulation_ends": 50, "scope": "weights"}) == "ogm_ge"
     assert method_label("ogm_ge", {"alpha": 0.1}) == "ogm_ge(alpha=0.1)"
+
+
+def test_labels_come_from_the_run_record_and_older_runs_get_the_plain_name(tmp_path):
+    _fake_run(tmp_path, "ogm_ge", 0, 0.7, {"vector": 0.6}, sets=["method.alpha=0.1"])
+    _fake_run(tmp_path, "cal", 0, 0.6, {"vector": 0.5}, sets=["method.alpha=0.9"])
+    _fake_run(tmp_path, "joint", 0, 0.5, {"vector": 0.5}, sets=["model.fusion=late"])
+    assert set(collect(tmp_path)[0]["method"]) == {"ogm_ge(alpha=0.1)", "cal‡(alpha=0.9)", "joint(fusion=late)"}
+    for path in (tmp_path / "runs").iterdir():  # as written before the record: no label
+        run = RunFolder(path)
+        summary = run.read_summary()
+        del summary["label"]
+        run.write_summary(summary | {"reconstructed": ["x"] if summary["method"] == "cal" else []})
+    assert set(collect(tmp_path)[0]["method"]) == {"ogm_ge", "cal‡", "joint"}
+
+
+def test_cli_report_imports_no_torch_sklearn_or_methods(tmp_path):
+    """``mmbench report`` (plots included) reads labels from the run records: torch, scikit-learn
+    and the method modules are never imported."""
+    history = [{"epoch": e, "val_acc": 0.5 + e / 10, "val_acc_vector": 0.4, "val_acc_image": 0.3} for e in range(3)]
+    for seed in range(2):
+        for method, acc in (("joint", 0.7), ("ogm_ge", 0.72)):
+            _fake_run(tmp_path / "results", method, seed, acc + seed / 100, {"vector": 0.6, "image": 0.3},
+                      attack={(0.0, 0): acc, (1.0, 0): acc - 0.2}, history=history)
+    modules = tmp_path / "modules.json"
+    code = ("import atexit, json, sys\n"
+            f"atexit.register(lambda: open({str(modules)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
+            f"sys.argv = ['mmbench', 'report', {str(tmp_path / 'results')!r}, '--out', {str(tmp_path / 'out')!r}]\n"
+            "from mmbench.cli import main\nmain()\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "report.html").exists() and list((tmp_path / "out" / "plots").glob("*.png"))
+    loaded = set(json.loads(modules.read_text()))
+    assert "mmbench.report" in loaded and "matplotlib" in loaded  # the report and its plots ran
+    heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "sklearn") or m.startswith("mmbench.methods"))
+    assert heavy == []
 
 
 def test_cli_report_options(tmp_path):
