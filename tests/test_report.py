@@ -545,6 +545,34 @@ def test_labels_come_from_the_run_record_and_older_runs_get_the_plain_name(tmp_p
     assert set(collect(tmp_path)[0]["method"]) == {"ogm_ge", "cal‡", "joint"}
 
 
+def report_import_graph() -> dict[str, set[str]]:
+    """The modules of ``mmbench.report`` each one imports (any import statement, lazy ones too)."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "mmbench" / "report"
+    names = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    graph = {}
+    for name in names:
+        imported = set()
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mmbench.report"):
+                parts = node.module.split(".")
+                imported |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[2] for a in node.names if a.name.startswith("mmbench.report.")}
+        graph[name] = imported & names
+    return graph
+
+
+def test_report_modules_import_each_other_without_cycles():
+    from graphlib import TopologicalSorter
+
+    graph = report_import_graph()
+    assert {"labels", "collect", "analysis", "display", "renderers", "html", "plots", "stats"} <= set(graph)
+    order = list(TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
+    assert order.index("labels") < order.index("analysis") < order.index("display") < order.index("renderers")
+
+
 def test_cli_report_imports_no_torch_sklearn_or_methods(tmp_path):
     """``mmbench report`` (plots included) reads labels from the run records: torch, scikit-learn
     and the method modules are never imported."""
