@@ -113,6 +113,7 @@ def pretty_header(stem: str) -> str:
 
 
 def metric_order(metric: str) -> tuple:
+    """Sort key of test metrics: accuracy, F1, heads, masked, probes, Shapley, imbalance, the rest."""
     order = [("test_acc", 0), ("test_f1", 1), ("test_acc_masked_", 3), ("test_acc_", 2), ("test_probe_", 4),
              ("test_shapley_", 5), ("test_imbalance", 6)]
     for prefix, rank in order:
