@@ -132,6 +132,23 @@ def test_bootstrap_option_reaches_the_table(tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
+def test_paired_tests_equal_scipy_stats_on_random_and_tied_inputs():
+    rng = np.random.default_rng(0)
+    for n in [2, 3, 4, 5, 7, 10, 20, 50, 60]:
+        for tied in (False, True):
+            x, y = rng.normal(0.7, 0.05, n), rng.normal(0.68, 0.05, n)
+            if tied:  # accuracies on a small test set: the differences tie and some are zero
+                x, y = np.round(x, 2), np.round(y, 2)
+            r = paired_tests(x, y)
+            assert r.p_t == pytest.approx(sps.ttest_rel(x, y).pvalue, rel=1e-9), (n, tied)
+            d = x - y
+            if np.any(d != 0):
+                assert r.p_w == pytest.approx(sps.wilcoxon(d, zero_method="wilcox").pvalue, rel=1e-9), (n, tied)
+    for n in range(2, 12):
+        assert t_interval(np.arange(n, dtype=float)) == pytest.approx(
+            sps.t.interval(0.95, n - 1, loc=(n - 1) / 2, scale=sps.sem(np.arange(n, dtype=float))))
+
+
 def test_paired_tests_known_answers():
     base = np.array([0.61, 0.64, 0.58, 0.70, 0.66, 0.59, 0.63, 0.68])
     better = base + 0.05 + 0.001 * np.arange(8)  # always better, distinct differences

@@ -11,6 +11,9 @@
 
 Degenerate cases are answered, not left to warnings: identical results give ``p = 1``; a
 constant non-zero difference gives ``p = 0`` for the t-test; fewer than two pairs give ``nan``.
+
+The t distribution comes from ``scipy.special`` and the exact Wilcoxon null distribution is counted
+here; ``scipy.stats`` (slow to import) is loaded only for a Wilcoxon test with ties or zero differences.
 """
 
 from __future__ import annotations
@@ -31,14 +34,14 @@ def _finite(values) -> np.ndarray:
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Student-t interval of the mean; ``(nan, nan)`` with fewer than two values."""
-    from scipy import stats
+    from scipy.special import stdtrit  # the t quantile
 
     x = _finite(values)
     n = len(x)
     if n < 2:
         return float("nan"), float("nan")
     mean, sem = x.mean(), x.std(ddof=1) / np.sqrt(n)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
+    half = stdtrit(n - 1, 0.5 + confidence / 2) * sem
     return float(mean - half), float(mean + half)
 
 
@@ -72,10 +75,36 @@ class PairedResult:
     p_w: float  # Wilcoxon signed-rank, two-sided
 
 
+def _paired_t(d: np.ndarray) -> float:
+    """Two-sided p-value of the paired t-test on the differences ``d`` (``scipy.stats.ttest_rel``)."""
+    from scipy.special import stdtr  # the t distribution function
+
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    return float(min(1.0, 2 * stdtr(len(d) - 1, -abs(t))))
+
+
+def _wilcoxon(d: np.ndarray) -> float:
+    """Two-sided p-value of the Wilcoxon signed-rank test on ``d``: exact (the null distribution of the
+    rank sum counted over the 2^n sign patterns) without ties or zeros and n <= 50, as
+    ``scipy.stats.wilcoxon`` does; otherwise ``scipy.stats.wilcoxon`` itself."""
+    n, abs_d = len(d), np.abs(d)
+    if n > 50 or np.any(d == 0) or len(np.unique(abs_d)) < n:
+        from scipy import stats
+
+        return float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    ranks = np.empty(n)
+    ranks[np.argsort(abs_d)] = np.arange(1, n + 1)
+    r_plus = int(ranks[d > 0].sum())
+    counts = np.zeros(n * (n + 1) // 2 + 1)  # sign patterns per rank sum
+    counts[0] = 1
+    for k in range(1, n + 1):
+        counts[k:] = counts[k:] + counts[:-k].copy()
+    pmf = counts / 2.0 ** n
+    return float(min(1.0, 2 * min(pmf[r_plus:].sum(), pmf[:r_plus + 1].sum())))
+
+
 def paired_tests(x, y) -> PairedResult:
     """Two-sided paired t-test and Wilcoxon signed-rank test of ``x`` against ``y`` (same order)."""
-    from scipy import stats
-
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
@@ -91,12 +120,9 @@ def paired_tests(x, y) -> PairedResult:
         return PairedResult(n, 0.0, 1.0, 1.0)  # identical: no evidence of a difference
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if np.ptp(d) <= 1e-12 * scale:
-            p_t = 0.0  # the same non-zero difference on every seed
-        else:
-            p_t = float(stats.ttest_rel(x, y).pvalue)
+        p_t = 0.0 if np.ptp(d) <= 1e-12 * scale else _paired_t(d)  # 0: the same non-zero difference on every seed
         try:
-            p_w = float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+            p_w = _wilcoxon(d)
         except ValueError:
             p_w = float("nan")
     return PairedResult(n, diff, p_t, p_w)
