@@ -79,7 +79,7 @@ def _paired_t(d: np.ndarray) -> float:
     """Two-sided p-value of the paired t-test on the differences ``d`` (``scipy.stats.ttest_rel``)."""
     from scipy.special import stdtr  # the t distribution function
 
-    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    t = d.mean() / np.sqrt(d.var(ddof=1) / len(d))
     return float(min(1.0, 2 * stdtr(len(d) - 1, -abs(t))))
 
 
