@@ -44,7 +44,7 @@ def evaluate(model: torch.nn.Module, method: Method, data: MultimodalData, batch
     y = data.labels
     metrics = fused_metrics(logits, y, data.meta.num_classes)
     metrics.update({f"acc_{m}": accuracy(z.argmax(1), y) for m, z in unimodal.items()})
-    modalities = list(getattr(model, "modalities", []))
+    modalities = list(model.modalities)
     if masking and len(modalities) > 1:
         for m in modalities:
             masked, _ = predict(model, method, data, batch_size, mask=[o for o in modalities if o != m])

@@ -57,7 +57,7 @@ from mmbench.robustness import (
     robustness_auc,
     worst_level,
 )
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 SPEC = ModalitySpec("vector", "vector", (50,), std=2.0)
 IMG8 = ModalitySpec("rgb", "image", (3, 16, 16), dtype="uint8", mean=120.0, std=60.0)

@@ -31,7 +31,7 @@ from mmbench.config import resolve
 from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
 from mmbench.results import RunFolder, run_folders, status_counts
-from mmbench.training import train_run
+from mmbench.run import train_run
 from tests.cli_helpers import assert_one_line_error, run_cli, run_main
 from tests.conftest import TINY
 

@@ -12,7 +12,7 @@ from mmbench.diagnostics import linear_probe, masked_accuracy, shapley
 from mmbench.methods.base import build_method
 from mmbench.metrics import imbalance_degree, shapley_values
 from mmbench.models.multimodal import ModelSpec, build_model
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 
 def test_two_player_shapley_matches_the_closed_form():

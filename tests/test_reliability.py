@@ -30,7 +30,7 @@ from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
 from mmbench.report import build_report
 from mmbench.results import RunFolder, run_folders, status_counts
-from mmbench.training import load_trained, train_run
+from mmbench.run import load_trained, train_run
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
