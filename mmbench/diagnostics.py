@@ -34,13 +34,6 @@ PROBE_C = (0.01, 0.1, 1.0, 10.0)
 
 
 @torch.no_grad()
-def masked_accuracy(model: torch.nn.Module, data: MultimodalData, mask: list[str], batch_size: int = 512) -> float:
-    model.eval()
-    pred = torch.cat([model(batch, mask=mask).logits.argmax(1) for batch in data.batches(batch_size)])
-    return accuracy(pred, data.labels)
-
-
-@torch.no_grad()
 def shapley(model: torch.nn.Module, data: MultimodalData, batch_size: int = 512) -> dict[str, float]:
     """``shapley_<m>`` per modality and ``imbalance`` (the imbalance degree), from masked accuracies.
 
