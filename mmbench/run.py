@@ -19,9 +19,8 @@ from mmbench.config import RunConfig
 from mmbench.config import data_dir as default_data_dir
 from mmbench.data.store import load_meta, load_split
 from mmbench.data.types import MultimodalData
-from mmbench.diagnostics import probe_all, shapley
 from mmbench.errors import MMBenchError
-from mmbench.evaluation import evaluate
+from mmbench.evaluation import evaluate, probe_all, shapley
 from mmbench.memory import check_model_fits
 from mmbench.methods.base import Method, build_method, method_params_dict
 from mmbench.models.multimodal import ModelSpec, MultimodalModel

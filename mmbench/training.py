@@ -22,9 +22,8 @@ from mmbench.config import OptimConfig
 from mmbench.data.types import MultimodalData, stratified_subset
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
+from mmbench.measures import imbalance_ratios, true_class_prob
 from mmbench.methods.base import Method, TrainState
-from mmbench.methods.modulation import score_ratios
-from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelOutput, MultimodalModel
 from mmbench.registry import unknown_name_message
 from mmbench.runtime import tune_cpu
@@ -253,12 +252,3 @@ class Trainer:
         return value, out, logs
 
 
-def imbalance_ratios(true_prob: torch.Tensor, modalities: list[str]) -> dict[str, float]:
-    """OGM-GE's ratio over a whole epoch: ``sum_i p_im / mean_{j != m} sum_i p_ij`` (true-class
-    probabilities of the unimodal heads); empty when fewer than two modalities have heads."""
-    sums = torch.nansum(true_prob, 0)
-    seen = [j for j in range(len(modalities)) if not torch.isnan(true_prob[:, j]).all()]
-    if len(seen) < 2:
-        return {}
-    ratios = score_ratios({modalities[j]: sums[j] for j in seen})
-    return {f"imbalance_ratio_{m}": rho for m, rho in ratios.items()}

@@ -8,9 +8,9 @@ import torch
 
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
-from mmbench.diagnostics import linear_probe, shapley
+from mmbench.evaluation import linear_probe, shapley
+from mmbench.measures import imbalance_degree, shapley_values
 from mmbench.methods.base import build_method
-from mmbench.metrics import imbalance_degree, shapley_values
 from mmbench.models.multimodal import ModelSpec, build_model
 from mmbench.run import train_run
 
@@ -109,23 +109,23 @@ def test_empty_coalition_is_worth_chance_for_every_fusion_head(data_dir, fusion)
 
 
 def test_probe_chooses_C_on_validation(data_dir, monkeypatch):
-    import mmbench.diagnostics as diagnostics
+    import mmbench.evaluation as evaluation
 
     splits = {s: load_split("tiny", s, data_dir) for s in ("train", "val", "test")}
     model = build_model(ModelSpec(splits["train"].meta.modalities, 3, ModelConfig(hidden_dim=16, feature_dim=8)))
     seen = []
-    real = diagnostics.LogisticRegression
+    real = evaluation.LogisticRegression
 
     class Recording(real):
         def fit(self, x, y):
             seen.append((self.C, len(y)))
             return super().fit(x, y)
 
-    monkeypatch.setattr(diagnostics, "LogisticRegression", Recording)
+    monkeypatch.setattr(evaluation, "LogisticRegression", Recording)
     result = linear_probe(model, splits, "vector")
-    assert [c for c, _ in seen] == list(diagnostics.PROBE_C)
+    assert [c for c, _ in seen] == list(evaluation.PROBE_C)
     assert all(n == len(splits["train"]) for _, n in seen)  # fitted on train only
-    assert result["C"] in diagnostics.PROBE_C and 0 <= result["test"] <= 1
+    assert result["C"] in evaluation.PROBE_C and 0 <= result["test"] <= 1
 
 
 def test_probe_reads_a_separable_encoder_perfectly(data_dir):
