@@ -67,7 +67,7 @@ def main() -> None:
     from mmbench.evaluation import evaluate
     from mmbench.registry import ATTACKS, PROTOCOLS
     from mmbench.results import RunFolder
-    from mmbench.training import load_trained, train_run
+    from mmbench.run import load_trained, train_run
 
     torch.set_num_threads(args.threads)
     if args.run:

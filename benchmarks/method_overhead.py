@@ -22,7 +22,9 @@ def one(method: str, dataset: str, epochs: int, data_dir: str, modalities: str |
 
     from mmbench.config import resolve
     from mmbench.data.store import load_meta
-    from mmbench.training import Trainer, complete_config, load_run_data, model_spec, seed_everything
+    from mmbench.run import complete_config, load_run_data, model_spec
+    from mmbench.runtime import seed_everything
+    from mmbench.training import Trainer
 
     torch.set_num_threads(2)
     first = modalities.split(",")[0] if modalities else next(iter(load_meta(dataset, data_dir).modalities))

@@ -62,7 +62,8 @@ def warm_up(executor, warm_grid: str, results: str, data_dir: str) -> None:
 
 def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers: int,
                 warm_grid: str | None = None) -> dict:
-    from mmbench.sweep import _set_threads, expand, make_executor, run_sweep
+    from mmbench.runtime import set_threads
+    from mmbench.sweep import expand, make_executor, run_sweep
 
     grid = expand(grid_path, results, data_dir)
     executor_name, _, threads = name.partition(":")
@@ -70,7 +71,7 @@ def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers:
         import torch
 
         previous = torch.get_num_threads()
-        _set_threads(int(threads))
+        set_threads(int(threads))
     start = time.perf_counter()
     executor = make_executor(executor_name, None if executor_name == "inline" else workers)
     if warm_grid:  # steady state: the workers' start-up is not in the wall time
@@ -89,7 +90,7 @@ def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers:
     report = run_sweep(grid, executor, on_event=on_event)
     wall = time.perf_counter() - start
     if threads:
-        _set_threads(previous)
+        set_threads(previous)
     assert report.complete == len(grid.runs) and not report.failed, report
     task_seconds = sum(r.seconds for r in report.results)
     return {"executor": name, "runs": len(grid.runs), "wall": wall, "capacity": executor.capacity,

@@ -15,7 +15,7 @@ training samples/s (whole steps: forward, backward, modulation, optimizer), the 
 process's CPU time spent in the kernel (``ru_stime / (ru_utime + ru_stime)``), minor page faults
 per step, and the child's peak RSS. ``--baseline`` switches mmbench's two CPU speed-ups off, i.e.
 runs plain PyTorch defaults as the official OGM-GE code does: the allocator setting
-(``MMBENCH_CPU_TUNING=0``, see :func:`mmbench.training.tune_cpu`) and the channels-last layout of
+(``MMBENCH_CPU_TUNING=0``, see :func:`mmbench.runtime.tune_cpu`) and the channels-last layout of
 the ResNet-18 (``ResNet18Encoder.memory_format = torch.contiguous_format``); ``--without X``
 switches one of them off; ``--compare`` runs both and checks that the
 per-step losses agree. Reference: the official OGM-GE code (``main.py`` at 343dc1d, measured on this
@@ -43,7 +43,9 @@ args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 from mmbench.config import resolve
 from mmbench.models.encoders import ResNet18Encoder
-from mmbench.training import Trainer, complete_config, load_run_data, model_spec, seed_everything
+from mmbench.run import complete_config, load_run_data, model_spec
+from mmbench.runtime import seed_everything
+from mmbench.training import Trainer
 
 flags = {"data.dataset": "cremad", "method.name": "ogm_ge", "optim.epochs": 1, "optim.batch_size": args["batch"],
          "output.data_dir": args["data_dir"], "seed": 0}

@@ -1,10 +1,9 @@
 """Per-epoch training checkpoints: a safe encoding of training state and a self-checking file.
 
-``checkpoint.pt`` in a run folder holds everything needed to continue a run after its last
-finished epoch so that the result is identical to an uninterrupted run: model, optimizer and
-scheduler state, every RNG (torch, CUDA, numpy, Python, the trainer's shuffle generator and the
-method generator), the history so far, the best state so far, the trainer's running state and
-the method's internal state (:meth:`mmbench.methods.base.Method.state_dict`).
+``checkpoint.pt`` in a run folder holds a :meth:`mmbench.training.Trainer.state_dict`: everything
+needed to continue a run after its last finished epoch so that the result is identical to an
+uninterrupted run (model, optimizer and scheduler state, every RNG, the history, the best state so
+far, the trainer's running state and the method's state, :meth:`mmbench.methods.base.Method.state_dict`).
 
 Only plain data is stored — tensors, numbers, strings, lists, tuples and dicts — so the file
 loads with ``torch.load(..., weights_only=True)``: loading it can never run code. Numpy arrays
@@ -160,55 +159,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-
-
-#: TrainState attributes that are rebuilt rather than saved (data, model, per-epoch scratch)
-_STATE_SKIP = {"model", "train", "val", "holdout", "fit_copy", "generator", "history", "epoch_logs", "num_epochs",
-               "batch_size", "epoch"}
-
-
-def trainer_state(trainer, epoch: int, best: tuple, seconds: list[float], probs: list) -> dict[str, Any]:
-    """Everything needed to continue ``trainer`` after ``epoch`` exactly as if never stopped.
-
-    Raises :class:`NotCheckpointable` when the method or the train state holds something that
-    cannot be stored as plain data.
-    """
-    best_epoch, best_acc, best_state = best
-    state = trainer.state
-    return {
-        "format": FORMAT, "epoch": epoch,
-        "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "scheduler": trainer.scheduler.state_dict() if trainer.scheduler is not None else None,
-        "rng": rng_state(),
-        "shuffle_generator": trainer.shuffle_generator.get_state(),
-        "method_generator": state.generator.get_state(),
-        "train_state": {k: encode(v, f"TrainState.{k}") for k, v in vars(state).items() if k not in _STATE_SKIP},
-        "history": encode(state.history, "history"),
-        "best": {"epoch": best_epoch, "acc": best_acc, "state": best_state},
-        "seconds": list(seconds), "probs": list(probs),
-        "method": trainer.method.state_dict(),
-    }
-
-
-def restore_trainer(trainer, ckpt: dict[str, Any], seconds: list[float], probs: list) -> tuple[int, tuple]:
-    """Load a :func:`trainer_state` into ``trainer`` (``seconds`` and ``probs`` are filled in place);
-    returns the first epoch still to train and ``(best_epoch, best_acc, best_state)``."""
-    device = trainer.device
-    trainer.model.load_state_dict(ckpt["model"])
-    trainer.optimizer.load_state_dict(ckpt["optimizer"])
-    if trainer.scheduler is not None and ckpt["scheduler"] is not None:
-        trainer.scheduler.load_state_dict(ckpt["scheduler"])
-    trainer.shuffle_generator.set_state(ckpt["shuffle_generator"])
-    trainer.state.generator.set_state(ckpt["method_generator"])
-    for k, v in ckpt["train_state"].items():
-        value = decode(v, getattr(trainer.state, k, None))
-        setattr(trainer.state, k, value.to(device) if isinstance(value, torch.Tensor) else value)
-    trainer.state.history[:] = decode(ckpt["history"])
-    trainer.method.load_state_dict(ckpt["method"])
-    seconds[:] = ckpt["seconds"]
-    probs[:] = ckpt["probs"]
-    best = ckpt["best"]
-    best_state = {k: v.to(device) for k, v in best["state"].items()} if best["state"] is not None else None
-    set_rng_state(ckpt["rng"])
-    return ckpt["epoch"] + 1, (best["epoch"], best["acc"], best_state)

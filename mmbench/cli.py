@@ -150,7 +150,7 @@ def train(
 ) -> None:
     """Train with a method; pick the checkpoint on val; evaluate on test; write a run folder."""
     from mmbench.config import resolve
-    from mmbench.training import train_run
+    from mmbench.run import train_run
     from mmbench.ui import training_progress
 
     _state["interrupted"] = "interrupted; run the same command with --resume to continue from the last finished epoch"
@@ -320,7 +320,7 @@ def probe(
 ) -> None:
     """Linear-probe each frozen encoder of trained runs (C chosen on val, accuracy on test)."""
     from mmbench.results import resolve_run
-    from mmbench.training import probe_run
+    from mmbench.run import probe_run
 
     for ref in runs:
         folder = resolve_run(ref, results_dir)

@@ -44,7 +44,7 @@ def run_demo(plan: DemoPlan, results_dir: str, data_dir: str | None,
     """Train every demo run (skipping complete ones) and attack them all; returns their folders (the
     caller writes the report)."""
     from mmbench.attacks.runner import attack_run
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     resolve(flags={"output.results_dir": results_dir, "output.data_dir": data_dir})  # checked before preparing data
     folders = []

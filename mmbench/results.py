@@ -472,16 +472,6 @@ def run_statuses(results_dir: str | os.PathLike) -> pd.DataFrame:
                                        "error"])
 
 
-def status_counts(results_dir: str | os.PathLike) -> dict[str, int]:
-    """``{"complete": n, "failed": n, "diverged": n, "running": n, "interrupted": n}``."""
-    counts = dict.fromkeys(("complete", *INCOMPLETE), 0)
-    for folder in all_run_folders(results_dir):
-        status = folder.status
-        if status != "pending":
-            counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
 INCOMPLETE = ("altered", "failed", "diverged", "running", "interrupted")
 
 

@@ -54,6 +54,7 @@ from mmbench.config import data_dir as default_data_dir
 from mmbench.errors import MMBenchError, ResultsNotWritable, TrainingDiverged
 from mmbench.registry import DATASETS, EXECUTORS, unknown_name_message
 from mmbench.results import RunFolder, atomic_write_bytes, atomic_write_text
+from mmbench.runtime import set_threads
 
 GRID_KEYS = ("datasets", "methods", "seeds", "recipe", "set", "grid", "attack", "resources")
 SECTIONS = ("data", "model", "method", "optim", "output")
@@ -131,7 +132,7 @@ def expand(path: str | os.PathLike, results_dir: str = "results", data_dir: str 
            sets: list[str] | None = None, device: str | None = None, prepare: bool = True) -> Grid:
     """Every run of the grid as a resolved config (unknown names and bad values are errors that
     name the grid entry). ``prepare``: prepare embedded datasets that are missing (else only check names)."""
-    from mmbench.training import complete_config
+    from mmbench.run import complete_config
 
     d = load_grid(path)
     where = str(path)
@@ -460,7 +461,7 @@ def execute(task: Task) -> Result:
     import tempfile
 
     if task.threads:
-        _set_threads(task.threads)
+        set_threads(task.threads)
     run = task.run
     start = time.perf_counter()
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -500,7 +501,7 @@ def _relocate(folder: RunFolder, cfg: RunConfig) -> None:
 
 
 def _execute(task: Task, cfg: RunConfig, folder: RunFolder) -> Result:
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     run = task.run
     try:
@@ -536,28 +537,6 @@ def _attack(folder: RunFolder, cfg: RunConfig, plans: list[dict[str, Any]]) -> N
                    device=cfg.device)
 
 
-_THREADS: list[int] = []  # the limit this worker process has set (once is enough)
-
-
-def _set_threads(n: int) -> None:
-    """Every CPU thread pool of this worker at ``n`` threads — torch's, OpenMP's and the BLAS libraries
-    of numpy and scipy (probes, GMMs and metrics run there) — so that the workers share the cores
-    instead of each starting one thread per core."""
-    if _THREADS == [n]:
-        return
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(n)  # libraries loaded from now on
-    import torch
-
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    with contextlib.suppress(Exception):  # libraries already loaded (numpy's OpenBLAS with torch)
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    _THREADS[:] = [n]
-
-
 def _worker_init(threads: int) -> None:
     """Process-pool worker: a fixed share of the CPU threads; die with the sweep (kill -9 included)."""
     import signal
@@ -568,7 +547,7 @@ def _worker_init(threads: int) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:  # the sweep died before prctl took effect
         os._exit(1)
-    _set_threads(threads)
+    set_threads(threads)
 
 
 def cpu_count() -> int:

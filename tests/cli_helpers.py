@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from mmbench.cli import main
+from mmbench.results import INCOMPLETE, all_run_folders
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -38,3 +39,12 @@ def assert_one_line_error(code: int, stderr: str, *fragments: str, ignore: str |
     for fragment in fragments:
         assert fragment in line, (fragment, line)
     return line
+
+
+def status_counts(results_dir) -> dict[str, int]:
+    """``{"complete": n, "failed": n, ...}``: the run folders under ``results_dir`` by status (pending ones left out)."""
+    counts = dict.fromkeys(("complete", *INCOMPLETE), 0)
+    for folder in all_run_folders(results_dir):
+        if folder.status != "pending":
+            counts[folder.status] = counts.get(folder.status, 0) + 1
+    return counts

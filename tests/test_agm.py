@@ -203,7 +203,7 @@ def test_conditional_clip_fires_only_on_a_large_fusion_head_gradient(data_dir):
 
 
 def test_coefficients_are_logged_per_epoch(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("agm"))
     metrics = folder.read_metrics()

@@ -15,7 +15,7 @@ from mmbench.methods.aim import depth_blocks, depth_features
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.encoders import CNNEncoder, MLPEncoder, ResNet18Encoder
 from mmbench.models.multimodal import ModelSpec, Standardize
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 
 @pytest.mark.parametrize("encoder, shape, depth", [(MLPEncoder, (12,), 3), (CNNEncoder, (1, 8, 8), 3),

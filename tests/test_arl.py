@@ -143,7 +143,7 @@ def test_no_scaling_and_unit_unimodal_weight_until_start(data_dir):
 
 
 def test_weights_and_scales_are_logged_per_epoch(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("arl", sets=["method.start=0"]))
     metrics = folder.read_metrics()

@@ -22,7 +22,7 @@ from mmbench.methods.arm import (
 )
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.multimodal import ModelSpec
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 # -- estimators ----------------------------------------------------------------------------
 

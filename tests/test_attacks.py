@@ -50,7 +50,7 @@ from mmbench.models.multimodal import ModelSpec, build_model
 from mmbench.registry import ATTACKS, PROTOCOLS
 from mmbench.report.robustness import effective_robustness, robustness_auc, worst_level
 from mmbench.results import RunFolder
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 SPEC = ModalitySpec("vector", "vector", (50,), std=2.0)
 IMG8 = ModalitySpec("rgb", "image", (3, 16, 16), dtype="uint8", mean=120.0, std=60.0)

@@ -31,7 +31,7 @@ from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
 from mmbench.registry import METHODS
 from mmbench.report import build_report
-from mmbench.training import train_run
+from mmbench.run import train_run
 from tests.cli_helpers import assert_one_line_error, run_main
 from tests.conftest import TINY
 

@@ -30,9 +30,9 @@ from mmbench.checksums import file_sha256
 from mmbench.config import resolve
 from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
-from mmbench.results import RunFolder, run_folders, status_counts
-from mmbench.training import train_run
-from tests.cli_helpers import assert_one_line_error, run_cli, run_main
+from mmbench.results import RunFolder, run_folders
+from mmbench.run import train_run
+from tests.cli_helpers import assert_one_line_error, run_cli, run_main, status_counts
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
+from mmbench.measures import shapley_values
 from mmbench.methods.base import TrainState, build_method
 from mmbench.methods.cal import contributions
-from mmbench.metrics import shapley_values
 from mmbench.models.multimodal import ModelSpec
 
 

@@ -22,7 +22,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from mmbench.cli import app
-from mmbench.training import tune_cpu
+from mmbench.runtime import tune_cpu
 from tests.cli_helpers import assert_one_line_error, run_main
 
 NUM_SAMPLES = 240

@@ -17,7 +17,7 @@ from mmbench.methods.base import TrainState, build_method
 from mmbench.models.encoders import DEFAULT_ENCODER
 from mmbench.models.multimodal import ModelOutput, ModelSpec, build_encoder, build_model
 from mmbench.registry import DATASETS, ENCODERS, FUSIONS, METHODS
-from mmbench.training import load_trained, train_run
+from mmbench.run import load_trained, train_run
 
 
 def _method_sets(name: str, modalities: list[str]) -> list[str]:

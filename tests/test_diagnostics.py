@@ -8,11 +8,19 @@ import torch
 
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
-from mmbench.diagnostics import linear_probe, masked_accuracy, shapley
+from mmbench.evaluation import linear_probe, shapley
+from mmbench.measures import imbalance_degree, shapley_values
 from mmbench.methods.base import build_method
-from mmbench.metrics import imbalance_degree, shapley_values
 from mmbench.models.multimodal import ModelSpec, build_model
-from mmbench.training import train_run
+from mmbench.run import train_run
+
+
+@torch.no_grad()
+def _masked_accuracy(model, data, mask, batch_size=512) -> float:
+    """The reference ``v(S)``: accuracy of masked forward passes (what Shapley re-fuses from one encoding)."""
+    model.eval()
+    pred = torch.cat([model(batch, mask=mask).logits.argmax(1) for batch in data.batches(batch_size)])
+    return (pred == data.labels).float().mean().item()
 
 
 def test_two_player_shapley_matches_the_closed_form():
@@ -55,7 +63,7 @@ def test_a_modality_the_model_ignores_gets_zero_shapley(data_dir):
         model.fusion.fc.weight.zero_()
         model.fusion.fc.weight[:, :3] = 5 * torch.eye(3)
     result = shapley(model, data)
-    full, none = masked_accuracy(model, data, []), masked_accuracy(model, data, ["vector", "image"])
+    full, none = _masked_accuracy(model, data, []), _masked_accuracy(model, data, ["vector", "image"])
     assert full == 1.0 and none < 0.5
     assert result["shapley_image"] == pytest.approx(0.0, abs=1e-6)
     assert result["shapley_vector"] == pytest.approx(full - 1 / 3)  # the empty coalition is worth chance
@@ -72,7 +80,7 @@ def test_shapley_from_one_encoding_equals_masked_forward_passes(data_dir, method
     for p in model.parameters():  # a model whose coalitions all differ
         torch.nn.init.normal_(p, std=0.5)
     modalities = list(model.modalities)
-    value = {frozenset(s): masked_accuracy(model, data, [m for m in modalities if m not in s], batch_size=50)
+    value = {frozenset(s): _masked_accuracy(model, data, [m for m in modalities if m not in s], batch_size=50)
              for s in (["vector"], ["image"], modalities)}
     value[frozenset()] = 1 / 3
     phi = shapley_values(value, modalities)
@@ -93,31 +101,31 @@ def test_empty_coalition_is_worth_chance_for_every_fusion_head(data_dir, fusion)
     model = build_model(spec)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.5)
-    none = masked_accuracy(model, data, list(model.modalities))
+    none = _masked_accuracy(model, data, list(model.modalities))
     assert min(abs(none - s) for s in shares.tolist()) < 1e-9 and abs(none - 1 / 3) > 0.04  # a constant class
     result = shapley(model, data)
-    full = masked_accuracy(model, data, [])
+    full = _masked_accuracy(model, data, [])
     assert sum(result[f"shapley_{m}"] for m in model.modalities) == pytest.approx(full - 1 / 3, abs=1e-6)
 
 
 def test_probe_chooses_C_on_validation(data_dir, monkeypatch):
-    import mmbench.diagnostics as diagnostics
+    import mmbench.evaluation as evaluation
 
     splits = {s: load_split("tiny", s, data_dir) for s in ("train", "val", "test")}
     model = build_model(ModelSpec(splits["train"].meta.modalities, 3, ModelConfig(hidden_dim=16, feature_dim=8)))
     seen = []
-    real = diagnostics.LogisticRegression
+    real = evaluation.LogisticRegression
 
     class Recording(real):
         def fit(self, x, y):
             seen.append((self.C, len(y)))
             return super().fit(x, y)
 
-    monkeypatch.setattr(diagnostics, "LogisticRegression", Recording)
+    monkeypatch.setattr(evaluation, "LogisticRegression", Recording)
     result = linear_probe(model, splits, "vector")
-    assert [c for c, _ in seen] == list(diagnostics.PROBE_C)
+    assert [c for c, _ in seen] == list(evaluation.PROBE_C)
     assert all(n == len(splits["train"]) for _, n in seen)  # fitted on train only
-    assert result["C"] in diagnostics.PROBE_C and 0 <= result["test"] <= 1
+    assert result["C"] in evaluation.PROBE_C and 0 <= result["test"] <= 1
 
 
 def test_probe_reads_a_separable_encoder_perfectly(data_dir):

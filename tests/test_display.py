@@ -117,7 +117,7 @@ class _Recorder:
 
 
 def test_trainer_reports_every_batch_and_the_phases_after_training(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     cfg = make_cfg("joint", epochs=2)
     recorder = _Recorder()
@@ -133,7 +133,7 @@ def test_trainer_reports_every_batch_and_the_phases_after_training(make_cfg):
 
 
 def test_run_id_before_training_is_the_folders(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     cfg = make_cfg("ogm_ge", epochs=1)
     before = cfg.run_id()
@@ -303,7 +303,7 @@ def test_recipes_are_package_data():
 
 
 def test_attack_all_skips_runs_the_noise_does_not_fit(monkeypatch, capsys, make_cfg, tmp_path):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     code, err = run_cli(monkeypatch, capsys, "attack", "--all", "--noise", "gaussian", "--results-dir",
                         str(tmp_path / "empty"))

@@ -137,7 +137,8 @@ def test_heldout_estimate_trains_a_copy_per_head_and_leaves_the_run_model_alone(
 
 
 def test_trainer_keeps_a_stratified_holdout_out_of_training(make_cfg):
-    from mmbench.training import Trainer, load_run_data
+    from mmbench.run import load_run_data
+    from mmbench.training import Trainer
 
     cfg = make_cfg("gblending", epochs=1, sets=["method.super_epoch=1", "method.holdout=0.25"])
     data = load_run_data(cfg)
@@ -162,7 +163,7 @@ def test_trainer_keeps_a_stratified_holdout_out_of_training(make_cfg):
 
 @pytest.mark.parametrize("estimator", ["heldout", "trajectory"])
 def test_logged_weights_are_normalised_g_over_o_squared(make_cfg, estimator):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("gblending", epochs=3, sets=["method.super_epoch=1",
                                                                 f"method.estimator={estimator}"]))

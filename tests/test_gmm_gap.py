@@ -14,7 +14,7 @@ from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.gap import fit_gap_mixture
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.multimodal import ModelSpec
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 
 def test_mixture_separates_a_planted_bimodal_gap():

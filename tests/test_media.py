@@ -367,7 +367,7 @@ def test_cpu_tuning_stops_large_buffers_from_being_faulted_in_every_step():
     # a 64 MiB tensor allocated and freed 20 times; minor page faults counted after two warm-up rounds.
     # With the tuning on, a small allocation landing behind the freed block can make one later round
     # grow the heap once more (fragmentation), so the bound allows a few rounds' worth, not zero.
-    code = ("import resource, torch\nfrom mmbench.training import tune_cpu\nprint(tune_cpu())\n"
+    code = ("import resource, torch\nfrom mmbench.runtime import tune_cpu\nprint(tune_cpu())\n"
             "torch.ones(2 ** 24)\ntorch.ones(2 ** 24)\nr = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
             "for _ in range(20):\n    torch.ones(2 ** 24)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r)")

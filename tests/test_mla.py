@@ -132,7 +132,7 @@ def test_mean_fusion_averages_the_head_outputs(data_dir):
 
 
 def test_alternation_is_logged_per_epoch(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("mla"))
     m = folder.read_metrics()

@@ -121,7 +121,7 @@ def test_agreeing_gradients_get_equal_weights_so_encoders_get_gamma_times_the_su
 
 
 def test_weights_and_cosines_are_logged_per_epoch(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("mmpareto", dataset="tiny3"))
     metrics = folder.read_metrics()

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from mmbench.methods.modulation import scale_grad, unimodal_scores
+from mmbench.measures import unimodal_scores
+from mmbench.methods.modulation import scale_grad
 
 
 def test_scale_grad_is_identity_forward_and_scales_backward():

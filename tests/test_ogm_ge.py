@@ -100,7 +100,7 @@ def test_conv_scope_selects_convolution_kernels_only(data_dir):
 
 
 def test_coefficients_are_logged_per_epoch(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("ogm_ge"))
     metrics = folder.read_metrics()

@@ -139,7 +139,7 @@ def test_plain_cross_entropy_outside_the_window(data_dir):
 
 
 def test_prototype_measurements_are_logged_per_epoch(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("pmr", sets=["method.alpha=2.0"]))
     metrics = folder.read_metrics()

@@ -12,8 +12,8 @@ import torch
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
 from mmbench.methods.base import build_method
-from mmbench.methods.modulation import PrototypeBank
 from mmbench.methods.qadm import QADMBranch, gcnd_depth
+from mmbench.models.fusion import PrototypeBank
 from mmbench.models.multimodal import ModelSpec
 from tests.robust_fusion_data import extras, noised, train_small
 

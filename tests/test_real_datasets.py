@@ -62,7 +62,7 @@ def test_every_non_embedded_dataset_has_a_fixture_generator():
 @pytest.mark.parametrize("name", REAL)
 def test_real_dataset_prepares_trains_one_epoch_and_is_attacked(name, tmp_path):
     from mmbench.attacks.runner import attack_run
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     manifest, meta = _prepare(name, tmp_path)
     counts = manifest.counts
@@ -266,7 +266,7 @@ def test_text_image_store_keeps_raw_text_and_image_sizes(tmp_path):
 
 def test_text_image_run_attacked_with_the_word_level_protocols(tmp_path):
     from mmbench.attacks.runner import attack_run
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     _prepare("mvsa_single", tmp_path, per_split=(4, 1, 20))
     folder, _ = train_run(_config("mvsa_single", tmp_path))

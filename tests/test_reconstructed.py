@@ -57,7 +57,7 @@ def test_reconstructed_is_not_a_setting():
 
 
 def test_runs_record_the_parts_and_old_runs_fall_back_to_the_class(make_cfg):
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     folder, _ = train_run(make_cfg("cal", epochs=1))
     summary = folder.read_summary()

@@ -24,7 +24,7 @@ from torch import nn
 from mmbench.config import OptimConfig
 from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.methods.mla import MLA, SharedHead, update_projector
-from mmbench.methods.modulation import HeadFusionModel
+from mmbench.models.multimodal import HeadFusionModel
 from mmbench.training import Trainer
 from tests.reference import load_module, reference_dir
 

@@ -23,8 +23,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 
 from mmbench.config import OptimConfig
 from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
-from mmbench.methods.modulation import HeadFusionModel
 from mmbench.methods.reconboost import BoostedEnsemble, ReconBoost
+from mmbench.models.multimodal import HeadFusionModel
 from mmbench.training import Trainer
 from tests.reference import load_module
 

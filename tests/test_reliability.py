@@ -29,9 +29,9 @@ from mmbench.checksums import file_sha256
 from mmbench.data.store import prepare
 from mmbench.errors import MMBenchError
 from mmbench.report import build_report
-from mmbench.results import RunFolder, run_folders, status_counts
-from mmbench.training import load_trained, train_run
-from tests.cli_helpers import assert_one_line_error, run_cli
+from mmbench.results import RunFolder, run_folders
+from mmbench.run import load_trained, train_run
+from tests.cli_helpers import assert_one_line_error, run_cli, status_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"optim.batch_size": 32, "model.hidden_dim": 16, "model.feature_dim": 8, "output.probe": False}

@@ -20,7 +20,7 @@ from mmbench.errors import MMBenchError
 from mmbench.methods.base import Method
 from mmbench.registry import METHODS
 from mmbench.results import RunFolder
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 FAST = ["output.probe=false", "model.dropout=0.2", "optim.schedule=step", "optim.step_size=1", "optim.gamma=0.5"]
 

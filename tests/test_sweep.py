@@ -12,9 +12,9 @@ import yaml
 
 from mmbench.methods.base import Method
 from mmbench.registry import EXECUTORS, METHODS
-from mmbench.results import RunFolder, run_folders, run_statuses, status_counts
+from mmbench.results import RunFolder, run_folders, run_statuses
 from mmbench.sweep import InlineExecutor, expand, run_state, run_sweep
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli, status_counts
 
 SMALL = {"optim.epochs": 2, "optim.batch_size": 32, "model.hidden_dim": 16, "model.feature_dim": 8,
          "output.probe": False}

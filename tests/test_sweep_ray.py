@@ -11,8 +11,8 @@ import yaml
 
 from mmbench.errors import MMBenchError
 from mmbench.results import RunFolder, run_folders
+from mmbench.run import train_run
 from mmbench.sweep import RayExecutor, expand, run_sweep
-from mmbench.training import train_run
 from tests.cli_helpers import run_main
 
 ray = pytest.importorskip("ray")

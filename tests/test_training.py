@@ -12,7 +12,8 @@ from mmbench.evaluation import evaluate, predict
 from mmbench.methods.base import Method
 from mmbench.methods.joint import Joint
 from mmbench.models.multimodal import ModelSpec, build_model
-from mmbench.training import Trainer, build_optimizer, build_scheduler, train_run
+from mmbench.run import train_run
+from mmbench.training import Trainer, build_optimizer, build_scheduler
 
 
 def test_different_seeds_give_different_runs(make_cfg):

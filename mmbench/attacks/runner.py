@@ -38,7 +38,7 @@ from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, fused_metrics, predict
 from mmbench.registry import ATTACKS, unknown_name_message
 from mmbench.results import RunFolder
-from mmbench.training import load_trained
+from mmbench.run import load_trained
 
 ROW_KEY = ["run_id", "protocol", "protocol_version", "attack", "modalities", "level", "fraction", "attack_seed"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,10 +75,6 @@ class DatasetBuilder:
 
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         raise NotImplementedError
-
-    @classmethod
-    def option_defaults(cls) -> dict[str, Any]:
-        return dataclasses.asdict(cls.Options())
 
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -56,9 +56,9 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.config import NON_NEGATIVE
+from mmbench.measures import shapley_values, true_class_prob
 from mmbench.methods.base import Method, check_choices
 from mmbench.methods.modulation import MUTE_MODES, scale_grad, subset_logits
-from mmbench.metrics import shapley_values, true_class_prob
 from mmbench.models.multimodal import ModelOutput
 from mmbench.registry import METHODS
 

@@ -51,9 +51,10 @@ from torch.func import functional_call
 from mmbench.config import NON_NEGATIVE, UNIT, Range
 from mmbench.data.types import stratified_subset
 from mmbench.errors import MMBenchError
+from mmbench.evaluation import eval_mode
+from mmbench.measures import true_class_prob
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import encoder_parameters, eval_mode, scale_gradients
-from mmbench.metrics import true_class_prob
+from mmbench.methods.modulation import encoder_parameters, scale_gradients
 from mmbench.models.multimodal import FramePool, Standardize
 from mmbench.registry import METHODS
 

@@ -97,9 +97,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
+from mmbench.evaluation import eval_mode
+from mmbench.measures import true_class_prob
 from mmbench.methods.base import Method, TrainState, check_choices
-from mmbench.methods.modulation import eval_mode
-from mmbench.metrics import true_class_prob
 from mmbench.models.multimodal import ModelOutput, ModelSpec, MultimodalModel, configured_encoders
 from mmbench.registry import METHODS
 

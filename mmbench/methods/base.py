@@ -53,7 +53,7 @@ class TrainState:
     num_epochs: int = 1
     generator: torch.Generator = field(default_factory=torch.Generator)
     epoch_logs: dict[str, float] = field(default_factory=dict)
-    model: nn.Module | None = None
+    model: MultimodalModel | None = None
     train: Any = None  # MultimodalData
     val: Any = None  # MultimodalData
     holdout: Any = None  # MultimodalData or None
@@ -95,7 +95,7 @@ class Method:
             raise MMBenchError(f"method {self.registry_name!r} is defined for at most {self.max_modalities} "
                                f"modalities, the data has {len(spec.modalities)}; choose some with --modalities")
 
-    def build_model(self, spec: ModelSpec) -> nn.Module:
+    def build_model(self, spec: ModelSpec) -> MultimodalModel:
         return build_model(spec)
 
     def forward(self, model: MultimodalModel, batch, state: TrainState) -> ModelOutput:

@@ -12,7 +12,7 @@ noisy modalities harder. Headline numbers: CREMA-D 79.30 %, KS 74.82 %, AVE 74.2
 Reconstruction (see ``docs/methods/cal.md``), every choice a parameter:
 1. *Coalition values*: ``v(S)`` = batch mean true-class probability of the fused head when only
    the modalities in ``S`` are kept (features of the others zeroed; computed from this step's
-   detached features, :func:`~mmbench.methods.modulation.coalition_values`).
+   detached features, :func:`~mmbench.measures.coalition_values`).
 2. ``I(m)`` = exact Shapley value of ``v`` (Shapley-inspired per the summaries), floored at 0.
 3. ``D(m)`` = the unimodal head's mean max-softmax (``confidence="max_prob"``), or its mean
    true-class probability (``"true_class"``), or ``1 -`` normalised entropy (``"entropy"``).
@@ -46,9 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.config import NON_NEGATIVE, POSITIVE
+from mmbench.measures import coalition_values, shapley_values, true_class_prob
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import coalition_values, encoder_parameters, scale_gradients
-from mmbench.metrics import shapley_values, true_class_prob
+from mmbench.methods.modulation import encoder_parameters, scale_gradients
 from mmbench.models.multimodal import ModelSpec, MultimodalModel, build_model
 from mmbench.registry import METHODS
 

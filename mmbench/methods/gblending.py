@@ -47,9 +47,9 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.config import AT_LEAST_ONE, Range
-from mmbench.evaluation import predict
+from mmbench.evaluation import eval_mode, predict
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import eval_mode, with_unimodal_heads
+from mmbench.models.multimodal import with_unimodal_heads
 from mmbench.registry import METHODS
 
 FUSED = "fused"

@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.config import NON_NEGATIVE, UNIT
+from mmbench.evaluation import eval_mode
 from mmbench.gap import fit_gap_mixture, modality_gap
+from mmbench.measures import true_class_prob
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import eval_mode
-from mmbench.metrics import true_class_prob
 from mmbench.registry import METHODS
 
 GAP_SOURCES = ("running", "eval")

@@ -67,8 +67,9 @@ from torch import nn
 
 from mmbench.config import NON_NEGATIVE, Range
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import HeadFusionModel, PrototypeBank, scale_grad
-from mmbench.models.multimodal import ModelSpec, configured_encoders
+from mmbench.methods.modulation import scale_grad
+from mmbench.models.fusion import PrototypeBank
+from mmbench.models.multimodal import HeadFusionModel, ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 EPS = 1e-8

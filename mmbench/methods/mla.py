@@ -57,8 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import HeadFusionModel
-from mmbench.models.multimodal import ModelOutput, ModelSpec, configured_encoders
+from mmbench.models.multimodal import HeadFusionModel, ModelOutput, ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 FUSIONS = ("dynamic", "mean")

@@ -25,7 +25,7 @@ mmbench choices, documented:
   ``visual``, ``head``); mmbench takes every trainable parameter of ``model.encoders[m]``.
 - *More than two modalities.* Each encoder only receives ``L_mm`` and its own ``L_m``, so the
   release's per-encoder rule applies unchanged to any number of modalities.
-- *Heads.* The unimodal heads are :func:`~mmbench.methods.modulation.with_unimodal_heads`
+- *Heads.* The unimodal heads are :func:`~mmbench.models.multimodal.with_unimodal_heads`
   (``Linear(feature_dim, classes)``); the fused head is the configured fusion.
 - *Zero norm.* Where ``new`` is exactly zero the release divides by zero (NaN gradient); mmbench
   keeps the zero tensor.
@@ -48,7 +48,8 @@ import torch.nn.functional as F
 
 from mmbench.config import POSITIVE
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import encoder_parameters, with_unimodal_heads
+from mmbench.methods.modulation import encoder_parameters
+from mmbench.models.multimodal import with_unimodal_heads
 from mmbench.registry import METHODS
 
 

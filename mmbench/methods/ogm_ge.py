@@ -45,14 +45,9 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.config import NON_NEGATIVE
+from mmbench.measures import score_ratios, unimodal_scores
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import (
-    PARAM_SCOPES,
-    encoder_parameters,
-    scale_gradients,
-    score_ratios,
-    unimodal_scores,
-)
+from mmbench.methods.modulation import PARAM_SCOPES, encoder_parameters, scale_gradients
 from mmbench.registry import METHODS
 
 MODES = ("OGM_GE", "OGM")

@@ -49,8 +49,9 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.config import NON_NEGATIVE, UNIT, Range
+from mmbench.evaluation import eval_mode
+from mmbench.measures import score_ratios, unimodal_scores
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import eval_mode, score_ratios, unimodal_scores
 from mmbench.registry import METHODS
 
 

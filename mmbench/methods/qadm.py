@@ -56,10 +56,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE, Range
+from mmbench.measures import true_class_prob
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import HeadFusionModel, PrototypeBank
-from mmbench.metrics import true_class_prob
-from mmbench.models.multimodal import ModelSpec, configured_encoders
+from mmbench.models.fusion import PrototypeBank
+from mmbench.models.multimodal import HeadFusionModel, ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 

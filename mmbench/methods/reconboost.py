@@ -65,10 +65,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE
+from mmbench.measures import true_class_prob
 from mmbench.methods.base import Method, check_choices
-from mmbench.methods.modulation import HeadFusionModel
-from mmbench.metrics import true_class_prob
-from mmbench.models.multimodal import ModelSpec, configured_encoders
+from mmbench.models.multimodal import HeadFusionModel, ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 CONSOLIDATION = ("release", "current")

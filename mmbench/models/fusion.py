@@ -5,6 +5,7 @@ logits (OGM-GE splits the concat head this way). A non-decomposable fusion (gate
 gets separate per-modality heads from :class:`~mmbench.models.MultimodalModel`.
 All take ``(modalities, feature_dim, num_classes)``; ``forward(features, present)`` gets
 zeros for masked modalities and the list of modalities that are present.
+:class:`PrototypeBank` keeps class prototypes for the fusion heads of MICINet and QADM.
 """
 
 from __future__ import annotations
@@ -99,3 +100,44 @@ class FiLMFusion(_TwoModalityFusion):
     def forward(self, features: dict[str, torch.Tensor], present: list[str]):
         gamma, beta = self.film(features[self.first]).chunk(2, dim=1)
         return self.fc_out(gamma * features[self.second] + beta), {}
+
+
+class PrototypeBank(nn.Module):
+    """Class prototypes (means) and per-dimension class variances of some features, as buffers.
+
+    :meth:`update` moves them toward the (optionally weighted) class means of a batch by an
+    exponential moving average (the first batch that contains a class sets it); classes not
+    seen yet are at infinite distance. Saved with the model, so evaluation uses the training
+    statistics, never the test batch's.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.register_buffer("protos", torch.zeros(num_classes, dim))
+        self.register_buffer("var", torch.ones(num_classes, dim))
+        self.register_buffer("seen", torch.zeros(num_classes))
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.seen.any())
+
+    def sq_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """``||x_i - p_k||^2`` for every sample and class, ``inf`` for classes not seen yet."""
+        d = torch.cdist(x.float(), self.protos).pow(2)
+        return d.masked_fill(self.seen[None] == 0, float("inf"))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, labels: torch.Tensor, momentum: float,
+               weights: torch.Tensor | None = None) -> None:
+        x = x.detach().float()
+        w = torch.ones(len(x), device=x.device) if weights is None else weights.detach().float()
+        onehot = torch.nn.functional.one_hot(labels, self.protos.shape[0]).float() * w[:, None]  # [B, C]
+        mass = onehot.sum(0)
+        has = mass > 1e-12
+        mean = (onehot.T @ x) / mass.clamp_min(1e-12)[:, None]
+        var = (onehot.T @ x.pow(2)) / mass.clamp_min(1e-12)[:, None] - mean.pow(2)
+        rate = torch.where(self.seen > 0, torch.full_like(mass, momentum), torch.ones_like(mass))
+        rate = (rate * has)[:, None]
+        self.protos.mul_(1 - rate).add_(rate * mean)
+        self.var.mul_(1 - rate).add_(rate * var.clamp_min(0))
+        self.seen.copy_(torch.maximum(self.seen, has.float()))

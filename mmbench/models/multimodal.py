@@ -1,4 +1,9 @@
-"""The multimodal model: one encoder per modality, a fusion, per-modality logits, masking."""
+"""The multimodal model: one encoder per modality, a fusion, per-modality logits, masking.
+
+Variants methods build: :func:`with_unimodal_heads` (a separate linear head per modality, for methods
+whose unimodal losses train their own heads: MMPareto, G-Blending) and :class:`HeadFusionModel` (the
+configured encoders with a method's own fusion head returning ``extras``: QMF, TMC, MICINet, QADM).
+"""
 
 from __future__ import annotations
 
@@ -198,3 +203,29 @@ def build_model(spec: ModelSpec) -> MultimodalModel:
     if not fusion.decomposable:
         heads = {m: nn.Linear(cfg.feature_dim, spec.num_classes) for m in spec.modalities}
     return MultimodalModel(encoders, fusion, heads)
+
+
+def with_unimodal_heads(spec: ModelSpec) -> MultimodalModel:
+    """The configured encoders and fusion, with a separate ``Linear(feature_dim, classes)`` head per
+    modality whose logits are the unimodal logits (kept when the fusion already needs heads)."""
+    model = build_model(spec)
+    if model.heads is not None:
+        return model
+    heads = {m: nn.Linear(spec.config.feature_dim, spec.num_classes) for m in spec.modalities}
+    return MultimodalModel(dict(model.encoders), model.fusion, heads)
+
+
+class HeadFusionModel(MultimodalModel):
+    """Encoders plus a method's own fusion ``head(features, batch_size, device) -> (logits, unimodal, extras)``.
+
+    ``features`` holds only the modalities present (masked ones are absent, their encoders do not
+    run), so each method decides what an absent modality means (QMF: no term in the weighted sum,
+    TMC: a vacuous opinion). ``extras`` lands in :attr:`ModelOutput.extras` (fusion weights,
+    uncertainties, depths); :meth:`fuse` re-fuses given features, as for the other models.
+    """
+
+    def __init__(self, encoders: dict[str, nn.Module], head: nn.Module):
+        super().__init__(encoders, head, None)
+
+    def _fuse(self, features, batch_size, device):
+        return self.fusion({m: features[m] for m in self.encoders if m in features}, batch_size, device)
