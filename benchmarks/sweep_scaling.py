@@ -62,7 +62,8 @@ def warm_up(executor, warm_grid: str, results: str, data_dir: str) -> None:
 
 def timed_sweep(name: str, grid_path: str, results: str, data_dir: str, workers: int,
                 warm_grid: str | None = None) -> dict:
-    from mmbench.sweep import _set_threads, expand, make_executor, run_sweep
+    from mmbench.sweep import expand, make_executor, run_sweep
+    from mmbench.sweep.worker import _set_threads
 
     grid = expand(grid_path, results, data_dir)
     executor_name, _, threads = name.partition(":")

@@ -92,7 +92,7 @@ def test_process_workers_limit_every_thread_pool():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from mmbench.sweep import _worker_init
+    from mmbench.sweep.worker import _worker_init
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                              initargs=(1,)) as pool:
