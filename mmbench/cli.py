@@ -214,22 +214,16 @@ def attack(
     results_dir: ResultsDir = "results",
 ) -> None:
     """Evaluate trained runs on corrupted test data; rows go to each run's attack.csv."""
-    from mmbench.attacks.runner import attack_run, check_levels_and_seeds
+    from mmbench.attacks.plan import AttackPlan
+    from mmbench.attacks.runner import run_plan
     from mmbench.results import resolve_run, run_folders
 
-    if not noise and not protocol:
-        raise MMBenchError("name the noise to apply: --noise gaussian (see mmbench list attacks), "
-                           "or a protocol: --protocol qmf (see mmbench list protocols)")
-    if noise and protocol:
-        raise MMBenchError("give --noise or --protocol, not both")
+    plan = AttackPlan.request(_split(noise or None, "--noise"), protocol or None,  # checked before any run is loaded
+                              levels=_floats(levels, "--levels") if levels is not None else None,
+                              seeds=range(attack_seeds), modalities=_split(modalities, "--modalities"),
+                              fraction=fraction, independent=independent)
     if not runs and not all_runs:
         raise MMBenchError("give run ids or folders, or --all to attack every run in --results-dir")
-    if protocol:
-        from mmbench.attacks.protocols import resolve_protocol
-
-        protocol = resolve_protocol(protocol)  # validated once, before any run is loaded
-    levels_f, attacks = (_floats(levels, "--levels") if levels is not None else None), _split(noise or None, "--noise")
-    check_levels_and_seeds(levels_f, list(range(attack_seeds)))  # before any run is loaded
     folders = run_folders(results_dir) if all_runs else [resolve_run(r, results_dir) for r in runs]
     if not folders:
         raise MMBenchError(f"no complete runs in {results_dir}/runs to attack; train some runs first "
@@ -240,10 +234,7 @@ def attack(
     with attack_progress(len(folders), sys.stderr.isatty()) as progress:
         for folder in folders:
             try:
-                rows = attack_run(folder, attacks, levels_f, list(range(attack_seeds)), _split(modalities, "--modalities"),
-                                  fraction,
-                                  protocol=protocol, device=device, data_dir=data_dir, independent=independent,
-                                  progress=progress.start(folder.run_id) if progress else None)
+                rows = run_plan(folder, plan, device, data_dir, progress.start(folder.run_id) if progress else None)
             except MMBenchError as e:
                 if not all_runs:
                     raise
@@ -350,12 +341,59 @@ def sweep(
     quiet: Annotated[bool, typer.Option(help="No live progress bar (one line per finished run).")] = False,
 ) -> None:
     """Run a grid of datasets x methods x seeds; complete runs are skipped, partial ones resumed."""
-    from mmbench.sweep import main as run_grid
+    from mmbench.sweep import (
+        STATE_ORDER,
+        SweepProgress,
+        check_options,
+        expand,
+        grid_states,
+        make_executor,
+        run_sweep,
+        verify_datasets,
+        write_manifest,
+    )
+    from mmbench.ui import console
 
     _state["interrupted"] = "interrupted; run the same sweep again to continue (complete runs are skipped)"
-    report = run_grid(grid, executor, max_parallel, address, shared_fs, retries, resume, dry_run, set_, data_dir,
-                      results_dir, device, live=False if quiet else None)
-    if report is not None and report.failed:
+    check_options(executor, max_parallel, address, shared_fs, retries)
+    runs = expand(grid, results_dir, data_dir, list(set_ or []), device, prepare=not dry_run)
+    states = grid_states(runs)
+    counts: dict[str, int] = {}
+    for _, state in states:
+        counts[state] = counts.get(state, 0) + 1
+    dup = f" ({runs.duplicates} duplicate grid points dropped)" if runs.duplicates else ""
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: STATE_ORDER.index(kv[0])))
+    pending = [r for r, s in states if s not in ("done", "diverged")]
+    if dry_run:
+        import pandas as pd
+
+        from mmbench.ui import rich_table
+
+        table = pd.DataFrame([{"run_id": r.run_id, "run": r.label, "state": s} for r, s in states])
+        console.print(rich_table(table, f"{len(runs.runs)} runs in {grid}"))
+        console.print(f"{len(runs.runs)} runs{dup}: {summary}; {len(pending)} to run", highlight=False)
+        return
+    verify_datasets(runs)
+    write_manifest(runs, results_dir, {"executor": executor, "max_parallel": max_parallel, "address": address,
+                                       "shared_fs": shared_fs, "retries": retries})
+    ex = make_executor(executor, max_parallel, address, shared_fs)
+    try:
+        warnings = ex.check_resources(pending)
+    except MMBenchError:
+        ex.close()
+        raise
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+    console.print(f"sweep {grid}: {len(runs.runs)} runs{dup}: {summary}; running {len(pending)} on {executor}"
+                  f" ({ex.capacity} at a time)", highlight=False)
+    with SweepProgress(len(pending), not quiet and sys.stderr.isatty()) as progress:
+        report = run_sweep(runs, ex, retries, resume, on_event=progress)
+    console.print(f"sweep finished in {report.seconds:.0f}s: {report.done} done ({report.complete} now, "
+                  f"{report.skipped} before), {report.failed} failed, {report.diverged} diverged"
+                  + (f", {report.retried} retries" if report.retried else "")
+                  + (f"; failures are recorded in each run's status.json under {results_dir}/runs"
+                     if report.failed or report.diverged else ""), highlight=False)
+    if report.failed:
         raise typer.Exit(1)
 
 

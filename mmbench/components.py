@@ -137,10 +137,10 @@ _BUILTINS = {
                        "MultiBench: per-modality perturbations at 0..0.9 (or 1.0), plus all modalities at once"),
     },
     EXECUTORS: {
-        "inline": ("mmbench.sweep:InlineExecutor", "runs one after another in this process (debugging, tiny grids)"),
-        "process": ("mmbench.sweep:ProcessExecutor",
+        "inline": ("mmbench.sweep.executors:InlineExecutor", "runs one after another in this process (debugging, tiny grids)"),
+        "process": ("mmbench.sweep.executors:ProcessExecutor",
                     "a local pool of --max-parallel worker processes; CPU threads split between them"),
-        "ray": ("mmbench.sweep:RayExecutor",
+        "ray": ("mmbench.sweep.executors:RayExecutor",
                 "one Ray task per run (num_cpus/num_gpus requests), local or --address auto|ray://HOST:PORT"),
     },
 }

@@ -108,3 +108,11 @@ def set_threads(n: int) -> None:
 
         threadpool_limits(n)
     _threads[:] = [n]
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

@@ -92,13 +92,49 @@ def test_process_workers_limit_every_thread_pool():
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from mmbench.sweep import _worker_init
+    from mmbench.sweep.worker import _worker_init
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                              initargs=(1,)) as pool:
         torch_threads, pools = pool.submit(_thread_pools).result(timeout=120)
     assert torch_threads == 1
     assert pools and all(n == 1 for _, n in pools), pools
+
+
+def test_a_killed_process_worker_breaks_only_its_run_and_cancel_kills_running_workers(tmp_path, data_dir):
+    """A worker killed mid-run (kill -9, out of memory) fails the runs in flight; the next run goes to a
+    fresh pool. Closing with cancel kills the workers still running instead of waiting for their runs."""
+    import time
+    from concurrent.futures.process import BrokenProcessPool
+
+    from mmbench.sweep import ProcessExecutor, Task
+
+    grid = expand(write_grid(tmp_path, seeds=3, set={"optim.epochs": 2000}), str(tmp_path / "r"), str(data_dir))
+    quick = expand(write_grid(tmp_path, "quick.yaml"), str(tmp_path / "r"), str(data_dir))
+    ex = ProcessExecutor(max_parallel=1)
+    try:
+        before = {p.pid for p in ex.context.active_children()}
+        lost = ex.submit(ex.prepare(Task(grid.runs[0])))
+        for p in ex.context.active_children():
+            if p.pid not in before:
+                p.kill()
+        with pytest.raises(BrokenProcessPool):
+            lost.result(timeout=300)
+        assert ex.submit(ex.prepare(Task(quick.runs[0]))).result(timeout=300).status == "complete"
+        ex.submit(ex.prepare(Task(grid.runs[1])))
+        started = grid.runs[1].folder().path / "config.yaml"
+        deadline = time.monotonic() + 300
+        while not started.exists():
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.2)
+        workers = [p for p in ex.context.active_children() if p.pid not in before]
+        assert workers
+    finally:
+        ex.close(cancel=True)
+    deadline = time.monotonic() + 30
+    while any(p.is_alive() for p in workers):
+        assert time.monotonic() < deadline, "a cancelled worker goes on running"
+        time.sleep(0.2)
 
 
 # -- running inline ---------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 
 from mmbench.attacks.base import ACTIVE_LOGS, AttackContext, DrawLog, ReplayMiss, check_options, kinds_of
-from mmbench.attacks.protocols import ROLE_KINDS, Condition, Protocol, Step, is_role, resolve_protocol
+from mmbench.attacks.plan import AttackPlan
+from mmbench.attacks.protocols import ROLE_KINDS, Condition, Protocol, Step, is_role
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, fused_metrics, predict
@@ -308,8 +309,6 @@ def build_curves(data: MultimodalData, *, attacks: list[str] | None = None, prot
     curves: list[Curve] = []
     if protocol is None:
         fraction = 1.0 if fraction is None else float(fraction)
-        if not 0 < fraction <= 1:
-            raise MMBenchError(f"--fraction must be in (0, 1], got {fraction:g}")
         chosen = list(modalities or data.modalities)
         for name in attacks or []:
             fn = ATTACKS.get(name)
@@ -318,9 +317,6 @@ def build_curves(data: MultimodalData, *, attacks: list[str] | None = None, prot
             label = "+".join(chosen) if modalities else "all"
             curves.append(Curve(name, [(st, chosen)], bool(independent), chosen, fraction, label))
     else:
-        if fraction is not None or options:
-            raise MMBenchError(f"protocol {protocol.name!r} fixes the fraction and the attack options; "
-                               "drop --fraction, or write your own protocol file")
         for cond in protocol.conditions:
             curves += _condition_curves(cond, data, modalities, independent, protocol.name)
         if not curves:
@@ -374,61 +370,43 @@ def _is_identity(curve: Curve, eps: float) -> bool:
     return all(st.attack_level(eps) == 0 or st.sample_fraction(eps) <= 0 for st, _ in curve.steps)
 
 
-#: the largest attack level: far beyond every attack's scale, and safely inside float32
-MAX_LEVEL = 1e6
-
-
-def check_levels_and_seeds(levels: list[float] | None, attack_seeds: list[int] | tuple[int, ...]) -> None:
-    """Levels: at least one, each in [0, MAX_LEVEL]; attack seeds: at least one, distinct integers >= 0."""
-    if levels is not None and (not levels or not all(0 <= v <= MAX_LEVEL for v in levels)):  # NaN fails too
-        bad = next((f"{v:g}" for v in levels if not 0 <= v <= MAX_LEVEL), "none")
-        raise MMBenchError(f"--levels must be one or more numbers in [0, {MAX_LEVEL:g}], got {bad}")
-    seeds = list(attack_seeds)
-    if not seeds or len(set(seeds)) < len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise MMBenchError(f"attack seeds must be one or more distinct integers >= 0, got {seeds[:6]}; "
-                           "give --attack-seeds N >= 1")
-
-
 def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list[float] | None = None,
                attack_seeds: list[int] | tuple[int, ...] = (0,), modalities: list[str] | None = None,
                fraction: float | None = None, protocol: str | Protocol | None = None,
                protocol_version: str = "1", device: str = "cpu", data_dir: str | None = None,
                progress: Callable | None = None, independent: bool | None = None,
                options: dict[str, Any] | None = None) -> list[dict]:
-    """Rows of corrupted-test metrics; also merged into the run's ``attack.csv``.
+    """:func:`run_plan` with the plan given as arguments (see :class:`~mmbench.attacks.plan.AttackPlan`).
 
-    Ad hoc: ``attacks`` at ``levels`` on ``modalities`` (default all) of a ``fraction`` of samples
-    (``independent``: each modality its own samples), recorded as protocol ``custom`` (or the
-    string ``protocol`` with ``protocol_version``: a label). Without ``attacks``, ``protocol`` (a
-    :class:`Protocol`, a registered ``NAME[@VERSION][:VARIANT]`` or a YAML path) gives the
-    conditions and levels (``levels`` overrides them; ``modalities`` restricts them).
+    With ``attacks``, a string ``protocol`` (and ``protocol_version``) only labels the rows;
+    without, ``protocol`` is a :class:`Protocol`, a registered ``NAME[@VERSION][:VARIANT]`` or a YAML path.
+    """
+    label = {}
+    if attacks and not isinstance(protocol, Protocol):
+        label, protocol = {"label": protocol or "custom", "version": protocol_version}, None
+    elif protocol in ("", "custom"):
+        protocol = None
+    plan = AttackPlan.request(attacks, protocol, levels=levels, seeds=attack_seeds, modalities=modalities,
+                              fraction=fraction, independent=independent, options=options or {}, **label)
+    return run_plan(folder, plan, device, data_dir, progress)
+
+
+def run_plan(folder: RunFolder, plan: AttackPlan, device: str = "cpu", data_dir: str | None = None,
+             progress: Callable | None = None) -> list[dict]:
+    """Rows of corrupted-test metrics for ``plan`` on a trained run; also merged into its ``attack.csv``.
+
     Each row: run id, protocol, version, attack (curve), modalities, level, fraction, attack seed,
     the steps, the realised share of samples changed per modality (``hit_<m>``), the side of the
     images attacked and the one the protocol's peer used (``image_size``, ``protocol_image_size``)
     and the metrics.
     """
-    label = "custom"
-    if isinstance(protocol, str) and protocol not in ("", "custom") and not attacks:
-        protocol = resolve_protocol(protocol)
-    elif not isinstance(protocol, Protocol):
-        label = protocol or "custom"  # with ``attacks``, a string only labels the rows (sweep grids)
-        protocol = None
-    if protocol is None and not attacks:
-        raise MMBenchError("name the noise to apply (--noise gaussian) or a protocol (--protocol qmf)")
-    if protocol is not None and attacks:
-        raise MMBenchError("give attacks (--noise) or a protocol (--protocol), not both")
-    if protocol is None and fraction is not None and not 0 < fraction <= 1:
-        raise MMBenchError(f"--fraction must be in (0, 1], got {fraction}")
-    check_levels_and_seeds(levels, attack_seeds)
+    protocol = plan.protocol
     cfg, method, model, test = load_trained(folder, device, data_dir)
-    curves = build_curves(test, attacks=attacks, protocol=protocol, modalities=modalities, fraction=fraction,
-                          independent=independent, options=options)
-    if levels is None:
-        levels = list(protocol.levels) if protocol is not None else [0.0, 0.5, 1.0, 2.0]
+    curves = build_curves(test, attacks=list(plan.noise), protocol=protocol, modalities=plan.modalities,
+                          fraction=plan.fraction, independent=plan.independent, options=dict(plan.options))
     batch_size = cfg.optim.batch_size * 4
     base = {"run_id": folder.run_id, "dataset": cfg.data.dataset, "method": cfg.method.name, "seed": cfg.seed,
-            "protocol": protocol.name if protocol else label,
-            "protocol_version": protocol.version_label if protocol else protocol_version,
+            "protocol": plan.rows_protocol, "protocol_version": plan.rows_version,
             "variant": protocol.variant if protocol else "",
             "image_size": image_size(test), "protocol_image_size": f"{protocol.image_size}x{protocol.image_size}" if protocol and protocol.image_size else ""}
     texts = None
@@ -437,7 +415,8 @@ def attack_run(folder: RunFolder, attacks: list[str] | None = None, levels: list
 
         source = load_text_source(cfg.data.dataset, "test", data_dir or cfg.output.data_dir)
         texts = {"text": source} if source is not None else None
-    rows = run_curves(model, method, test, curves, levels, attack_seeds, batch_size, base, progress, texts)
+    rows = run_curves(model, method, test, curves, list(plan.levels_to_run()), plan.seeds, batch_size, base,
+                      progress, texts)
     folder.write_attack_rows(rows, ROW_KEY)
     return rows
 
