@@ -103,7 +103,7 @@ class Registry:
             self._aliases[alias] = (name, alias in deprecated)
 
     def check(self, name: str, obj: Any) -> None:
-        """Raise ``TypeError`` unless ``obj`` is of this registry's type."""
+        """A one-line :class:`MMBenchError` unless ``obj`` is of this registry's type."""
         base = _resolve(self.base_cls) if self.base_cls else None
         if base is None:
             ok = callable(obj)
@@ -111,7 +111,7 @@ class Registry:
             ok = issubclass(obj, base) if isinstance(obj, type) else isinstance(obj, base)
         if not ok:
             wanted = f"a subclass of {self.base_cls.replace(':', '.')}" if base is not None else "callable"
-            raise TypeError(f"{self.kind} {name!r}: {_describe_type(obj)} is not {wanted}")
+            raise MMBenchError(f"{self.kind} {name!r}: {_describe_type(obj)} is not {wanted}")
 
     # -- lookup ---------------------------------------------------------------------
     def _load_plugins(self) -> None:
@@ -196,7 +196,7 @@ def _resolve(target: str) -> Any:
 
 
 def _describe_type(obj: Any) -> str:
-    return f"class {obj.__qualname__}" if isinstance(obj, type) else f"{type(obj).__name__} {obj!r:.60}"
+    return f"class {obj.__module__}.{obj.__name__}" if isinstance(obj, type) else f"{type(obj).__name__} {obj!r:.60}"
 
 
 DATASETS = Registry("dataset", "mmbench.datasets", base_cls="mmbench.data.base:DatasetBuilder")
