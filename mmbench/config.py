@@ -351,10 +351,13 @@ def load_yaml_file(path: str | os.PathLike, what: str, missing_hint: str) -> Any
     return yaml_io.load_file(path, what, missing_hint)
 
 
+RECIPES = Path(__file__).with_name("recipes")
+
+
 def recipe_names() -> list[str]:
-    """The recipes shipped with mmbench, as ``DATASET/METHOD``."""
-    root = Path(__file__).with_name("recipes")
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.glob("*/*.yaml"))
+    """The recipes shipped with mmbench, as ``DATASET/METHOD`` (``_base/`` holds included parts, not recipes)."""
+    return sorted(str(p.relative_to(RECIPES).with_suffix("")) for p in RECIPES.glob("*/*.yaml")
+                  if not p.parent.name.startswith("_"))
 
 
 def find_recipe(ref: str | os.PathLike) -> Path:
@@ -364,9 +367,8 @@ def find_recipe(ref: str | os.PathLike) -> Path:
     if path.is_file():
         return path
     name = str(ref).replace(os.sep, "/").removeprefix("recipes/").removesuffix(".yaml")
-    shipped = Path(__file__).with_name("recipes") / f"{name}.yaml"
     if name in recipe_names():
-        return shipped
+        return RECIPES / f"{name}.yaml"
     if path.suffix in (".yaml", ".yml") or path.is_absolute():
         raise MMBenchError(f"recipe file {str(ref)!r} not found; pass an existing YAML file, or a shipped recipe "
                            "by name, e.g. --recipe mfeat/ogm_ge")
@@ -376,13 +378,49 @@ def find_recipe(ref: str | os.PathLike) -> Path:
 
 
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
-    path = find_recipe(path)
+    """A recipe with its ``include:`` files merged in (see :func:`_read_recipe`)."""
+    return _read_recipe(find_recipe(path), ())
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """``include: REF`` (or a list of them; lm-evaluation-harness's task YAMLs) merges other recipes
+    under this one: each REF is a path relative to this file or a shipped recipe by name
+    (``_base/sgd_step70``); mappings merge deeply, later includes over earlier ones and this file
+    over all. Missing files and cycles are one-line errors."""
     d = load_yaml_file(path, "recipe", "pass an existing YAML file to --recipe")
     if d is None:
         return {}
     if not isinstance(d, dict):
         raise MMBenchError(f"recipe {str(path)!r} must be a mapping of config sections (data, model, ...)")
-    return d
+    refs = d.pop("include", [])
+    refs = [refs] if isinstance(refs, str) else refs
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise MMBenchError(f"recipe {str(path)!r}: include must be a recipe path or name, or a list of them")
+    chain = (*chain, path.resolve())
+    merged: dict[str, Any] = {}
+    for ref in refs:
+        included = _included(ref, path)
+        if included.resolve() in chain:
+            cycle = " -> ".join(p.name for p in (*chain, included))
+            raise MMBenchError(f"recipe {str(path)!r}: include cycle {cycle}; remove one of the includes")
+        merged = _deep_merge(merged, _read_recipe(included, chain))
+    return _deep_merge(merged, d)
+
+
+def _included(ref: str, including: Path) -> Path:
+    for candidate in (including.parent / ref, RECIPES / f"{ref.removesuffix('.yaml')}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise MMBenchError(f"recipe {str(including)!r}: include {ref!r} not found, neither next to it nor among "
+                       "the shipped recipes; fix the include")
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        out[key] = _deep_merge(base[key], value) if both else value
+    return out
 
 
 def parse_set(assignment: str) -> tuple[str, Any]:

@@ -7,15 +7,10 @@ import torch
 
 from mmbench.config import resolve
 from mmbench.data.store import prepare
+from mmbench.testing import TINY, TINY3
 from tests.robust_fusion_data import PAIR
 
 torch.set_num_threads(2)
-
-TINY = {"num_classes": 3, "num_samples": 240, "shapes": ["8", "1x6x6"], "signal": [3.0, 1.5]}
-TINY3 = {"num_classes": 3, "num_samples": 240, "names": ["vector", "image", "sequence"],
-         "kinds": ["vector", "image", "sequence"], "shapes": ["8", "1x6x6", "2x12"], "signal": [3.0, 2.0, 1.0],
-         "degrade_fraction": [0.0, 0.0, 0.5], "degrade_scale": [0.0, 0.0, 1.0]}
-
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):

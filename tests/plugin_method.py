@@ -3,6 +3,7 @@
 import torch.nn.functional as F
 
 from mmbench.methods.base import Method
+from mmbench.methods.joint import Joint
 
 
 class PluginJoint(Method):
@@ -12,3 +13,11 @@ class PluginJoint(Method):
 
     def loss(self, model, batch, out, state):
         return F.cross_entropy(out.logits, batch.labels), {}
+
+
+class JointChild(Joint):
+    """A plugin that extends a built-in: it must not carry ``joint``'s registry name."""
+
+
+def helper():
+    """Not a method."""

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.attacks.adversarial import fgsm, pgd
-from mmbench.attacks.base import AttackContext, attack_options, token_id, uniform
+from mmbench.attacks.base import AttackContext, token_id, uniform
 from mmbench.attacks.multibench import multibench_audio
 from mmbench.attacks.noise import (
     blur,
@@ -40,17 +40,16 @@ from mmbench.attacks.runner import (
     run_curves,
 )
 from mmbench.attacks.text import token_blank, token_swap
-from mmbench.config import ModelConfig, resolve
+from mmbench.config import resolve
 from mmbench.data.store import load_split
-from mmbench.data.types import MODALITY_KINDS, DatasetMeta, ModalitySpec, MultimodalData
+from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, predict
-from mmbench.methods.joint import Joint
-from mmbench.models.multimodal import ModelSpec, build_model
-from mmbench.registry import ATTACKS, PROTOCOLS
+from mmbench.registry import ATTACKS
 from mmbench.report.robustness import effective_robustness, robustness_auc, worst_level
 from mmbench.results import RunFolder
 from mmbench.run import train_run
+from mmbench.testing import fitted_model, sample_tensor, text_source
 
 SPEC = ModalitySpec("vector", "vector", (50,), std=2.0)
 IMG8 = ModalitySpec("rgb", "image", (3, 16, 16), dtype="uint8", mean=120.0, std=60.0)
@@ -93,118 +92,9 @@ def run(trained, tmp_path) -> RunFolder:
 
 
 @pytest.fixture(scope="module")
-def fitted(data_dir):
+def fitted():
     """A tiny model trained in plain torch to high accuracy (for the gradient attacks), with its test split."""
-    torch.manual_seed(0)
-    train, test = load_split("tiny", "train", data_dir), load_split("tiny", "test", data_dir)
-    model = build_model(ModelSpec(train.meta.modalities, train.meta.num_classes,
-                                  ModelConfig(hidden_dim=16, feature_dim=8, depth=1)))
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(60):
-        opt.zero_grad()
-        F.cross_entropy(model(train).logits, train.labels).backward()
-        opt.step()
-    model.eval()
-    return model, Joint(), test
-
-
-def sample_tensor(kind: str, dtype: str = "float32") -> tuple[torch.Tensor, ModalitySpec]:
-    g = gen(123)
-    if kind == "vector":
-        return torch.randn(32, 20, generator=g), ModalitySpec("v", "vector", (20,), std=1.0)
-    if kind == "sequence":
-        return torch.randn(32, 2, 24, generator=g), ModalitySpec("s", "sequence", (2, 24), std=1.0)
-    if kind == "text":
-        x = torch.randint(2, 60, (32, 12), generator=g)
-        x[:, 9:] = 0  # padding
-        return x, ModalitySpec("t", "text", (12,), dtype="int64")
-    if kind == "video":
-        return (torch.randint(0, 256, (16, 2, 3, 8, 8), generator=g, dtype=torch.uint8),
-                ModalitySpec("f", "video", (2, 3, 8, 8), dtype="uint8", mean=120.0, std=60.0))
-    if dtype == "uint8":
-        return torch.randint(0, 256, (32, 3, 10, 10), generator=g, dtype=torch.uint8), IMG8
-    return torch.rand(32, 1, 10, 10, generator=g), ModalitySpec("i", "image", (1, 10, 10), std=0.3, mean=0.5)
-
-
-def text_source(x: torch.Tensor):
-    """A vocabulary of 5+ letter words for the ids of ``x`` and the raw texts the rows encode."""
-    from mmbench.data.media import Vocabulary
-    from mmbench.data.textimage import TextSource
-
-    vocab = Vocabulary([f"word{chr(97 + i % 26)}{i}" for i in range(int(x.max()) + 1)])
-    texts = [" ".join(vocab.itos[i] for i in row if i != 0) for row in x.tolist()]
-    return TextSource(vocab, x.shape[1], texts, np.tile([300, 400], (len(x), 1)))
-
-
-def conformance_cases():
-    for name in ATTACKS.names():
-        fn = ATTACKS.get(name)
-        for kind in fn.kinds:
-            if getattr(fn, "needs_model", False):
-                if kind in ("vector", "image"):  # the kinds of the tiny dataset
-                    yield name, kind, "model"
-                continue
-            yield name, kind, "float32"
-            if kind == "image":
-                yield name, kind, "uint8"
-
-
-# -- generic conformance over the registry ----------------------------------------------------
-
-
-@pytest.mark.parametrize("name,kind,dtype", list(conformance_cases()))
-def test_attack_conformance_pure_seeded_identity_at_level_0(name, kind, dtype, fitted):
-    fn = ATTACKS.get(name)
-    kwargs = {}
-    if dtype == "model":
-        model, method, test = fitted
-        x, spec = test.inputs[kind], test.meta.modalities[kind]
-        kwargs["ctx"] = AttackContext(model, method, test.inputs, test.labels, kind, test.meta, 64)
-    else:
-        x, spec = sample_tensor(kind, dtype)
-    if getattr(fn, "needs_text", False):
-        kwargs["source"] = text_source(x)
-    before = x.clone()
-    a = fn(x, 0.3, gen(1), spec, **kwargs)
-    b = fn(x, 0.3, gen(1), spec, **kwargs)
-    c = fn(x, 0.3, gen(2), spec, **kwargs)
-    zero = fn(x, 0.0, gen(1), spec, **kwargs)
-    assert torch.equal(x, before), "the input was modified"
-    assert torch.equal(a, b), "same seed, different output"
-    if fn.output == "mask":
-        assert a.dtype == torch.bool and a.shape == (x.shape[0],)
-        assert not zero.any()
-    else:
-        assert a.dtype == x.dtype and a.shape == x.shape
-        assert torch.equal(zero, x), "level 0 is not the identity"
-        assert not torch.equal(a, x), "level 0.3 changed nothing"
-    if fn.stochastic:
-        assert not torch.equal(a, c), "different seeds, same output"
-
-    def effect(level: float) -> float:
-        y = fn(x, level, gen(1), spec, **kwargs)
-        return y.float().mean().item() if fn.output == "mask" else (y.double() - x.double()).abs().mean().item()
-
-    assert effect(0.9) > effect(0.3) > 0, "a higher level should corrupt more"
-
-
-@pytest.mark.parametrize("name", ATTACKS.names())
-def test_every_attack_declares_kinds_and_options(name):
-    fn = ATTACKS.get(name)
-    assert fn.kinds and set(fn.kinds) <= set(MODALITY_KINDS)
-    assert fn.output in ("tensor", "mask")
-    assert isinstance(attack_options(fn), dict)
-
-
-@pytest.mark.parametrize("name", PROTOCOLS.names())
-def test_every_protocol_builds_validates_and_records_a_version(name):
-    p = resolve_protocol(name)
-    assert p.name == name and p.version and p.levels and p.conditions
-    assert p.version_label.startswith(str(p.version))
-    for cond in p.conditions:
-        for st in cond.steps:
-            assert st.attack in ATTACKS
-            assert st.attack_level(0.0) == 0 or st.sample_fraction(0.0) == 0, "level 0 must be clean"
+    return fitted_model()
 
 
 # -- Gaussian and friends ------------------------------------------------------------------
@@ -404,19 +294,22 @@ def test_a_modality_draws_do_not_depend_on_the_other_modalities_attacked():
 # -- draws made once per curve and attack seed -----------------------------------------------
 
 
-def _replay_cases(name: str, data_dir):
+def _replay_cases(data_dir):
     tiny = load_split("tiny", "test", data_dir)
-    for data in (tiny, _text_image(300)):
-        for m in data.modalities:
-            if data.meta.modalities[m].kind in ATTACKS.get(name).kinds:
-                yield data, m
+    for name in ATTACKS.names():
+        fn = ATTACKS.get(name)
+        if fn.needs_model:
+            continue
+        for data in (tiny, _text_image(300)):
+            for m in data.modalities:
+                if data.meta.modalities[m].kind in fn.kinds:
+                    yield name, data, m
 
 
-@pytest.mark.parametrize("name", [n for n in ATTACKS.names() if not ATTACKS.get(n).needs_model])
-def test_replayed_draws_equal_fresh_draws_at_every_level(name, data_dir):
-    cases = list(_replay_cases(name, data_dir))
-    assert cases, f"no modality of the test data fits {name!r}"
-    for data, m in cases:
+def test_replayed_draws_equal_fresh_draws_at_every_level(data_dir):
+    cases = list(_replay_cases(data_dir))
+    assert {name for name, _, _ in cases} == {n for n in ATTACKS.names() if not ATTACKS.get(n).needs_model}
+    for name, data, m in cases:
         for fraction, independent in ((1.0, False), (0.5, True)):
             st = Step(name, fraction=fraction)
             replay = Replay()

@@ -1,11 +1,15 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from mmbench.config import resolve
+from mmbench.config import RECIPES as SHIPPED
+from mmbench.config import load_recipe, recipe_names, resolve
+from mmbench.errors import MMBenchError
 from mmbench.methods.base import build_method
+from tests.cli_helpers import assert_one_line_error, run_cli
 
-RECIPES = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
+RECIPES = sorted(p for p in (Path(__file__).parent.parent / "recipes").rglob("*.yaml") if p.parent.name != "_base")
 
 
 def test_there_are_recipes():
@@ -18,3 +22,42 @@ def test_every_recipe_resolves_and_names_its_dataset_and_method(path):
     assert path.parent.name == cfg.data.dataset and path.name.split(".")[0] == cfg.method.name  # <method>[.preset].yaml
     build_method(cfg.method)  # parameters are valid for the method
     assert path.read_text().lstrip().startswith("#"), "a recipe starts with a comment citing its source"
+
+
+def test_include_merges_deeply_by_path_and_by_name_and_the_including_file_wins(tmp_path):
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "a.yaml").write_text("optim: {lr: 0.5, epochs: 3, batch_size: 8}\nmethod: {name: joint}\n")
+    (tmp_path / "parts" / "b.yaml").write_text("include: a.yaml\noptim: {epochs: 4}\n")  # relative to b.yaml
+    own = tmp_path / "own.yaml"
+    own.write_text("include: [parts/b.yaml, _base/sgd_step70]\noptim: {batch_size: 16}\nseed: 3\n")
+    d = load_recipe(own)
+    base = load_recipe(SHIPPED / "_base" / "sgd_step70.yaml")["optim"]
+    assert d["optim"] == {**base, "batch_size": 16}  # the later include over the earlier, this file over both
+    assert d["method"] == {"name": "joint"} and d["seed"] == 3 and "include" not in d
+    assert load_recipe(tmp_path / "parts" / "b.yaml")["optim"] == {"lr": 0.5, "epochs": 4, "batch_size": 8}
+
+
+def test_shipped_recipes_include_the_shared_optimisers_and_parts_are_not_recipes():
+    including = [n for n in recipe_names() if "include" in yaml.safe_load((SHIPPED / f"{n}.yaml").read_text())]
+    assert len(including) >= 14
+    assert not any(n.startswith("_") for n in recipe_names())
+    for name in including:  # a part holds only what it shares: the recipe keeps its data, method and published rows
+        d = load_recipe(name)
+        assert d["data"]["dataset"] == name.split("/")[0] and d["method"]["name"] == name.split("/")[1].split(".")[0]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("include: missing.yaml\n", "include 'missing.yaml' not found"),
+    ("include: self.yaml\n", "include cycle self.yaml -> self.yaml"),
+    ("include: other.yaml\n", "include cycle self.yaml -> other.yaml -> self.yaml"),
+    ("include: {a: 1}\n", "include must be a recipe path or name, or a list of them"),
+])
+def test_include_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, text, message):
+    (tmp_path / "self.yaml").write_text(text)
+    (tmp_path / "other.yaml").write_text("include: self.yaml\n")
+    with pytest.raises(MMBenchError, match=message):
+        load_recipe(tmp_path / "self.yaml")
+    code, err = run_cli(monkeypatch, capsys, "train", "--recipe", str(tmp_path / "self.yaml"),
+                        "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"))
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()

@@ -1,10 +1,10 @@
 """Per-epoch checkpoints and ``train --resume``: a run stopped after an epoch and resumed ends
-exactly where the uninterrupted run with the same seed ends — for every registered method,
-with the methods' internal state saved by the generic ``Method.state_dict``."""
+exactly where the uninterrupted run with the same seed ends, with the methods' internal state saved
+by the generic ``Method.state_dict`` (every registered method: ``resumes_identically`` in
+:mod:`mmbench.testing`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections import defaultdict
 
@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmbench.checkpoint import NotCheckpointable
-from mmbench.data.store import load_meta
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import Method
 from mmbench.registry import METHODS
 from mmbench.results import RunFolder
 from mmbench.run import train_run
+from mmbench.testing import assert_same_run
 
 FAST = ["output.probe=false", "model.dropout=0.2", "optim.schedule=step", "optim.step_size=1", "optim.gamma=0.5"]
 
@@ -37,41 +37,6 @@ def stop_after(epoch: int):
     return progress
 
 
-def _method_sets(name: str, modalities: list[str]) -> list[str]:
-    fields = dataclasses.fields(METHODS.get(name).Params)
-    return [f"method.{f.name}={modalities[0]}" for f in fields if f.default is None and "modality" in f.name]
-
-
-def _same_run(a: RunFolder, b: RunFolder) -> None:
-    assert (a.path / "metrics.csv").read_bytes() == (b.path / "metrics.csv").read_bytes()
-    sa, sb = a.read_summary(), b.read_summary()
-    assert sa["test"] == sb["test"] and sa["best_epoch"] == sb["best_epoch"] and sa["val_acc"] == sb["val_acc"]
-    wa, wb = a.load_state_dict(), b.load_state_dict()
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    ga, gb = a.load_arrays("gap.npz"), b.load_arrays("gap.npz")
-    assert np.array_equal(ga["true_class_prob"], gb["true_class_prob"], equal_nan=True)
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-def test_resumed_run_is_identical_to_uninterrupted(name, make_cfg, data_dir, tmp_path):
-    mods = list(load_meta("tiny", data_dir).modalities)
-    sets = FAST + _method_sets(name, mods)
-    full, _ = train_run(make_cfg(name, epochs=2, sets=sets))
-
-    cfg = make_cfg(name, epochs=2, sets=sets)
-    cfg.output.results_dir = str(tmp_path / "resumed")
-    with pytest.raises(Stop):
-        train_run(cfg, progress=stop_after(0))
-    folder = RunFolder.for_config(cfg)
-    assert (folder.path / "checkpoint.pt").exists() and not folder.complete
-    assert folder.read_status()["status"] == "failed" and folder.read_status()["epoch"] == 1
-    assert folder.status == "failed"
-    resumed, trained = train_run(cfg, resume=True)
-    assert trained and resumed.read_summary()["resumed_from_epoch"] == 1
-    assert {p.name for p in resumed.path.iterdir()} == {p.name for p in full.path.iterdir()}  # checkpoint, status gone
-    _same_run(full, resumed)
-
-
 def test_resume_without_checkpoint_trains_from_the_start(make_cfg):
     folder, trained = train_run(make_cfg("joint", sets=FAST), resume=True)
     assert trained and folder.read_summary()["resumed_from_epoch"] is None
@@ -85,7 +50,7 @@ def test_resume_after_the_last_epoch_only_evaluates(make_cfg, tmp_path):
         train_run(cfg, progress=stop_after(1))
     resumed, _ = train_run(cfg, resume=True)
     assert resumed.read_summary()["resumed_from_epoch"] == 2
-    _same_run(full, resumed)
+    assert_same_run(full, resumed)
 
 
 def test_without_resume_a_partial_run_restarts(make_cfg):
@@ -165,7 +130,7 @@ def test_method_with_internal_state_resumes_identically(make_cfg, tmp_path, monk
         with pytest.raises(Stop):
             train_run(cfg, progress=stop_after(1))
         resumed, _ = train_run(cfg, resume=True)
-        _same_run(full, resumed)
+        assert_same_run(full, resumed)
         assert list(resumed.read_metrics()["count"]) == [1, 2, 3, 4]
     finally:
         METHODS._entries.pop("stateful_test", None)

@@ -56,7 +56,8 @@ DEFAULT_TOKEN_IDS = {"pad": 0, "unk": 1}
 
 def register_attack(name: str, kinds: tuple[str, ...] = MODALITY_KINDS, *, needs_model: bool = False,
                     output: str = "tensor", stochastic: bool = True, needs_text: bool = False,
-                    needs_hits: bool = False) -> Callable:
+                    needs_hits: bool = False, aliases: tuple[str, ...] = (),
+                    deprecated: tuple[str, ...] = ()) -> Callable:
     bad = [k for k in kinds if k not in MODALITY_KINDS]
     if bad or output not in OUTPUTS:
         raise ValueError(f"attack {name!r}: kinds must be among {MODALITY_KINDS} and output in {OUTPUTS}")
@@ -68,7 +69,7 @@ def register_attack(name: str, kinds: tuple[str, ...] = MODALITY_KINDS, *, needs
         fn.needs_hits = needs_hits
         fn.output = output
         fn.stochastic = stochastic
-        return ATTACKS.register(name)(fn)
+        return ATTACKS.register(name, aliases=aliases, deprecated=deprecated)(fn)
 
     return decorator
 

@@ -58,7 +58,7 @@ def _finish(y: torch.Tensor, x: torch.Tensor, clip: str, pixel_max: float) -> to
 def gaussian(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
              unit: str = "std", pixel_max: float = 1.0, channel_shared: bool = False,
              fixed_pattern: bool = False, clip: str = "auto", float64: bool = False) -> torch.Tensor:
-    """Additive Gaussian noise, sigma = level x the modality's training std.
+    """Additive Gaussian noise, sigma = level x the modality's training std (or 0-255 pixel units).
 
     Options: ``unit`` -- ``std`` (sigma = level x training std, the data's own scale), ``absolute``
     (sigma = level in data units) or ``pixel`` (sigma = level on the 0–255 scale, QMF's convention;

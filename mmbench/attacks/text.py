@@ -55,7 +55,9 @@ def token_swap(x: torch.Tensor, level: float, generator: torch.Generator, spec: 
 @register_attack("field_blank", kinds=("text",), needs_text=True)
 def field_blank(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
                 source: Any = None) -> torch.Tensor:
-    """QMF's text noise on the raw text: each whitespace field (``text.split(" ")``) becomes one
+    """Each whitespace field of the raw text replaced by one _ with probability level (QMF).
+
+    QMF's text noise on the raw text: each whitespace field (``text.split(" ")``) becomes one
     ``_`` with probability ``level``, then the text is tokenized again (a field of several tokens
     becomes one blank, so the sequence shrinks). Needs the raw text kept by ``prepare``."""
     p = probability_level(level, "field_blank")
@@ -134,7 +136,9 @@ def typo(word: str, kind: str, a: float, b: float) -> str:
 @register_attack("letter_typo", kinds=("text",), needs_text=True)
 def letter_typo(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
                 source: Any = None) -> torch.Tensor:
-    """MultiBench's text noise: each word of five or more characters gets, with probability
+    """A letter typo in each word of 5+ characters with probability level (MultiBench text).
+
+    MultiBench's text noise: each word of five or more characters gets, with probability
     ``level``, one typo chosen uniformly among :data:`TYPOS`; the typed word is looked up in the
     vocabulary again (usually the unknown token). Shorter words, unknown tokens and padding are
     kept. Needs the dataset's vocabulary."""

@@ -97,7 +97,7 @@ def agm_coefficients(scores: dict[str, float], running: dict[str, float], alpha:
 
 @METHODS.register("agm")
 class AGM(Method):
-    """AGM (ICCV 2023): scale each modality's Shapley-like output gradient towards its running-average share."""
+    """AGM (ICCV 2023): scale each modality's Shapley-like output gradient by its adaptive coefficient."""
 
     @dataclass(frozen=True)
     class Params:

@@ -119,7 +119,7 @@ def prototype_scores(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 @METHODS.register("aim")
 class AIM(Method):
-    """AIM (arXiv 2508.19769): depth-adaptive auxiliary blocks of the dominant encoder (reconstructed)."""
+    """AIM: depth-adaptive auxiliary blocks of the dominant encoder's under-optimised weights (reconstructed)."""
 
     reconstructed: ClassVar[tuple[str, ...]] = ("depth performance proxy for DAP", "under-optimised selection",
                                                 "auxiliary path", "modulation strength", "all defaults")

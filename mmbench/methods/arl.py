@@ -88,7 +88,7 @@ def arl_weights(unimodal_logits: dict[str, torch.Tensor], temperature: float, en
 
 @METHODS.register("arl")
 class ARL(Method):
-    """ARL (ICCV 2025): shared-head unimodal losses; encoder gradients scaled by (1 + inverse-variance weight)."""
+    """ARL (ICCV 2025): shared-head unimodal losses, encoder gradients scaled by inverse-variance weights."""
 
     trains_unimodal_heads = True
 

@@ -254,7 +254,7 @@ class ARMFusion(nn.Module):
 
 @METHODS.register("arm")
 class ARM(Method):
-    """ARM (AAAI 2025): features re-weighted by the inverse ratio of MI-based contributions."""
+    """ARM (AAAI 2025): fused features re-weighted by the inverse ratio of MI-based contributions."""
 
     max_modalities = 2
 

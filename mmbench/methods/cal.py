@@ -96,7 +96,7 @@ def contributions(info: dict[str, float], conf: dict[str, float], alpha: float) 
 
 @METHODS.register("cal")
 class CAL(Method):
-    """CAL (arXiv 2510.26289): contribution-guided asymmetric acceleration and information bottleneck (reconstructed)."""
+    """CAL: contribution-guided gradient acceleration and asymmetric information bottleneck (reconstructed)."""
 
     trains_unimodal_heads = True
 

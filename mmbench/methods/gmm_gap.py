@@ -59,7 +59,7 @@ def true_class_probs(unimodal_logits: dict[str, torch.Tensor], labels: torch.Ten
 
 @METHODS.register("gmm_gap")
 class GMMGap(Method):
-    """gmm_gap (arXiv 2510.21797): GMM-separated modality gap, adaptive loss, purification (reconstructed)."""
+    """GMM-separated per-sample modality gap, adaptive loss and purification (reconstructed)."""
 
     max_modalities = 2
     trains_unimodal_heads = True

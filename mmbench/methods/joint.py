@@ -14,7 +14,7 @@ from mmbench.registry import METHODS
 
 @METHODS.register("joint")
 class Joint(Method):
-    """Joint training: cross-entropy on the fused prediction."""
+    """joint training: cross-entropy on the fused prediction."""
 
     def loss(self, model, batch, out, state):
         loss = F.cross_entropy(out.logits, batch.labels)
@@ -23,7 +23,7 @@ class Joint(Method):
 
 @METHODS.register("joint_uni")
 class JointUni(Method):
-    """Fused cross-entropy plus ``unimodal_weight`` x each unimodal head's cross-entropy."""
+    """fused cross-entropy plus unimodal_weight x each unimodal head's cross-entropy."""
 
     trains_unimodal_heads = True
 

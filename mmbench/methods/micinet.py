@@ -200,7 +200,7 @@ class MICIHead(nn.Module):
 
 @METHODS.register("micinet")
 class MICINet(Method):
-    """MICINet (arXiv 2502.19674): global and sample-level removal of inter-class confusing information (reconstructed)."""
+    """MICINet: global and sample-level inter-class confusing information removal (reconstructed)."""
 
     trains_unimodal_heads = True
 

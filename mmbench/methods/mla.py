@@ -101,7 +101,7 @@ def update_projector(p: torch.Tensor, r: torch.Tensor, a: float) -> torch.Tensor
 
 @METHODS.register("mla")
 class MLA(Method):
-    """MLA (CVPR 2024): alternating unimodal steps through a shared head, entropy-weighted test-time fusion."""
+    """MLA (CVPR 2024): alternating unimodal steps through a shared head, entropy-weighted fusion."""
 
     trains_unimodal_heads = True
     reconstructed: ClassVar[tuple[str, ...]] = (

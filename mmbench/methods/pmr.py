@@ -91,7 +91,7 @@ def prototype_logits(features: dict[str, torch.Tensor], prototypes: dict[str, to
 
 @METHODS.register("pmr")
 class PMR(Method):
-    """PMR (CVPR 2023): class prototypes as per-modality classifiers; prototype CE speeds up the weaker modality."""
+    """PMR (CVPR 2023): prototype cross-entropy on the weaker modality, class-mean prototypes."""
 
     @dataclass(frozen=True)
     class Params:

@@ -171,7 +171,7 @@ class QADMHead(nn.Module):
 
 @METHODS.register("qadm")
 class QADM(Method):
-    """QADM-Net / Multi-QuAD (arXiv 2412.14489): quality-guided per-sample depth and parameters (reconstructed)."""
+    """QADM-Net/Multi-QuAD: quality-guided per-sample depth and parameters (reconstructed)."""
 
     trains_unimodal_heads = True
 

@@ -109,7 +109,7 @@ def rank_loss(conf: torch.Tensor, ids: torch.Tensor, history: torch.Tensor, marg
 
 @METHODS.register("qmf")
 class QMF(Method):
-    """QMF (ICML 2023): energy-weighted late fusion with a loss-history ranking regulariser."""
+    """QMF (ICML 2023): energy-weighted late fusion, ranking regulariser on per-sample loss history."""
 
     trains_unimodal_heads = True
 

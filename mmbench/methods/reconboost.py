@@ -100,7 +100,7 @@ class BoostedEnsemble(nn.Module):
 
 @METHODS.register("reconboost")
 class ReconBoost(Method):
-    """ReconBoost (ICML 2024): one modality's learner per stage, boosted against the others, then rectified."""
+    """ReconBoost (ICML 2024): one modality's learner per stage, boosted against the others."""
 
     trains_unimodal_heads = True
 

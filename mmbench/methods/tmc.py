@@ -145,7 +145,7 @@ class TMCHead(nn.Module):
 
 @METHODS.register("tmc")
 class TMC(Method):
-    """TMC / ETMC (ICLR 2021 / TPAMI 2022): Dirichlet evidence per modality, reduced Dempster combination."""
+    """TMC/ETMC (ICLR 2021/TPAMI 2022): Dirichlet evidence per modality, reduced Dempster combination."""
 
     trains_unimodal_heads = True
 

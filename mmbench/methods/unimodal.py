@@ -14,7 +14,7 @@ from mmbench.registry import METHODS, unknown_name_message
 
 @METHODS.register("unimodal")
 class Unimodal(Method):
-    """One modality alone (``method.modality=NAME``): encoder plus linear head, cross-entropy."""
+    """one modality alone (method.modality=NAME): the reference for under-training."""
 
     @dataclass(frozen=True)
     class Params:

@@ -67,7 +67,7 @@ class _ConvEncoder(nn.Module):
 
 @ENCODERS.register("cnn")
 class CNNEncoder(_ConvEncoder):
-    """Small 2-D CNN for image-like modalities ``[C, H, W]``."""
+    """Small 2-D CNN for image-like modalities ``[C, H, W]`` (video: per frame, features averaged)."""
 
     kinds = ("image", "video")
     conv, norm, pool = nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
@@ -195,8 +195,9 @@ class EmbeddingBagEncoder(nn.Module):
 
 @ENCODERS.register("transformer")
 class TransformerEncoder(nn.Module):
-    """Small Transformer for token ids ``[L]``: embeddings + learned positions, ``depth`` pre-norm layers
-    (4 heads when ``hidden_dim`` allows, else 1), mean over the non-padding tokens, then a projection."""
+    """Small Transformer encoder over text token ids [L], mean-pooled.
+
+    Embeddings + learned positions, ``depth`` pre-norm layers (4 heads when ``hidden_dim`` allows, else 1), mean over the non-padding tokens, then a projection."""
 
     kinds = ("text",)
 
