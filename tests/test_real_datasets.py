@@ -29,6 +29,9 @@ SMALL = {
     "cremad": {"duration": 0.5, "image_size": 16, "val_fraction": 0.5},
     "kinetics_sounds": {"duration": 0.5, "image_size": 16, "val_fraction": 0.5, "frames": 2},
     "ave": {"duration": 0.5, "image_size": 16, "hop": 512},
+    "vggsound": {"image_size": 16, "val_fraction": 0.5},
+    "balanced_av": {"image_size": 16, "val_fraction": 0.5},
+    "ucf101": {"image_size": 16, "val_fraction": 0.5},
     "mvsa_single": {"image_size": 16, "max_tokens": 12},
     "food101": {"image_size": 16, "max_tokens": 12},
     "nyud2": {"image_size": 16},
@@ -83,7 +86,7 @@ def test_real_dataset_prepares_trains_one_epoch_and_is_attacked(name, tmp_path):
             spec = meta.modalities[m]
             assert tuple(x.shape[1:]) == spec.shape and str(x.dtype).endswith(spec.dtype)
             assert ENCODERS.get(DEFAULT_ENCODER[spec.kind]).kinds
-    if meta.builder not in ("csv_views", "brca", "rosmap"):
+    if meta.builder not in ("csv_views", "brca", "rosmap", "cmu_mosei"):
         assert meta.info["skipped"]["count"] == 0 and meta.info["preprocessing"]
 
     folder, trained = train_run(_config(name, tmp_path))
