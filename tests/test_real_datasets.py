@@ -29,6 +29,9 @@ SMALL = {
     "cremad": {"duration": 0.5, "image_size": 16, "val_fraction": 0.5},
     "kinetics_sounds": {"duration": 0.5, "image_size": 16, "val_fraction": 0.5, "frames": 2},
     "ave": {"duration": 0.5, "image_size": 16, "hop": 512},
+    "vggsound": {"image_size": 16, "val_fraction": 0.5},
+    "balanced_av": {"image_size": 16, "val_fraction": 0.5},
+    "ucf101": {"image_size": 16, "val_fraction": 0.5},
     "mvsa_single": {"image_size": 16, "max_tokens": 12},
     "food101": {"image_size": 16, "max_tokens": 12},
     "nyud2": {"image_size": 16},
@@ -39,7 +42,12 @@ FIXTURE_SIZES = {"kinetics_sounds": {"train_per_class": 2}}
 TINY_MODEL = ["model.hidden_dim=16", "model.feature_dim=8", "model.depth=2", "optim.batch_size=32", "optim.epochs=1"]
 
 
+NEEDS = {"balanced_av": "h5py"}  # an optional package the fixture and the reader need
+
+
 def _prepare(name, tmp_path, options=None, **sizes):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
     manifest = FIXTURES[name](tmp_path / "raw", **{**FIXTURE_SIZES.get(name, {}), **sizes})
     opts = {**SMALL.get(name, {}), **(options or {})}
     prepare(name, tmp_path / "raw", tmp_path / "data", options=opts)
@@ -83,7 +91,7 @@ def test_real_dataset_prepares_trains_one_epoch_and_is_attacked(name, tmp_path):
             spec = meta.modalities[m]
             assert tuple(x.shape[1:]) == spec.shape and str(x.dtype).endswith(spec.dtype)
             assert ENCODERS.get(DEFAULT_ENCODER[spec.kind]).kinds
-    if meta.builder not in ("csv_views", "brca", "rosmap"):
+    if meta.builder not in ("csv_views", "brca", "rosmap", "cmu_mosei"):
         assert meta.info["skipped"]["count"] == 0 and meta.info["preprocessing"]
 
     folder, trained = train_run(_config(name, tmp_path))

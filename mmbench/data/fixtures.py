@@ -168,6 +168,113 @@ def ave(root: Path, num_classes: int = 28, per_split: tuple[int, int, int] = (2,
     return Manifest(sorted(classes), {s: len(v) for s, v in rows.items()}, ids, files)
 
 
+def spectrogram(k: int, bins: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """Class ``k``'s precomputed log spectrogram ``[bins, steps]`` float32: one bright band at bin ``k``."""
+    x = rng.normal(-4.0, 0.5, (bins, steps))
+    x[k % bins] += 4.0
+    return x.astype(np.float32)
+
+
+def vggsound(root: Path, num_classes: int = 309, train_per_class: int = 2, test_per_class: int = 1, frames: int = 4,
+             size: int = 32, bins: int = 16, steps: int = 20, seed: int = 0) -> Manifest:
+    """``vggsound.csv`` (``<ytid>,<start>,<label>,<train|test>``, no header), frames in
+    ``video_train/<ytid>_<start>/*.jpg`` and precomputed spectrograms ``audio_train/<ytid>_<start>.npy``
+    (``[F, T]`` float32), the same under ``video_test`` / ``audio_test`` (BalanceMM's VGGSound reader)."""
+    root, rng = Path(root), np.random.default_rng(seed)
+    classes = [f"sound {k:03d}" for k in range(num_classes)]
+    rows: dict[str, list[str]] = {"train": [], "test": []}
+    lines, files = [], 0
+    for k, label in enumerate(classes):
+        for j in range(train_per_class + test_per_class):
+            split = "train" if j < train_per_class else "test"
+            ytid, start = f"-y{k:03d}x{j}Ab_c", 10 * j
+            clip = f"{ytid}_{start}"
+            np.save(_mkdir(root / f"audio_{split}") / f"{clip}.npy", spectrogram(k, bins, steps, rng))
+            for f in range(frames):
+                write_image(root / f"video_{split}" / clip / f"frame_{f:05d}.jpg", picture(k, size, rng, num_classes))
+            files += 1 + frames
+            rows[split].append(clip)
+            lines.append(f'{ytid},{start},"{label}",{split}\n')
+    (root / "vggsound.csv").write_text("".join(lines))
+    return Manifest(sorted(classes), {"train": len(rows["train"]), "val": None, "test": len(rows["test"])}, rows, files)
+
+
+def balanced_av(root: Path, num_classes: int = 30, per_split: tuple[int, int] = (2, 1), frames: int = 10,
+                size: int = 32, bins: int = 16, steps: int = 20, seed: int = 0) -> Manifest:
+    """``annotations.json`` (``{"labels": [...], "database": {key: {"subset": "training" | "testing",
+    "label": name}}}``), ``visual/<key>.hdf5`` (dataset ``video``: one encoded JPEG per frame) and
+    ``audio/<key>.pkl`` (a pickled ``[F, T]`` spectrogram), as BalanceMM's BalancedAV reader expects.
+    Needs h5py."""
+    import io
+    import pickle
+
+    import h5py
+    from PIL import Image
+
+    root, rng = Path(root), np.random.default_rng(seed)
+    classes = [f"event {k:02d}" for k in range(num_classes)]
+    database: dict[str, dict[str, str]] = {}
+    ids: dict[str, list[str]] = {"train": [], "test": []}
+    for k, label in enumerate(classes):
+        for split, subset, count in (("train", "training", per_split[0]), ("test", "testing", per_split[1])):
+            for j in range(count):
+                key = f"v{k:02d}{split}{j}"
+                with open(_mkdir(root / "audio") / f"{key}.pkl", "wb") as f:
+                    pickle.dump(spectrogram(k, bins, steps, rng), f)
+                encoded = []
+                for _ in range(frames):
+                    buf = io.BytesIO()
+                    Image.fromarray(picture(k, size, rng, num_classes)).save(buf, format="JPEG", quality=90)
+                    encoded.append(np.frombuffer(buf.getvalue(), np.uint8))
+                with h5py.File(_mkdir(root / "visual") / f"{key}.hdf5", "w") as f:
+                    f.create_dataset("video", (frames,), dtype=h5py.vlen_dtype(np.uint8))[:] = encoded
+                database[key] = {"subset": subset, "label": label}
+                ids[split].append(key)
+    (root / "annotations.json").write_text(json.dumps({"labels": classes, "database": database}))
+    return Manifest(classes, {"train": len(ids["train"]), "val": None, "test": len(ids["test"])}, ids,
+                    2 * len(database))
+
+
+UCF101_EXAMPLES = ("ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBeam")
+
+
+def ucf101(root: Path, num_classes: int = 101, train_per_class: int = 2, test_per_class: int = 1, rgb_frames: int = 6,
+           flow_frames: int = 6, size: int = 32, seed: int = 0) -> Manifest:
+    """``ucfTrainTestlist/{classInd.txt, trainlist01.txt, testlist01.txt}`` (the official split files),
+    RGB frames ``rgb/<video>/frame_0000K.jpg`` and TV-L1 flow ``flow/u/<video>/frame00000K.jpg`` +
+    ``flow/v/<video>/...`` (greyscale), as BalanceMM's UCF-101 reader names them."""
+    root, rng = Path(root), np.random.default_rng(seed)
+    classes = [UCF101_EXAMPLES[k] if k < len(UCF101_EXAMPLES) else f"Action{k:03d}" for k in range(num_classes)]
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "classInd.txt").write_text("".join(f"{k + 1} {c}\r\n" for k, c in enumerate(classes)))
+    rows: dict[str, list[str]] = {"train": [], "test": []}
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    files = 0
+    for k, name in enumerate(classes):
+        for j in range(train_per_class + test_per_class):
+            split = "train" if j < train_per_class else "test"
+            video = f"v_{name}_g{j + 1:02d}_c01"
+            for f in range(1, rgb_frames + 1):
+                write_image(root / "rgb" / video / f"frame_{f:05d}.jpg", picture(k, size, rng, num_classes))
+            ramp = np.linspace(0, 255, size)[None, :] * (k + 1) / num_classes
+            for f in range(1, flow_frames + 1):
+                for axis, image in (("u", ramp), ("v", ramp.T)):
+                    grey = np.clip(image + rng.normal(0, 10, (size, size)), 0, 255).astype(np.uint8)
+                    write_image(root / "flow" / axis / video / f"frame{f:06d}.jpg", grey)
+            files += rgb_frames + 2 * flow_frames
+            rows[split].append(video)
+            lines[split].append(f"{name}/{video}.avi" + (f" {k + 1}" if split == "train" else "") + "\r\n")
+    (lists / "trainlist01.txt").write_text("".join(lines["train"]))
+    (lists / "testlist01.txt").write_text("".join(lines["test"]))
+    return Manifest(sorted(classes), {"train": len(rows["train"]), "val": None, "test": len(rows["test"])}, rows, files)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # ---------------------------------------------------------------------------------------
 # Image + text (MMBT / QMF jsonl)
 # ---------------------------------------------------------------------------------------
@@ -216,6 +323,43 @@ def food101(root: Path, num_classes: int = 101, per_split: tuple[int, int, int] 
     return _jsonl(Path(root), classes, dict(zip(("train", "dev", "test"), per_split)),
                   lambda split, label, sid: f"images/{'test' if split == 'test' else 'train'}/{label}/{label}_{sid}.jpg",
                   size, seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Feature files (CMU-MOSEI)
+# ---------------------------------------------------------------------------------------
+
+MOSEI_WIDTHS = {"text": 300, "audio": 74, "vision": 35}
+
+
+def cmu_mosei(root: Path, per_split: tuple[int, int, int] = (16, 6, 6), steps: int = 8, aligned: bool = False,
+              seed: int = 0) -> Manifest:
+    """``mosei_senti_data_noalign.pkl`` (or ``mosei_senti_data.pkl`` when ``aligned``): ``{train, valid,
+    test}`` -> ``{text [N,T,300], audio [N,T,74], vision [N,T,35], labels [N,1,1], id [N,3]}``, the
+    released structure (here ``T = steps``); sentiment alternates negative / positive, and the audio holds
+    ``-inf`` entries as the released features do."""
+    import pickle
+
+    root, rng = Path(root), np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    data, ids = {}, {}
+    for split, n in zip(("train", "valid", "test"), per_split):
+        score = np.where(np.arange(n) % 2 == 0, -1.0, 1.0) * rng.uniform(0.2, 3.0, n)
+        score[1] = 0.0  # a neutral score counts as non-negative
+        part = {}
+        for key, width in MOSEI_WIDTHS.items():
+            x = rng.normal(size=(n, steps, width)) + 0.8 * np.sign(score + 1e-9)[:, None, None]
+            part[key] = x.astype(np.float32)
+        part["audio"][0, 0, :3] = -np.inf
+        part["labels"] = score.reshape(n, 1, 1).astype(np.float32)
+        part["id"] = np.array([[f"vid{split}{i}", "0.0", "1.0"] for i in range(n)])
+        data[split] = part
+        ids["val" if split == "valid" else split] = [f"vid{split}{i}" for i in range(n)]
+    name = "mosei_senti_data.pkl" if aligned else "mosei_senti_data_noalign.pkl"
+    with open(root / name, "wb") as f:
+        pickle.dump(data, f)
+    counts = dict(zip(("train", "val", "test"), per_split))
+    return Manifest(["negative", "non-negative"], counts, ids, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,6 +435,10 @@ FIXTURES: dict[str, Callable[..., Manifest]] = {
     "cremad": cremad,
     "kinetics_sounds": kinetics_sounds,
     "ave": ave,
+    "vggsound": vggsound,
+    "balanced_av": balanced_av,
+    "ucf101": ucf101,
+    "cmu_mosei": cmu_mosei,
     "mvsa_single": mvsa_single,
     "food101": food101,
     "nyud2": nyud2,

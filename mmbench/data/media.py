@@ -24,7 +24,10 @@ the store can skip the sample (and record it) or stop, as the dataset's ``on_err
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import io
 import math
+import pickle
 import re
 import wave
 from collections import Counter
@@ -183,6 +186,37 @@ class LogSpectrogram:
                 "shape": list(self.shape)}
 
 
+# what a pickled feature file may build: numpy arrays, dtypes and scalars, and plain containers
+_PICKLE_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                   ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+                   ("collections", "OrderedDict"), ("builtins", "bytes"), ("builtins", "bytearray")}
+_NUMPY_CORE = "numpy._core" if importlib.util.find_spec("numpy._core") else "numpy.core"  # numpy 2 / 1
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}; only numpy arrays and plain containers "
+                                         "are loaded from a feature file")
+        return super().find_class(module.replace("numpy.core", _NUMPY_CORE).replace("numpy._core", _NUMPY_CORE),
+                                  name)
+
+
+def read_pickled_arrays(path: Path) -> Any:
+    """A pickled feature file (arrays in plain containers) built by a restricted unpickler, so a file
+    that holds anything else cannot run code; Python 2 pickles are read as latin-1."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableSample(f"missing file {path}")
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError,
+            ImportError) as e:
+        raise UnreadableSample(f"{path} is not a readable pickle of arrays ({e})") from None
+
+
 # ---------------------------------------------------------------------------------------
 # Images and frames
 # ---------------------------------------------------------------------------------------
@@ -202,6 +236,19 @@ def load_image_halves(path: Path, size: int, modes: dict[str, str]) -> dict[str,
         w, h = im.size
         boxes = {"left": (0, 0, w // 2, h), "right": (w // 2, 0, w, h)}
         return {half: _fit(im.crop(boxes[half]), size, mode, "stretch") for half, mode in modes.items()}
+
+
+def load_image_bytes(data: bytes, size: int, mode: str = "RGB", what: str = "image") -> np.ndarray:
+    """An encoded image held in memory (e.g. one frame of an HDF5 video) as uint8 ``[C, size, size]``."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as im:
+            im.draft(mode, (size, size))
+            im.load()
+            return _fit(im, size, mode, "stretch")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UnreadableSample(f"{what} is not a readable image ({e})") from None
 
 
 def image_size(path: Path) -> tuple[int, int]:
