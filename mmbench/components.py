@@ -90,6 +90,8 @@ _BUILTINS = {
                     "MICINet: global and sample-level inter-class confusing information removal (reconstructed)"),
         "qadm": ("mmbench.methods.qadm:QADM",
                  "QADM-Net/Multi-QuAD: quality-guided per-sample depth and parameters (reconstructed)"),
+        "opm": ("mmbench.methods.opm:OPM",
+                "OPM (TPAMI 2024): drop the dominant modality's features per sample, score-driven probability"),
     },
     ATTACKS: {
         "gaussian": ("mmbench.attacks.noise:gaussian",
