@@ -92,6 +92,8 @@ _BUILTINS = {
                  "QADM-Net/Multi-QuAD: quality-guided per-sample depth and parameters (reconstructed)"),
         "opm": ("mmbench.methods.opm:OPM",
                 "OPM (TPAMI 2024): drop the dominant modality's features per sample, score-driven probability"),
+        "sample": ("mmbench.methods.sample:Sample",
+                   "Sample-level modality valuation (CVPR 2024): Shapley contributions, copies of the weak modality"),
     },
     ATTACKS: {
         "gaussian": ("mmbench.attacks.noise:gaussian",
