@@ -82,6 +82,8 @@ _BUILTINS = {
                 "ARM (AAAI 2025): fused features re-weighted by the inverse ratio of MI-based contributions"),
         "gmm_gap": ("mmbench.methods.gmm_gap:GMMGap",
                     "GMM-separated per-sample modality gap, adaptive loss and purification (reconstructed)"),
+        "mmcosine": ("mmbench.methods.mmcosine:MMCosine",
+                     "MMCosine (ICASSP 2023): fused logits = sum of scaled cosines of normalised features and weights"),
         "qmf": ("mmbench.methods.qmf:QMF",
                 "QMF (ICML 2023): energy-weighted late fusion, ranking regulariser on per-sample loss history"),
         "tmc": ("mmbench.methods.tmc:TMC",
