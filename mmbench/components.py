@@ -84,6 +84,8 @@ _BUILTINS = {
                     "GMM-separated per-sample modality gap, adaptive loss and purification (reconstructed)"),
         "mmcosine": ("mmbench.methods.mmcosine:MMCosine",
                      "MMCosine (ICASSP 2023): fused logits = sum of scaled cosines of normalised features and weights"),
+        "cml": ("mmbench.methods.cml:CML",
+                "CML (ICML 2023): penalise confidence that rises when a modality is removed (late-fusion adaptation)"),
         "qmf": ("mmbench.methods.qmf:QMF",
                 "QMF (ICML 2023): energy-weighted late fusion, ranking regulariser on per-sample loss history"),
         "tmc": ("mmbench.methods.tmc:TMC",
