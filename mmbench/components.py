@@ -88,6 +88,8 @@ _BUILTINS = {
                 "TMC/ETMC (ICLR 2021/TPAMI 2022): Dirichlet evidence per modality, reduced Dempster combination"),
         "micinet": ("mmbench.methods.micinet:MICINet",
                     "MICINet: global and sample-level inter-class confusing information removal (reconstructed)"),
+        "pdf": ("mmbench.methods.pdf:PDF",
+                "PDF (ICML 2024): late fusion weighted by predicted Co-Beliefs, relative calibration at test time"),
         "qadm": ("mmbench.methods.qadm:QADM",
                  "QADM-Net/Multi-QuAD: quality-guided per-sample depth and parameters (reconstructed)"),
     },
