@@ -26,6 +26,8 @@ _BUILTINS = {
                     "UPMC Food-101: image + text, 101 classes, MMBT/QMF jsonl splits (needs --root)"),
         "nyud2": ("mmbench.data.rgbd:Nyud2Dataset",
                   "NYUD2 scenes: RGB + depth, 10 classes, QMF train/val/test folders (needs --root)"),
+        "sun_rgbd": ("mmbench.data.rgbd:SunRgbdDataset",
+                     "SUN RGB-D scenes: RGB + depth, 19 classes, QMF train/test folders (needs --root)"),
         "brca": ("mmbench.data.omics:BrcaDataset",
                  "BRCA multi-omics (mRNA, methylation, miRNA), 5 PAM50 subtypes, MOGONET files (needs --root)"),
         "rosmap": ("mmbench.data.omics:RosmapDataset",

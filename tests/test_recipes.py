@@ -18,3 +18,17 @@ def test_every_recipe_resolves_and_names_its_dataset_and_method(path):
     assert path.parent.name == cfg.data.dataset and path.name.split(".")[0] == cfg.method.name  # <method>[.preset].yaml
     build_method(cfg.method)  # parameters are valid for the method
     assert path.read_text().lstrip().startswith("#"), "a recipe starts with a comment citing its source"
+
+
+TEXT_IMAGE_RGBD = ("food101", "mvsa_single", "nyud2", "sun_rgbd")
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name in TEXT_IMAGE_RGBD],
+                         ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_robust_fusion_recipes_keep_the_baselines_encoder_budget(path):
+    """A fair comparison: every method's recipe on a text-image or RGB-D dataset trains the encoders that joint
+    and late fusion get on it (the catalog's), and says so."""
+    cfg = resolve(path)
+    baseline = resolve(flags={"data.dataset": cfg.data.dataset, "method.name": "joint"})
+    assert cfg.model == baseline.model
+    assert "Encoder budget" in path.read_text()
