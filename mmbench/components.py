@@ -90,6 +90,8 @@ _BUILTINS = {
                 "TMC/ETMC (ICLR 2021/TPAMI 2022): Dirichlet evidence per modality, reduced Dempster combination"),
         "micinet": ("mmbench.methods.micinet:MICINet",
                     "MICINet: global and sample-level inter-class confusing information removal (reconstructed)"),
+        "eau": ("mmbench.methods.eau:EAU",
+                "EAU (CVPR 2024): Gaussian unimodal embeddings, uncertainty-weighted fusion, IB head (reconstructed)"),
         "pdf": ("mmbench.methods.pdf:PDF",
                 "PDF (ICML 2024): late fusion weighted by predicted Co-Beliefs, relative calibration at test time"),
         "qadm": ("mmbench.methods.qadm:QADM",
