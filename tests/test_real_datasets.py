@@ -35,6 +35,7 @@ SMALL = {
     "mvsa_single": {"image_size": 16, "max_tokens": 12},
     "food101": {"image_size": 16, "max_tokens": 12},
     "nyud2": {"image_size": 16},
+    "sun_rgbd": {"image_size": 16, "val_fraction": 0.4},
     "brca": {"val_fraction": 0.25},
     "csv_views": {"val_fraction": 0.2},
 }
@@ -64,7 +65,7 @@ def _config(name, tmp_path, sets=()):
 
 def test_every_non_embedded_dataset_has_a_fixture_generator():
     assert set(REAL) <= set(FIXTURES), f"add raw fixture generators for {sorted(set(REAL) - set(FIXTURES))}"
-    assert {"cremad", "kinetics_sounds", "ave", "mvsa_single", "nyud2", "food101", "brca", "rosmap"} <= set(REAL)
+    assert {"cremad", "kinetics_sounds", "ave", "mvsa_single", "nyud2", "sun_rgbd", "food101", "brca", "rosmap"} <= set(REAL)
 
 
 @pytest.mark.parametrize("name", REAL)
@@ -336,6 +337,21 @@ def test_nyud2_splits_halves_and_class_check(tmp_path):
     assert (depth[:, 0, :, -3:].mean() > depth[:, 0, :, :3].mean()), "depth is the right half (a ramp)"
     with pytest.raises(MMBenchError, match=r"3 classes, expected 10"):
         prepare("nyud2", raw, tmp_path / "x", options=SMALL["nyud2"])
+
+
+def test_sun_rgbd_has_qmfs_19_classes_without_a_val_folder(tmp_path):
+    manifest, meta = _prepare("sun_rgbd", tmp_path)
+    assert meta.num_classes == 19 and list(meta.classes) == sorted(fixtures.SUN_RGBD_CLASSES)
+    assert manifest.counts["val"] is None and not (tmp_path / "raw" / "val").exists()
+    assert meta.info["split"]["val_from"] == "train" and "Song" in meta.info["citation"]
+    assert meta.modalities["rgb"].shape == (3, 16, 16) and meta.modalities["depth"].shape == (1, 16, 16)
+    test = load_split("sun_rgbd", "test", tmp_path / "data")
+    depth = test.inputs["depth"].float()
+    assert depth[:, 0, :, -3:].mean() > depth[:, 0, :, :3].mean(), "depth is the right half (a ramp)"
+    raw = tmp_path / "raw10"
+    fixtures.nyud2(raw, num_classes=10)  # NYUD2's 10 classes are not SUN RGB-D's 19
+    with pytest.raises(MMBenchError, match=r"sun_rgbd: .*10 classes, expected 19"):
+        prepare("sun_rgbd", raw, tmp_path / "x", options=SMALL["sun_rgbd"])
 
 
 @pytest.mark.parametrize("dataset", ["brca", "rosmap"])

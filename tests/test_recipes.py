@@ -9,7 +9,8 @@ from mmbench.errors import MMBenchError
 from mmbench.methods.base import build_method
 from tests.cli_helpers import assert_one_line_error, run_cli
 
-RECIPES = sorted(p for p in (Path(__file__).parent.parent / "recipes").rglob("*.yaml") if p.parent.name != "_base")
+RECIPES = sorted(p for p in (Path(__file__).parent.parent / "recipes").rglob("*.yaml")
+                 if p.parent.name not in ("_base", "tables"))  # _base/: shared parts; tables/: sweep grids
 
 
 def test_there_are_recipes():
@@ -61,3 +62,17 @@ def test_include_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, text,
                         "--data-dir", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"))
     assert_one_line_error(code, err, message)
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+TEXT_IMAGE_RGBD = ("food101", "mvsa_single", "nyud2", "sun_rgbd")
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name in TEXT_IMAGE_RGBD],
+                         ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_robust_fusion_recipes_keep_the_baselines_encoder_budget(path):
+    """A fair comparison: every method's recipe on a text-image or RGB-D dataset trains the encoders that joint
+    and late fusion get on it (the catalog's), and says so."""
+    cfg = resolve(path)
+    baseline = resolve(flags={"data.dataset": cfg.data.dataset, "method.name": "joint"})
+    assert cfg.model == baseline.model
+    assert "Encoder budget" in path.read_text()

@@ -370,11 +370,17 @@ NYUD2_CLASSES = ("bathroom", "bedroom", "bookstore", "classroom", "dining_room",
                  "living_room", "office", "others")
 
 
+# the 19 SUN RGB-D scene classes with at least 80 samples (Song et al., CVPR 2015), QMF's --n_classes 19
+SUN_RGBD_CLASSES = ("bathroom", "bedroom", "classroom", "computer_room", "conference_room", "corridor",
+                    "dining_area", "dining_room", "discussion_area", "furniture_store", "home_office", "kitchen",
+                    "lab", "lecture_theatre", "library", "living_room", "office", "rest_space", "study_space")
+
+
 def nyud2(root: Path, num_classes: int = 10, per_split: tuple[int, int, int] = (3, 1, 1), size: int = 32,
-          with_val: bool = True, seed: int = 0) -> Manifest:
+          with_val: bool = True, seed: int = 0, names: tuple[str, ...] = NYUD2_CLASSES) -> Manifest:
     """``{train,val,test}/<class>/<n>.png``, each image RGB (left) | grey depth (right), as QMF's archive."""
     root, rng = Path(root), np.random.default_rng(seed)
-    classes = list(NYUD2_CLASSES[:num_classes])
+    classes = list(names[:num_classes])
     splits = ("train", "val", "test") if with_val else ("train", "test")
     counts = dict(zip(("train", "val", "test"), per_split))
     ids: dict[str, list[str]] = {s: [] for s in splits}
@@ -391,6 +397,12 @@ def nyud2(root: Path, num_classes: int = 10, per_split: tuple[int, int, int] = (
                 files += 1
     out = {s: len(v) for s, v in ids.items()}
     return Manifest(classes, {"train": out["train"], "val": out.get("val"), "test": out["test"]}, ids, files)
+
+
+def sun_rgbd(root: Path, num_classes: int = 19, per_split: tuple[int, int, int] = (3, 0, 1), size: int = 32,
+             with_val: bool = False, seed: int = 0) -> Manifest:
+    """``{train,test}/<class>/<n>.png`` (QMF's ``sun_rgbd`` archive: no val folder), halves as :func:`nyud2`."""
+    return nyud2(root, num_classes, per_split, size, with_val, seed, SUN_RGBD_CLASSES)
 
 
 MOGONET_WIDTHS = {"brca": (1000, 1000, 503), "rosmap": (200, 200, 200)}
@@ -442,6 +454,7 @@ FIXTURES: dict[str, Callable[..., Manifest]] = {
     "mvsa_single": mvsa_single,
     "food101": food101,
     "nyud2": nyud2,
+    "sun_rgbd": sun_rgbd,
     "brca": lambda root, **kw: mogonet(root, "brca", **kw),
     "rosmap": lambda root, **kw: mogonet(root, "rosmap", **kw),
     "csv_views": csv_views,

@@ -1,8 +1,9 @@
-"""NYUD2 RGB-D scene recognition in the QMF / TMC layout.
+"""RGB-D scene recognition in the QMF / TMC layout: NYUD2 (10 classes) and SUN RGB-D (19 classes).
 
-Raw layout (QMF's ``nyud2_trainvaltest`` archive, read by its ``AlignedConcDataset``):
+Raw layout (QMF's ``nyud2_trainvaltest`` and ``sun_rgbd`` archives, both read by its
+``AlignedConcDataset``; ``train_QMF_nyud2.py`` / ``train_QMF_sun.py``):
 ``ROOT/{train,val,test}/<class>/*.png``, each image holding the RGB view on its left half and the
-depth view on its right half. Classes are the sorted class folders of ``train`` (10 scene classes).
+depth view on its right half. Classes are the sorted class folders of ``train``.
 ``val`` is used when present, else a stratified validation split is carved from train (QMF
 trains on train and selects on test; mmbench never selects on test). ``prepare`` stores
 
@@ -37,25 +38,27 @@ from mmbench.data.media import IMAGE_SUFFIXES, load_image_halves
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
 
-NYUD2_LAYOUT = "ROOT/{train,val,test}/<class>/*.png, each image = RGB (left half) | depth (right half); val optional"
+RGBD_LAYOUT = "ROOT/{train,val,test}/<class>/*.png, each image = RGB (left half) | depth (right half); val optional"
 
 
-@DATASETS.register("nyud2")
-class Nyud2Dataset(DatasetBuilder):
-    """NYUD2: RGB + depth scene images, 10 classes, QMF/TMC train/val/test folders (needs --root)."""
+class AlignedRgbdDataset(DatasetBuilder):
+    """RGB | depth halves of one PNG per sample, in class folders per split (QMF's ``AlignedConcDataset``)."""
+
+    source: str = ""
+    citation: str = ""
 
     @dataclass
     class Options:
         image_size: int = 224  # each view resized to image_size x image_size (QMF's evaluation size)
         depth_channels: int = 1  # 1: one channel; 3: keep the stored three channels (e.g. HHA)
-        num_classes: int = 10  # 0 = accept any count
+        num_classes: int = 0  # 0 = accept any count
         val_fraction: float = 0.1  # only without a val folder
         seed: int = 0
         on_error: str = "error"  # error or skip (and record) on a missing / unreadable image
 
     def build(self, root: Path | None, modalities: list[str] | None) -> Prepared:
         assert root is not None
-        o = self.options
+        o, name = self.options, self.registry_name
         mods = select_modalities(self.registry_name, modalities, ("rgb", "depth"))
         check_choice("on_error", o.on_error, ("error", "skip"))
         check_choice("depth_channels", o.depth_channels, (1, 3))
@@ -63,10 +66,10 @@ class Nyud2Dataset(DatasetBuilder):
             raise MMBenchError("option image_size must be at least 8")
         for split in ("train", "test"):
             if not (root / split).is_dir():
-                raise MMBenchError(f"nyud2: {root / split} not found; expected layout: {NYUD2_LAYOUT}")
+                raise MMBenchError(f"{name}: {root / split} not found; expected layout: {RGBD_LAYOUT}")
         classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
-        check_class_count("nyud2", classes, o.num_classes)
-        samples = {s: _list(root / s, classes) for s in ("train", "val", "test") if (root / s).is_dir()}
+        check_class_count(name, classes, o.num_classes)
+        samples = {s: _list(name, root / s, classes) for s in ("train", "val", "test") if (root / s).is_dir()}
         source = "train / val / test folders" if "val" in samples else "train / test folders; val carved from train"
         split_record = {**ensure_val_samples(samples, o.val_fraction, o.seed), "source_splits": source}
         size = o.image_size
@@ -80,11 +83,7 @@ class Nyud2Dataset(DatasetBuilder):
             arrays = load_image_halves(sample.source["path"], size, {half[m]: mode[m] for m in layout})
             return {m: arrays[half[m]] for m in layout}
 
-        info = {"source": "https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html (data); prepared split: the "
-                          "nyud2_trainvaltest archive linked from https://github.com/QingyangZhang/QMF",
-                "citation": "Silberman, N., Hoiem, D., Kohli, P. & Fergus, R. (2012). Indoor Segmentation and "
-                            "Support Inference from RGBD Images. ECCV.",
-                "split": split_record, "layout": NYUD2_LAYOUT, "on_error": o.on_error,
+        info = {"source": self.source, "citation": self.citation, "split": split_record, "layout": RGBD_LAYOUT, "on_error": o.on_error,
                 "preprocessing": {m: {"size": [size, size], "resize": "stretch to size x size, bilinear (QMF eval)",
                                       "half": half[m],
                                       "channels": 3 if m == "rgb" else o.depth_channels, "dtype": "uint8, 0-255",
@@ -94,13 +93,41 @@ class Nyud2Dataset(DatasetBuilder):
                         {m: "image" for m in mods}, info, layout, skip_unreadable=o.on_error == "skip")
 
 
-def _list(folder: Path, classes: list[str]) -> list[RawSample]:
+@DATASETS.register("nyud2")
+class Nyud2Dataset(AlignedRgbdDataset):
+    """NYUD2: RGB + depth scene images, 10 classes, QMF/TMC train/val/test folders (needs --root)."""
+
+    source = ("https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html (data); prepared split: the "
+              "nyud2_trainvaltest archive linked from https://github.com/QingyangZhang/QMF")
+    citation = ("Silberman, N., Hoiem, D., Kohli, P. & Fergus, R. (2012). Indoor Segmentation and Support Inference "
+                "from RGBD Images. ECCV.")
+
+    @dataclass
+    class Options(AlignedRgbdDataset.Options):
+        num_classes: int = 10  # 0 = accept any count
+
+
+@DATASETS.register("sun_rgbd")
+class SunRgbdDataset(AlignedRgbdDataset):
+    """SUN RGB-D: RGB + depth scene images, 19 classes, QMF/TMC train/test folders (needs --root)."""
+
+    source = ("https://rgbd.cs.princeton.edu (data); prepared split: the sun_rgbd archive linked from "
+              "https://github.com/QingyangZhang/QMF (RGBD-scene-recognition/train_QMF_sun.py, --n_classes 19)")
+    citation = ("Song, S., Lichtenberg, S. P. & Xiao, J. (2015). SUN RGB-D: A RGB-D Scene Understanding Benchmark "
+                "Suite. CVPR.")
+
+    @dataclass
+    class Options(AlignedRgbdDataset.Options):
+        num_classes: int = 19  # 0 = accept any count
+
+
+def _list(name: str, folder: Path, classes: list[str]) -> list[RawSample]:
     samples = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir()):
         if d.name not in classes:
-            raise MMBenchError(f"nyud2: class folder {d} is not a train class ({', '.join(classes)})")
+            raise MMBenchError(f"{name}: class folder {d} is not a train class ({', '.join(classes)})")
         for f in sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             samples.append(RawSample(f"{folder.name}/{d.name}/{f.name}", classes.index(d.name), {"path": f}))
     if not samples:
-        raise MMBenchError(f"nyud2: no images in {folder}; expected layout: {NYUD2_LAYOUT}")
+        raise MMBenchError(f"{name}: no images in {folder}; expected layout: {RGBD_LAYOUT}")
     return samples
