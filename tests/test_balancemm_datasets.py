@@ -108,7 +108,7 @@ def test_every_method_trains_on_three_feature_sequences_or_refuses_clearly(tmp_p
     three ``sequence`` modalities or, when it declares fewer, refuses and trains on two chosen ones."""
     from mmbench.config import resolve
     from mmbench.registry import METHODS
-    from mmbench.training import train_run
+    from mmbench.run import train_run
 
     fixtures.cmu_mosei(tmp_path / "raw", per_split=(16, 6, 6), steps=4)
     prepare("cmu_mosei", tmp_path / "raw", tmp_path / "data")

@@ -11,7 +11,7 @@ from mmbench.data.store import load_split
 from mmbench.methods.base import TrainState, build_method
 from mmbench.methods.cml import confidence_penalty
 from mmbench.models.multimodal import ModelSpec
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 
 def _setup(data_dir, dataset="tiny", **params):

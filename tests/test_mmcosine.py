@@ -10,7 +10,7 @@ from mmbench.data.store import load_split
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import TrainState, build_method
 from mmbench.models.multimodal import ModelSpec
-from mmbench.training import train_run
+from mmbench.run import train_run
 
 
 def _setup(data_dir, dataset="tiny", **params):

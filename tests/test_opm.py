@@ -14,8 +14,9 @@ from mmbench.data.store import load_split
 from mmbench.methods.base import TrainState, build_method
 from mmbench.methods.opm import draw_keep, drop_features, drop_probabilities
 from mmbench.models.multimodal import ModelSpec
-from mmbench.training import train_run
-from tests.test_resume import FAST, Stop, _same_run, stop_after
+from mmbench.run import train_run
+from mmbench.testing import assert_same_run
+from tests.test_resume import FAST, Stop, stop_after
 
 
 def test_drop_probability_follows_the_release_formula():
@@ -106,4 +107,4 @@ def test_training_with_drop_resumes_identically(make_cfg, tmp_path):
     with pytest.raises(Stop):
         train_run(cfg, progress=stop_after(0))
     resumed, _ = train_run(cfg, resume=True)
-    _same_run(full, resumed)
+    assert_same_run(full, resumed)

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.config import NON_NEGATIVE, UNIT
+from mmbench.measures import unimodal_scores
 from mmbench.methods.base import Method, TrainState, check_choices
-from mmbench.methods.modulation import unimodal_scores
 from mmbench.models.multimodal import ModelOutput
 from mmbench.registry import METHODS
 

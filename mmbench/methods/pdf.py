@@ -50,8 +50,7 @@ from torch import nn
 
 from mmbench.config import NON_NEGATIVE
 from mmbench.methods.base import Method
-from mmbench.methods.modulation import HeadFusionModel
-from mmbench.models.multimodal import ModelSpec, configured_encoders
+from mmbench.models.multimodal import HeadFusionModel, ModelSpec, configured_encoders
 from mmbench.registry import METHODS
 
 

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from mmbench.config import NON_NEGATIVE, UNIT
+from mmbench.evaluation import eval_mode
 from mmbench.methods.base import Method, TrainState, check_choices
-from mmbench.methods.modulation import eval_mode
 from mmbench.registry import METHODS
 
 LEVELS = ("sample", "modality")
