@@ -159,8 +159,10 @@ def train(
                  "optim.epochs": epochs, "device": device, "output.results_dir": results_dir,
                  "output.data_dir": data_dir}
         cfg = resolve(recipe, flags, set_)
-        if preset:
-            cfg = resolve(recipe, flags, _preset(cfg.data.dataset, preset, "train") + list(set_ or []))
+        if preset:  # the preset's settings sit under the flags given (--epochs 5 beats the preset's epochs)
+            given = {k for k, v in flags.items() if v is not None}
+            sets = [s for s in _preset(cfg.data.dataset, preset, "train") if s.partition("=")[0] not in given]
+            cfg = resolve(recipe, flags, sets + list(set_ or []))
         label = f"{cfg.data.dataset} {cfg.method.name} seed {cfg.seed}"
         with training_progress(label, enabled=not quiet and sys.stderr.isatty()) as progress:
             folder, trained = train_run(cfg, force=force, progress=progress, resume=resume)

@@ -275,6 +275,22 @@ def test_cpu_preset_is_applied_and_flags_win():
         _preset("cremad", "gpu", "train")
 
 
+def test_train_flags_beat_the_cpu_preset(monkeypatch, capsys, tmp_path):
+    seen = []
+
+    def record(cfg, **_):
+        seen.append(cfg)
+        raise MMBenchError("recorded")
+
+    monkeypatch.setattr("mmbench.run.train_run", record)
+    code, err = run_cli(monkeypatch, capsys, "train", "--dataset", "cremad", "--method", "joint", "--preset", "cpu",
+                        "--epochs", "5", "--results-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path / "d"))
+    assert_one_line_error(code, err, "recorded")
+    preset_epochs = [s for s in load_catalog()["cremad"]["cpu_preset"]["train"] if s.startswith("optim.epochs=")]
+    assert preset_epochs and preset_epochs != ["optim.epochs=5"]  # the preset has an epochs setting of its own
+    assert seen[0].optim.epochs == 5 and seen[0].model.encoders == {"audio": "cnn", "visual": "cnn"}
+
+
 def test_recipes_by_name_and_by_path_from_any_directory(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert "mfeat/ogm_ge" in recipe_names()

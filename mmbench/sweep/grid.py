@@ -297,11 +297,9 @@ def verify_datasets(grid: Grid) -> None:
 
 
 def run_label(cfg: RunConfig, method: Any) -> str:
-    """``dataset[modalities] method(changed parameters) sSEED``, as the report labels the run: the
-    parameters that differ from the method's defaults, and ``‡`` for a method with reconstructed parts."""
-    defaults = json.loads(json.dumps(asdict(type(method).Params()), default=str))
-    params = json.loads(json.dumps(cfg.method.params, default=str))
-    changed = ", ".join(f"{k}={v}" for k, v in params.items() if k not in defaults or defaults[k] != v)
-    name = cfg.method.name + ("‡" if getattr(method, "reconstructed", ()) else "") + (f"({changed})" if changed else "")
-    data = f"{cfg.data.dataset}[{'+'.join(cfg.data.modalities)}]" if cfg.data.modalities else cfg.data.dataset
-    return f"{data} {name} s{cfg.seed}"
+    """``dataset[modalities] method(changed parameters) sSEED``, as the report labels the run."""
+    from mmbench.methods.base import method_label
+    from mmbench.report.labels import dataset_label
+
+    name = method_label(cfg.method.name, cfg.method.params, list(method.reconstructed))
+    return f"{dataset_label(cfg.data.dataset, cfg.data.modalities)} {name} s{cfg.seed}"
