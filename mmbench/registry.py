@@ -95,6 +95,11 @@ class Registry:
 
         return decorator
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases (a test's own components, once its tests are done)."""
+        self._entries.pop(self.canonical(name))
+        self._aliases = {a: t for a, t in self._aliases.items() if t[0] != name}
+
     def _add_aliases(self, name: str, aliases: Iterable[str], deprecated: Iterable[str]) -> None:
         deprecated = tuple(deprecated)
         for alias in (*aliases, *deprecated):

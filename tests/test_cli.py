@@ -256,8 +256,8 @@ def train_args(tmp_path):
 
 
 def test_unknown_method(monkeypatch, capsys, train_args):
-    code, _, err = run_main(monkeypatch, capsys, "train", "--method", "ogm", *train_args)
-    assert_one_line_error(code, err, "'ogm'", "did you mean ogm_ge")
+    code, _, err = run_main(monkeypatch, capsys, "train", "--method", "ogm_gee", *train_args)
+    assert_one_line_error(code, err, "'ogm_gee'", "did you mean ogm_ge")
 
 
 def test_malformed_recipe_yaml(monkeypatch, capsys, tmp_path, train_args):

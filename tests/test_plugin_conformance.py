@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mmbench.attacks.base import normal, register_attack
 from mmbench.methods.base import Method
-from mmbench.registry import METHODS
+from mmbench.registry import ATTACKS, METHODS
 from mmbench.testing import check_method_trains, parametrize_with_checks
 
 
@@ -38,6 +38,14 @@ def jitter(x: torch.Tensor, level: float, generator: torch.Generator, spec, *, s
     return x + normal(x.shape, generator) * level * scale * spec.std
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _unregister_the_plugins():
+    """The plugins exist for this module's tests only: later modules see the built-ins alone."""
+    yield
+    METHODS.unregister("plugin_focal")
+    ATTACKS.unregister("plugin_jitter")
+
+
 @parametrize_with_checks(methods=["plugin_focal"], attacks=["plugin_jitter"])
 def test_plugin_conformance(check, tmp_path):
     check(tmp_path)
@@ -52,5 +60,8 @@ class Unseeded(Method):
 
 def test_a_method_that_ignores_the_seed_fails_the_determinism_check(tmp_path):
     METHODS.register("plugin_unseeded")(Unseeded)
-    with pytest.raises(AssertionError, match="same config and seed, different metrics.csv"):
-        check_method_trains("plugin_unseeded", "tiny", tmp_path=tmp_path)
+    try:
+        with pytest.raises(AssertionError, match="same config and seed, different metrics.csv"):
+            check_method_trains("plugin_unseeded", "tiny", tmp_path=tmp_path)
+    finally:
+        METHODS.unregister("plugin_unseeded")
