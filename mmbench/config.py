@@ -190,6 +190,8 @@ class DataConfig:
     dataset: str = "synthetic"  # name of a prepared dataset (an embedded one is prepared on demand)
     modalities: Annotated[list[str] | None, Names()] = None  # subset of the prepared modalities; None = all
     prepared: str | None = None  # digest of the prepared data (its meta.json), filled in when training: part of the run id
+    # train-time augmentation of image/video modalities (mmbench.data.augment); "none" leaves the run id as before
+    augment: Annotated[str, OneOf(("none", "crop_flip"))] = "none"
 
 
 @dataclass
@@ -265,6 +267,8 @@ class RunConfig:
             d["data"]["prepared"] = prepared
         d.pop("output")
         d.pop("published")
+        if d["data"]["augment"] == "none":
+            d["data"].pop("augment")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.data.dataset}-{self.method.name}-s{self.seed}-{digest}"
 

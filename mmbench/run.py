@@ -173,7 +173,8 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     folder.write_env(str(device), cpu_tuning=tune_cpu(device))
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
-    trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress, _checkpointer(folder, cfg.optim.epochs))
+    trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress, _checkpointer(folder, cfg.optim.epochs),
+                      augment=cfg.data.augment)
     start = time.perf_counter()
     result = trainer.fit(data["train"], data["val"], resume=ckpt)
     train_seconds = time.perf_counter() - start + (sum(ckpt["seconds"]) if ckpt else 0.0)

@@ -19,6 +19,7 @@ import torch
 
 from mmbench.checkpoint import FORMAT, decode, encode, rng_state, set_rng_state
 from mmbench.config import OptimConfig
+from mmbench.data.augment import augment_batch
 from mmbench.data.types import MultimodalData, stratified_subset
 from mmbench.errors import MMBenchError, TrainingDiverged
 from mmbench.evaluation import evaluate
@@ -67,13 +68,15 @@ class Trainer:
     """Trains ``model`` with ``method``'s hooks and keeps the state with the best validation accuracy."""
 
     def __init__(self, method: Method, model: MultimodalModel, optim: OptimConfig, device: torch.device,
-                 seed: int = 0, progress=None, checkpoint=None):
+                 seed: int = 0, progress=None, checkpoint=None, augment: str = "none"):
         tune_cpu(device)
         self.method, self.model, self.cfg, self.device = method, model.to(device), optim, device
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
         self.scheduler = build_scheduler(self.optimizer, optim)
         self.seed = seed
         self.shuffle_generator = torch.Generator().manual_seed(seed)
+        self.augment = augment  # applied to training batches only (mmbench.data.augment)
+        self.augment_generator = torch.Generator().manual_seed(seed + 2)
         self.state = TrainState(num_epochs=optim.epochs, model=self.model, batch_size=optim.batch_size,
                                 generator=torch.Generator(device=device).manual_seed(seed + 1),
                                 fit_copy=self.fit_copy)
@@ -142,6 +145,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": rng_state(),
             "shuffle_generator": self.shuffle_generator.get_state(),
+            "augment_generator": self.augment_generator.get_state(),
             "method_generator": state.generator.get_state(),
             "train_state": {k: encode(v, f"TrainState.{k}") for k, v in vars(state).items() if k not in _STATE_SKIP},
             "history": encode(state.history, "history"),
@@ -158,6 +162,8 @@ class Trainer:
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         self.shuffle_generator.set_state(ckpt["shuffle_generator"])
+        if "augment_generator" in ckpt:  # absent from checkpoints written before augmentation existed
+            self.augment_generator.set_state(ckpt["augment_generator"])
         self.state.generator.set_state(ckpt["method_generator"])
         for k, v in ckpt["train_state"].items():
             value = decode(v, getattr(self.state, k, None))
@@ -209,6 +215,7 @@ class Trainer:
             return {"train_loss": sums["loss"] / seen, **{f"train_{k}": float(v) / seen for k, v in correct.items()}}
 
         for i, batch in enumerate(train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_generator)):
+            batch = augment_batch(batch, self.augment, self.augment_generator)
             for state.substep in range(substeps):
                 value, out, logs = self.train_step(batch)
                 sums["loss"] += value * len(batch) / substeps
