@@ -417,11 +417,24 @@ def environment(device: str) -> dict[str, Any]:
 
     env = {"mmbench": __version__, "python": platform.python_version(), "platform": platform.platform(),
            "torch": torch.__version__, "numpy": numpy.__version__, "pandas": pd.__version__,
-           "device": device, "threads": torch.get_num_threads(), "git_commit": _git_commit()}
-    if device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(0)
+           "device": device, "threads": torch.get_num_threads(), "git_commit": _git_commit(),
+           "cpu_model": cpu_model()}
+    if torch.cuda.is_available():
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version()
     return env
+
+
+def cpu_model() -> str:
+    """The CPU's model name: ``/proc/cpuinfo``'s "model name" on Linux, ``platform.processor()`` otherwise."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def _git_commit() -> str | None:
