@@ -7,8 +7,12 @@ import torch
 
 from mmbench.config import resolve
 from mmbench.data.store import prepare
+from mmbench.registry import METHODS
 from mmbench.testing import TINY, TINY3
 from tests.robust_fusion_data import PAIR
+
+# mmbench's own methods, listed before any test module registers a plugin of its own
+BUILTIN_METHODS = METHODS.names()
 
 torch.set_num_threads(2)
 

@@ -33,7 +33,7 @@ from mmbench.registry import METHODS
 from mmbench.report import build_report
 from mmbench.run import train_run
 from tests.cli_helpers import assert_one_line_error, run_main
-from tests.conftest import TINY
+from tests.conftest import BUILTIN_METHODS, TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--set", "model.hidden_dim=16", "--set", "model.feature_dim=8", "--set", "optim.batch_size=32",
@@ -240,7 +240,7 @@ def field_cases(cls: type, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def method_cases() -> list[tuple[str, str, str]]:
-    return [(name, key, value) for name in METHODS.names()
+    return [(name, key, value) for name in BUILTIN_METHODS
             for key, value in field_cases(METHODS.get(name).Params, "method.")]
 
 

@@ -16,6 +16,7 @@ from mmbench.data import fixtures
 from mmbench.data.store import load_meta, load_split, prepare
 from mmbench.errors import MMBenchError
 from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.conftest import BUILTIN_METHODS
 
 
 def _raw_mosei(path):
@@ -121,7 +122,7 @@ def test_every_method_trains_on_three_feature_sequences_or_refuses_clearly(tmp_p
                               "output.results_dir": str(tmp_path / "results")},
                        sets=["model.hidden_dim=16", "model.feature_dim=8", "optim.batch_size=8", *required, *sets])
 
-    for method in METHODS.names():
+    for method in BUILTIN_METHODS:
         limit = METHODS.get(method).max_modalities
         if limit is not None and limit < 3:
             with pytest.raises(MMBenchError, match=rf"'{method}' is defined for at most {limit} modalities, the data has 3"):

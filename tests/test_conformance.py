@@ -7,10 +7,11 @@ import pytest
 
 from mmbench.data.types import MODALITY_KINDS, ModalitySpec
 from mmbench.models.encoders import DEFAULT_ENCODER
-from mmbench.registry import ATTACKS, DATASETS, ENCODERS, FUSIONS, METHODS, PROTOCOLS
+from mmbench.registry import ATTACKS, DATASETS, ENCODERS, FUSIONS, PROTOCOLS
 from mmbench.testing import all_checks, kind_specs, parametrize_with_checks
+from tests.conftest import BUILTIN_METHODS
 
-BUILTIN = {"methods": METHODS.names(), "fusions": FUSIONS.names(), "encoders": ENCODERS.names(),
+BUILTIN = {"methods": BUILTIN_METHODS, "fusions": FUSIONS.names(), "encoders": ENCODERS.names(),
            "attacks": ATTACKS.names(), "protocols": PROTOCOLS.names(),
            "datasets": [n for n in DATASETS.names() if DATASETS.get(n).embedded]}
 

@@ -16,6 +16,7 @@ from mmbench.errors import MMBenchError
 from mmbench.methods.base import build_method, method_label, method_params_dict
 from mmbench.registry import METHODS
 from mmbench.report import RECONSTRUCTED
+from tests.conftest import BUILTIN_METHODS
 
 DOCS = Path(__file__).parent.parent / "docs" / "methods"
 
@@ -24,7 +25,7 @@ def _saved_defaults(name):  # a method's default parameters as a run folder save
     return json.loads(json.dumps(method_params_dict(build_method(MethodConfig(name)))))
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", BUILTIN_METHODS)
 def test_reconstructed_parts_are_declared_on_the_class_and_marked(name):
     cls = METHODS.get(name)
     assert "reconstructed" not in {f.name for f in dataclasses.fields(cls.Params)}
@@ -35,7 +36,7 @@ def test_reconstructed_parts_are_declared_on_the_class_and_marked(name):
     assert method_label(name, {}, []) == name
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", BUILTIN_METHODS)
 def test_a_method_documented_as_reconstructed_declares_its_parts(name):
     """A method whose module says no official code is known, or whose page in ``docs/methods/`` is titled
     with the mark, declares its reconstructed parts; a page without the mark means none are declared."""
