@@ -36,3 +36,18 @@ def make_cfg(data_dir, tmp_path):
                                                       "optim.batch_size=32"])
 
     return factory
+
+
+def tiny_method(name: str, data_dir, dataset: str = "tiny", n: int = 32, **params):
+    """``(method, model, batch, train)``: a method with its model on a tiny dataset (seed 0) and the first
+    ``n`` training samples, for mechanism tests that call a method's pieces directly."""
+    from mmbench.config import MethodConfig, ModelConfig
+    from mmbench.data.store import load_split
+    from mmbench.methods.base import build_method
+    from mmbench.models.multimodal import ModelSpec
+
+    torch.manual_seed(0)
+    train = load_split(dataset, "train", data_dir)
+    spec = ModelSpec(train.meta.modalities, train.meta.num_classes, ModelConfig(hidden_dim=16, feature_dim=8))
+    method = build_method(MethodConfig(name, params))
+    return method, method.build_model(spec), train.index(slice(0, n)), train

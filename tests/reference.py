@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 
 def reference_dir(repo: str) -> Path:
@@ -63,3 +64,16 @@ def load_module(repo: str, relpath: str, stubs: Iterable[str] | Mapping[str, typ
             if key in given or key.split(".")[0] in tops or file.startswith(str(base)):
                 del sys.modules[key]
         sys.modules.update(shadowed)
+
+
+class EncoderClf(nn.Module):
+    """An encoder and a linear classifier, called as the text-image releases call their per-modality
+    classifiers (``txtclf`` / ``imgclf``): ``(logits, features)`` with ``features=True`` (PDF's), else logits."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, features: bool = False):
+        super().__init__()
+        self.encoder, self.head, self.features = encoder, head, features
+
+    def forward(self, x, *_):
+        f = self.encoder(x)
+        return (self.head(f), f) if self.features else self.head(f)

@@ -6,20 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.config import MethodConfig, ModelConfig
-from mmbench.data.store import load_split
-from mmbench.methods.base import TrainState, build_method
+from mmbench.methods.base import TrainState
 from mmbench.methods.cml import confidence_penalty
-from mmbench.models.multimodal import ModelSpec
 from mmbench.run import train_run
+from tests.conftest import tiny_method
 
 
 def _setup(data_dir, dataset="tiny", **params):
-    torch.manual_seed(0)
-    batch = load_split(dataset, "train", data_dir).index(slice(0, 32))
-    spec = ModelSpec(batch.meta.modalities, batch.meta.num_classes, ModelConfig(hidden_dim=16, feature_dim=8))
-    method = build_method(MethodConfig("cml", params))
-    return batch, method, method.build_model(spec)
+    method, model, batch, _ = tiny_method("cml", data_dir, dataset, **params)
+    return batch, method, model
 
 
 def test_penalty_follows_the_release_cases():

@@ -6,20 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.config import MethodConfig, ModelConfig
-from mmbench.data.store import load_split
-from mmbench.methods.base import TrainState, build_method
+from mmbench.methods.base import TrainState
 from mmbench.methods.eau import contrastive
-from mmbench.models.multimodal import ModelSpec
+from tests.conftest import tiny_method
 
 
 def _model(data_dir, **params):
-    torch.manual_seed(0)
-    train = load_split("tiny", "train", data_dir)
-    batch = train.index(torch.arange(16))
-    spec = ModelSpec(train.meta.modalities, train.meta.num_classes, ModelConfig(hidden_dim=16, feature_dim=8))
-    method = build_method(MethodConfig("eau", params))
-    return method, method.build_model(spec).eval(), batch, train
+    method, model, batch, train = tiny_method("eau", data_dir, n=16, **params)
+    return method, model.eval(), batch, train
 
 
 def test_fusion_weights_are_a_softmax_of_negative_variances(data_dir):

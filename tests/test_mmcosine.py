@@ -5,20 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmbench.config import MethodConfig, ModelConfig
-from mmbench.data.store import load_split
+from mmbench.config import MethodConfig
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import TrainState, build_method
-from mmbench.models.multimodal import ModelSpec
 from mmbench.run import train_run
+from tests.conftest import tiny_method
 
 
 def _setup(data_dir, dataset="tiny", **params):
-    torch.manual_seed(0)
-    batch = load_split(dataset, "train", data_dir).index(slice(0, 32))
-    spec = ModelSpec(batch.meta.modalities, batch.meta.num_classes, ModelConfig(hidden_dim=16, feature_dim=8))
-    method = build_method(MethodConfig("mmcosine", params))
-    return batch, method, method.build_model(spec)
+    method, model, batch, _ = tiny_method("mmcosine", data_dir, dataset, **params)
+    return batch, method, model
 
 
 @pytest.mark.parametrize("dataset", ["tiny", "tiny3"])

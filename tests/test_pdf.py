@@ -9,11 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbench.config import MethodConfig, ModelConfig
-from mmbench.data.store import load_split
-from mmbench.methods.base import TrainState, build_method
+from mmbench.methods.base import TrainState
 from mmbench.methods.pdf import co_belief, relative_calibration
-from mmbench.models.multimodal import ModelSpec
+from tests.conftest import tiny_method
 from tests.robust_fusion_data import extras, signal_destroyed, train_small
 
 
@@ -43,12 +41,8 @@ def test_relative_calibration_scales_only_the_less_certain_modality():
 
 
 def _model(data_dir, **params):
-    torch.manual_seed(0)
-    train = load_split("tiny", "train", data_dir)
-    batch = train.index(torch.arange(16))
-    spec = ModelSpec(train.meta.modalities, train.meta.num_classes, ModelConfig(hidden_dim=16, feature_dim=8))
-    method = build_method(MethodConfig("pdf", params))
-    return method, method.build_model(spec), batch, train
+    method, model, batch, train = tiny_method("pdf", data_dir, n=16, **params)
+    return method, model, batch, train
 
 
 @pytest.mark.parametrize("sharpen", [False, True])

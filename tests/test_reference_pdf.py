@@ -20,6 +20,7 @@ from mmbench.config import MethodConfig, ModelConfig, OptimConfig
 from mmbench.methods.base import build_method
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import Trainer
+from tests.reference import EncoderClf
 from tests.reference_steps import (
     GradNorms,
     MaxDiff,
@@ -51,18 +52,6 @@ def _official():
     return script, models
 
 
-class _Clf(nn.Module):
-    """An encoder and a linear classifier, returning ``(logits, features)`` as the release's ``BertClf``/``ImageClf``."""
-
-    def __init__(self, encoder: nn.Module, head: nn.Module):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, x, *_):
-        f = self.encoder(x)
-        return self.head(f), f
-
-
 def test_pdf_equals_the_official_training_steps_and_calibrated_test():
     script, models = _official()
     with default_dtype(torch.float64), cpu_for_cuda():
@@ -76,8 +65,8 @@ def test_pdf_equals_the_official_training_steps_and_calibrated_test():
         args = types.SimpleNamespace(df=True, model="latefusion_pdf", freeze_img=0, freeze_txt=0, n_classes=CLASSES,
                                      task_type="classification", lr=1e-3, weight_decay=1.0)
         theirs.args = args
-        theirs.txtclf, theirs.imgclf = (_Clf(copy.deepcopy(ours.encoders[m]), copy.deepcopy(ours.fusion.heads[m]))
-                                        for m in MODS)
+        theirs.txtclf, theirs.imgclf = (
+            EncoderClf(copy.deepcopy(ours.encoders[m]), copy.deepcopy(ours.fusion.heads[m]), features=True) for m in MODS)
         theirs.ConfidNet_txt, theirs.ConfidNet_img = (copy.deepcopy(ours.fusion.confidnets[m]) for m in MODS)
 
         optim = OptimConfig(optimizer="adam", lr=args.lr, weight_decay=0.0)

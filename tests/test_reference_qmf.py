@@ -22,7 +22,7 @@ from mmbench.config import MethodConfig, ModelConfig, OptimConfig
 from mmbench.methods.base import build_method
 from mmbench.models.multimodal import ModelSpec
 from mmbench.training import Trainer
-from tests.reference import reference_dir
+from tests.reference import EncoderClf, reference_dir
 from tests.reference_steps import (
     GradNorms,
     MaxDiff,
@@ -58,17 +58,6 @@ def _official():
     return script, late_fusion
 
 
-class _Clf(nn.Module):
-    """An encoder and a linear classifier, called as the release calls ``txtclf`` / ``imgclf``."""
-
-    def __init__(self, encoder: nn.Module, head: nn.Module):
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, x, *_):
-        return self.head(self.encoder(x))
-
-
 def test_qmf_equals_the_official_training_steps():
     script, late_fusion = _official()
     with default_dtype(torch.float64), cpu_for_cuda():
@@ -85,7 +74,7 @@ def test_qmf_equals_the_official_training_steps():
         theirs = late_fusion.MultimodalLateFusionClf.__new__(late_fusion.MultimodalLateFusionClf)
         nn.Module.__init__(theirs)
         theirs.args = args
-        theirs.txtclf, theirs.imgclf = (_Clf(copy.deepcopy(ours.encoders[m]), copy.deepcopy(ours.fusion.heads[m]))
+        theirs.txtclf, theirs.imgclf = (EncoderClf(copy.deepcopy(ours.encoders[m]), copy.deepcopy(ours.fusion.heads[m]))
                                         for m in MODS)
         histories = [script.History(N_DATA), script.History(N_DATA)]
 
