@@ -72,10 +72,13 @@ def tone(k: int, seconds: float, rate: int, rng: np.random.Generator) -> np.ndar
 
 
 def picture(k: int, size: int, rng: np.random.Generator, classes: int) -> np.ndarray:
-    """Class ``k``'s image: a class colour plus noise, [size, size, 3] uint8."""
+    """Class ``k``'s image: a class colour plus noise, with a white Γ in the upper left (so crops and
+    flips are visible), [size, size, 3] uint8."""
     hue = (k + 0.5) / max(classes, 1)
     colour = np.array([255 * hue, 255 * (1 - hue), 128 + 100 * np.sin(6.28 * hue)])
     pixels = colour[None, None] + rng.normal(0, 20, (size, size, 3))
+    start, end, width = size // 8, size // 2, max(1, size // 12)
+    pixels[start:end, start:start + width] = pixels[start:start + width, start:end] = 255
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
