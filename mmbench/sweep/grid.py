@@ -156,18 +156,19 @@ def expand(path: str | os.PathLike, results_dir: str = "results", data_dir: str 
     metas = {e.name: _dataset_meta(e.name, data_root, prepare, e.where) for e in datasets}
     runs: dict[str, Run] = {}
     duplicates = 0
-    checked: set[str] = set()
+    checked: set = set()  # what was checked once: configs (seeds do not matter) and cell recipes
     combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())] or [{}]
     for ds, mv, combo, seed in itertools.product(datasets, methods, combos, seeds):
         flags = {**shared, **ds.set, **mv.set, **combo, "data.dataset": ds.name, "data.modalities": ds.modalities,
                  "method.name": mv.name, **{f"method.{k}": v for k, v in mv.params.items()}, "seed": seed,
                  "output.results_dir": results_dir, "output.data_dir": data_root, "device": device}
         context = f"{ds.where} x {mv.where}"
-        cell = mv.recipe.get(ds.name) if isinstance(mv.recipe, dict) else mv.recipe
+        own = (mv.recipe.get(ds.name) if isinstance(mv.recipe, dict) else mv.recipe) or ds.recipe  # the cell's
         try:
-            if cell or ds.recipe:
-                _check_cell_recipe(cell or ds.recipe, ds.name, mv.name)
-            cfg = resolve(cell or ds.recipe or recipe, flags, sets)
+            if own and (own, ds.name, mv.name) not in checked:
+                _check_cell_recipe(own, ds.name, mv.name)
+                checked.add((own, ds.name, mv.name))
+            cfg = resolve(own or recipe, flags, sets)
             cfg, method_obj = complete_config(cfg, metas[ds.name].digest if metas[ds.name] else "")
             key = json.dumps([asdict(cfg.data), asdict(cfg.model), asdict(cfg.method)], sort_keys=True, default=str)
             if key not in checked:  # seeds do not change what can go wrong
