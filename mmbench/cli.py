@@ -371,9 +371,15 @@ def sweep(
 
         from mmbench.ui import rich_table
 
-        table = pd.DataFrame([{"run_id": r.run_id, "run": r.label, "state": s} for r, s in states])
+        attacked = any(r.attacks for r in runs.runs)
+        table = pd.DataFrame([{"run_id": r.run_id, "run": r.label, "state": s,
+                               **({"attack": "; ".join(p.describe() for p in r.attacks) or "–"} if attacked else {})}
+                              for r, s in states])
         console.print(rich_table(table, f"{len(runs.runs)} runs in {grid}"))
         console.print(f"{len(runs.runs)} runs{dup}: {summary}; {len(pending)} to run", highlight=False)
+        if runs.unprepared:
+            console.print(f"not prepared: {', '.join(runs.unprepared)} (listed without their data: run ids change "
+                          "once prepared; run mmbench prepare NAME --root RAW_DIR first)", highlight=False)
         return
     verify_datasets(runs)
     write_manifest(runs, results_dir, {"executor": executor, "max_parallel": max_parallel, "address": address,

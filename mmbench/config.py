@@ -411,10 +411,20 @@ def _read_recipe(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     return _deep_merge(merged, d)
 
 
-def _included(ref: str, including: Path) -> Path:
-    for candidate in (including.parent / ref, RECIPES / f"{ref.removesuffix('.yaml')}.yaml"):
+def locate_recipe(ref: str, folder: Path) -> Path | None:
+    """``ref`` as a path relative to ``folder`` (or absolute), else a shipped recipe or part by name
+    (``nyud2/qmf``, ``_base/sgd_step70``; a leading ``recipes/`` is accepted); None when neither exists."""
+    name = ref.replace(os.sep, "/").removeprefix("recipes/").removesuffix(".yaml")
+    for candidate in (folder / ref, RECIPES / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
+    return None
+
+
+def _included(ref: str, including: Path) -> Path:
+    found = locate_recipe(ref, including.parent)
+    if found is not None:
+        return found
     raise MMBenchError(f"recipe {str(including)!r}: include {ref!r} not found, neither next to it nor among "
                        "the shipped recipes; fix the include")
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from mmbench.config import RECIPES as SHIPPED
-from mmbench.config import load_recipe, recipe_names, resolve
+from mmbench.config import load_catalog, load_recipe, recipe_names, resolve
 from mmbench.errors import MMBenchError
 from mmbench.methods.base import build_method
 from tests.cli_helpers import assert_one_line_error, run_cli
@@ -78,3 +78,25 @@ def test_robust_fusion_recipes_keep_the_baselines_encoder_budget(path):
     budget = lambda model: {k: v for k, v in dataclasses.asdict(model).items() if k != "fusion"}  # noqa: E731
     assert budget(cfg.model) == budget(baseline.model)  # the fusion is the method's choice, the encoders are not
     assert "Encoder budget" in path.read_text()
+
+
+#: Multimodal Dynamics' epochs per dataset (github.com/TencentAILabHealthcare/mmdynamics @ 06a2bb8, train_test.py)
+MMDYNAMICS_EPOCHS = {"brca": 2500, "rosmap": 1000}
+
+
+@pytest.mark.parametrize("dataset", sorted(MMDYNAMICS_EPOCHS))
+def test_multiomics_recipes_train_with_multimodal_dynamics_published_setting(dataset):
+    """Every BRCA / ROSMAP recipe: Adam 1e-4, weight decay 1e-4, StepLR(500, 0.2), the paper's epochs, one full
+    batch per epoch, one 1000-unit layer per view; late fusion is a recipe of its own."""
+    names = [n for n in recipe_names() if n.startswith(f"{dataset}/")]
+    assert {n.split("/")[1] for n in names} >= {"joint", "joint.late", "tmc", "qmf", "micinet", "qadm"}
+    train = load_catalog()[dataset]["splits"]["train"]  # before mmbench carves its validation split
+    for name in names:
+        cfg = resolve(name)
+        o = cfg.optim
+        assert (o.optimizer, o.lr, o.weight_decay, o.schedule, o.step_size, o.gamma, o.epochs) == \
+            ("adam", 1e-4, 1e-4, "step", 500, 0.2, MMDYNAMICS_EPOCHS[dataset]), name
+        assert o.batch_size >= train and (cfg.model.depth, cfg.model.feature_dim) == (0, 1000), name
+        text = (SHIPPED / f"{name}.yaml").read_text()
+        assert "github.com/TencentAILabHealthcare/mmdynamics" in text and "06a2bb8" in text, name  # cites its source
+    assert resolve(f"{dataset}/joint.late").model.fusion == "late" and resolve(f"{dataset}/joint").model.fusion != "late"

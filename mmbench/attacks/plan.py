@@ -140,6 +140,12 @@ class AttackPlan:
             return self.levels
         return tuple(self.protocol.levels) if self.protocol is not None else DEFAULT_LEVELS
 
+    def describe(self) -> str:
+        """What the plan runs, for listings: ``qmf(gaussian,salt_pepper)@0,5,10 x5`` (x attack seeds)."""
+        what = ",".join(self.noise) if self.noise else \
+            f"{self.protocol.name}({','.join(c.name for c in self.protocol.conditions)})"
+        return f"{what}@{','.join(f'{lv:g}' for lv in self.levels_to_run())} x{len(self.seeds)}"
+
     def covered_by(self, have: set[tuple[str, str, float, int]]) -> bool:
         """Whether rows ``(protocol, attack, level, attack seed)`` hold this plan's results: every attack x
         level x seed (ad hoc), or the protocol's rows for every seed (and level, when the plan names them)."""

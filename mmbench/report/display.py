@@ -24,7 +24,7 @@ from mmbench.report.labels import (
 
 ROBUST_KINDS = {"clean": "clean", "rel": "relative", "eff": "effective", "worst": "worst"}
 SECTION_TITLES = {"leaderboard": "Leaderboard", "modalities": "Per modality", "robustness": "Robustness under attack",
-                  "cost": "Cost", "published": "Published vs reproduced"}
+                  "cost": "Cost", "paper": "Paper layout", "published": "Published vs reproduced"}
 MARK = "†"  # significant difference from the reference
 WARN = "⚠"  # fewer than 3 seeds
 
@@ -176,9 +176,44 @@ def display_tables(report: Report) -> list[DisplayTable]:
                             + [_stat_cell(by.get((e, m)), m) for m in present])
             tables.append(DisplayTable(block, section, f"{block}: {SECTION_TITLES[section].lower()}", headers, rows,
                                        [False] + [True] * (len(headers) - 1)))
+    paper = paper_display(report)
+    if paper is not None:
+        tables.append(paper)
     if not report.published.empty:
         tables.append(published_display(report))
     return tables
+
+
+def paper_display(report: Report) -> DisplayTable | None:
+    """A paper's noise table: one row per method, one column per dataset x attack curve x level, each
+    cell our mean ± std with the published figure beside it in brackets. Built when attack levels were
+    measured on more than one dataset (block) or a recipe publishes a figure at an attack level. A row
+    is the bare method name when it names one configuration per block (QMF with its RGB-D options on
+    NYUD2 and its text-image ones on MVSA-Single is one row), else the run label."""
+    stats = report.stats
+    attack = stats[stats["kind"] == "attack"]
+    published = report.published
+    levelled = published[published["metric"].map(metric_kind) == "attack"] if not published.empty else published
+    if attack.empty or (attack["block"].nunique() < 2 and levelled.empty):
+        return None
+    names = report.runs.drop_duplicates(["block", "entry"]).set_index(["block", "entry"])["config.method.name"]
+    unique = names.groupby(level=0).transform(lambda g: g.map(g.value_counts()) == 1)
+    row_of = {k: (names[k] if unique[k] else k[1]) for k in names.index}
+    pub = {(r.block, r.entry, r.metric): r.published for r in levelled.itertuples(index=False)}
+    columns = list(dict.fromkeys(zip(attack["block"], attack["metric"])))
+    columns.sort(key=lambda c: (report.blocks.index(c[0]), _robust_order(c[1])))
+    cells: dict[str, dict[tuple[str, str], Cell]] = {}
+    for _, s in attack.iterrows():
+        cell = _stat_cell(s, s["metric"])
+        value = pub.get((s["block"], s["entry"], s["metric"]))
+        if value is not None:
+            cell.text += f" ({format_value(s['metric'], value)})"
+            cell.tip += f"; published {format_value(s['metric'], value)}"
+        cells.setdefault(row_of[s["block"], s["entry"]], {})[s["block"], s["metric"]] = cell
+    headers = [report.grouping.entry_name] + [f"{b} {pretty_header(m)}" for b, m in columns]
+    rows = [[Cell(r, r)] + [cells[r].get(c, Cell("–", float("nan"))) for c in columns] for r in cells]
+    return DisplayTable("", "paper", "paper layout: ours (published)", headers, rows,
+                        [False] + [True] * len(columns))
 
 
 def _robust_order(metric: str) -> tuple:
@@ -249,9 +284,9 @@ def terminal_tables(report: Report) -> list[tuple[str, pd.DataFrame]]:
     without the per-level columns."""
     out = []
     for t in display_tables(report):
-        if t.section not in ("leaderboard", "modalities", "robustness"):
+        if t.section not in ("leaderboard", "modalities", "robustness", "paper"):
             continue
-        keep = [i for i, h in enumerate(t.headers) if "@" not in h]
+        keep = [i for i, h in enumerate(t.headers) if "@" not in h or t.section == "paper"]
         df = pd.DataFrame([[_plain(r[i]) for i in keep] for r in t.rows], columns=[t.headers[i] for i in keep])
         df = df.loc[:, [c for c in df.columns if (df[c] != "–").any() or c == t.headers[keep[0]]]]
         out.append((f"{t.title} (%, mean ± std)", df))

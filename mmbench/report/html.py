@@ -168,6 +168,10 @@ def render_html(report: Report, tables: list[DisplayTable], images: list[PlotIma
         if figs:
             parts.append("<h3>Plots</h3><div class=\"plots\">" + "".join(render_figure(f) for f in figs) + "</div>")
         parts.append("</section>")
+    for t in (t for t in tables if t.section == "paper"):
+        parts.append('<section id="paper"><h2>Paper layout</h2><p>One row per method, one column per dataset, '
+                     "attack and level: our mean ± std over seeds, the published figure in brackets.</p>"
+                     + render_table(t) + "</section>")
     for t in (t for t in tables if t.section == "published"):
         parts.append('<section id="published"><h2>Published vs reproduced</h2>'
                      "<p>The figure each recipe's <code>published:</code> block cites, beside our mean over seeds and "

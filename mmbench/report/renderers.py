@@ -99,6 +99,8 @@ def render_latex(report: Report, tables: list[DisplayTable] | None = None) -> st
                           "clean, relative (normalised area under the accuracy--level curve), effective "
                           f"(vs.\\ {tex_escape(o.reference or '-')}) and worst-level accuracy.",
             "cost": f"{tex_escape(t.block)}: cost, mean $\\pm$ std over training seeds.",
+            "paper": "Paper layout (\\%): our mean $\\pm$ std over training seeds per method, dataset, attack and "
+                     "level; the published figure in brackets.",
             "published": "Published vs reproduced: the published figure, our mean and 95\\% interval, and whether "
                          "the published value lies inside it.",
         }[t.section]

@@ -5,12 +5,14 @@ A grid file (YAML, read with ``yaml.safe_load``)::
     datasets:                      # names, or mappings with modalities and per-dataset overrides
       - synthetic
       - {name: mfeat, modalities: [pix, mor], set: {optim.epochs: 20}}
+      - {name: nyud2, recipe: _base/x, attack: [{protocol: qmf_rgbd}]}   # this dataset's recipe and attacks
     methods:                       # names, or mappings: every list-valued parameter is swept
       - joint
       - {name: ogm_ge, alpha: [0.5, 0.8]}          # 2 variants
       - {name: unimodal, modality: [pix, mor]}     # to pass a list as one value: [[a, b]]
+      - {name: qmf, recipe: {nyud2: nyud2/qmf}}    # a recipe per (dataset, method) cell, or one for all
     seeds: 3                       # 0, 1, 2; or a list [0, 5, 7]
-    recipe: recipes/base.yaml      # optional; relative to the grid file
+    recipe: recipes/base.yaml      # optional; a path relative to the grid file or a shipped recipe's name
     set: {optim.epochs: 10, model: {hidden_dim: 64}}   # shared overrides (fixed values)
     grid: {optim.lr: [0.01, 0.1]}  # shared overrides swept as a cartesian product
     attack:                        # optional: evaluate every run under noise after training
@@ -19,8 +21,11 @@ A grid file (YAML, read with ``yaml.safe_load``)::
 
 Runs = datasets x method variants x grid values x seeds; each is resolved with
 :func:`mmbench.config.resolve` (defaults < datasets.yaml < recipe < grid values < ``--set``) and
-named by its run id, so the same run is never listed twice. Each ``attack:`` entry becomes an
-:class:`~mmbench.attacks.plan.AttackPlan`.
+named by its run id, so the same run is never listed twice. A run's recipe is its cell's: the method
+entry's (for its dataset, when ``recipe`` maps dataset names), else the dataset entry's, else the
+grid's; a method's or dataset's recipe that names a dataset or method must name the cell's. Each
+``attack:`` entry becomes an :class:`~mmbench.attacks.plan.AttackPlan`; a dataset's own ``attack:``
+replaces the grid's for its runs.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from mmbench.attacks.plan import AttackPlan
-from mmbench.config import RunConfig, load_yaml_file, parse_set, resolve, short_repr
+from mmbench.config import RunConfig, load_recipe, load_yaml_file, locate_recipe, parse_set, resolve, short_repr
 from mmbench.config import data_dir as default_data_dir
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS, unknown_name_message
@@ -48,6 +53,27 @@ IDENTITY_KEYS = {"data.dataset": "datasets", "data.modalities": "datasets[].moda
                  "seed": "seeds"}
 
 
+@dataclass
+class DatasetEntry:
+    """One ``datasets:`` entry: its name, modalities, overrides, recipe and attacks (None: the grid's)."""
+
+    name: str
+    modalities: list[str] | None
+    set: dict[str, Any]
+    where: str
+    recipe: str | None = None
+    attacks: list[AttackPlan] | None = None
+
+
+@dataclass
+class MethodVariant:
+    """One variant of a ``methods:`` entry; ``recipe``: one file for every dataset, or dataset name -> file."""
+
+    name: str
+    params: dict[str, Any]
+    set: dict[str, Any]
+    where: str
+    recipe: str | dict[str, str] | None = None
 
 
 @dataclass
@@ -73,6 +99,7 @@ class Grid:
     path: str
     runs: list[Run]
     duplicates: int = 0  # grid points that resolved to a run id already listed
+    unprepared: list[str] = field(default_factory=list)  # datasets a dry run listed without their prepared data
 
     @property
     def digest(self) -> str:
@@ -102,11 +129,8 @@ def expand(path: str | os.PathLike, results_dir: str = "results", data_dir: str 
 
     d = load_grid(path)
     where = str(path)
-    recipe = d.get("recipe")
-    if recipe is not None:
-        if not isinstance(recipe, str):
-            raise MMBenchError(f"{where}: 'recipe' must be a file path")
-        recipe = str(Path(path).parent / recipe) if not Path(recipe).is_absolute() else recipe
+    folder = Path(path).parent
+    recipe = _recipe_ref(d.get("recipe"), folder, f"{where}: recipe")
     shared = _flatten(d.get("set") or {}, f"{where}: set")
     swept = _flatten(d.get("grid") or {}, f"{where}: grid")
     for key, values in swept.items():
@@ -118,32 +142,37 @@ def expand(path: str | os.PathLike, results_dir: str = "results", data_dir: str 
             raise MMBenchError(f"{where}: {key} is chosen by '{owner}' in the grid, not by set/grid; move it there")
         if key in ("output.results_dir", "output.data_dir"):
             raise MMBenchError(f"{where}: {key} is set by the sweep's --{key[7:].replace('_', '-')} option, not in the grid")
-    datasets = [_dataset_entry(e, f"{where}: datasets[{i}]") for i, e in enumerate(_as_list(d["datasets"], where, "datasets"))]
+    datasets = [_dataset_entry(e, f"{where}: datasets[{i}]", folder)
+                for i, e in enumerate(_as_list(d["datasets"], where, "datasets"))]
+    names = [e.name for e in datasets]
     methods = [v for i, e in enumerate(_as_list(d["methods"], where, "methods"))
-               for v in _method_variants(e, f"{where}: methods[{i}]")]
+               for v in _method_variants(e, f"{where}: methods[{i}]", folder, names)]
     seeds = _seeds(d.get("seeds", 1), where)
     attacks = [AttackPlan.from_grid(a, f"{where}: attack[{i}]") for i, a in enumerate(_as_list(d.get("attack") or [], where, "attack"))]
     resources = _resources(d.get("resources") or {}, where)
     results_dir = str(Path(results_dir).resolve())  # workers may run elsewhere (Ray: another cwd)
     data_root = str(default_data_dir(data_dir).resolve())
 
-    metas = {name: _dataset_meta(name, data_root, prepare, entry_where) for name, _, _, entry_where in datasets}
+    metas = {e.name: _dataset_meta(e.name, data_root, prepare, e.where) for e in datasets}
     runs: dict[str, Run] = {}
     duplicates = 0
-    checked: set[str] = set()
+    checked: set = set()  # what was checked once: configs (seeds do not matter) and cell recipes
     combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())] or [{}]
-    for (dataset, modalities, dataset_set, dwhere), (method, params, method_set, mwhere), combo, seed in \
-            itertools.product(datasets, methods, combos, seeds):
-        flags = {**shared, **dataset_set, **method_set, **combo, "data.dataset": dataset, "data.modalities": modalities,
-                 "method.name": method, **{f"method.{k}": v for k, v in params.items()}, "seed": seed,
+    for ds, mv, combo, seed in itertools.product(datasets, methods, combos, seeds):
+        flags = {**shared, **ds.set, **mv.set, **combo, "data.dataset": ds.name, "data.modalities": ds.modalities,
+                 "method.name": mv.name, **{f"method.{k}": v for k, v in mv.params.items()}, "seed": seed,
                  "output.results_dir": results_dir, "output.data_dir": data_root, "device": device}
-        context = f"{dwhere} x {mwhere}"
+        context = f"{ds.where} x {mv.where}"
+        own = (mv.recipe.get(ds.name) if isinstance(mv.recipe, dict) else mv.recipe) or ds.recipe  # the cell's
         try:
-            cfg = resolve(recipe, flags, sets)
-            cfg, method_obj = complete_config(cfg, metas[dataset].digest if metas[dataset] else "")
+            if own and (own, ds.name, mv.name) not in checked:
+                _check_cell_recipe(own, ds.name, mv.name)
+                checked.add((own, ds.name, mv.name))
+            cfg = resolve(own or recipe, flags, sets)
+            cfg, method_obj = complete_config(cfg, metas[ds.name].digest if metas[ds.name] else "")
             key = json.dumps([asdict(cfg.data), asdict(cfg.model), asdict(cfg.method)], sort_keys=True, default=str)
             if key not in checked:  # seeds do not change what can go wrong
-                _check_run(cfg, method_obj, metas[dataset])
+                _check_run(cfg, method_obj, metas[ds.name])
                 checked.add(key)
         except MMBenchError as e:
             raise MMBenchError(f"{context}: {e}") from None
@@ -152,9 +181,34 @@ def expand(path: str | os.PathLike, results_dir: str = "results", data_dir: str 
             duplicates += 1
             continue
         num_gpus = resources.get("num_gpus", 1.0 if cfg.device.startswith("cuda") else 0.0)
-        runs[run_id] = Run(run_id, cfg.to_dict(), run_label(cfg, method_obj), attacks,
-                           resources.get("num_cpus", 1.0), num_gpus)
-    return Grid(str(path), list(runs.values()), duplicates)
+        runs[run_id] = Run(run_id, cfg.to_dict(), run_label(cfg, method_obj),
+                           attacks if ds.attacks is None else ds.attacks, resources.get("num_cpus", 1.0), num_gpus)
+    unprepared = [name for name, meta in metas.items() if meta is None and not DATASETS.get(name).embedded]
+    return Grid(str(path), list(runs.values()), duplicates, unprepared)
+
+
+def _recipe_ref(ref: Any, folder: Path, where: str) -> str | None:
+    """A grid's recipe reference as a file path: relative to the grid file, else a shipped recipe by name."""
+    if ref is None:
+        return None
+    if not isinstance(ref, str) or not ref:
+        raise MMBenchError(f"{where} must be a recipe file path or a shipped recipe's name, got {short_repr(ref)}")
+    found = locate_recipe(ref, folder)
+    if found is None:
+        raise MMBenchError(f"{where}: recipe {ref!r} not found, neither next to the grid file nor among the shipped "
+                           "recipes (mmbench/recipes); fix the name")
+    return str(found)
+
+
+def _check_cell_recipe(path: str, dataset: str, method: str) -> None:
+    """A method's or dataset's recipe that names a dataset or method names the cell's: else its settings
+    (and published figures) would be taken for another cell's."""
+    d = load_recipe(path)
+    for key, section, want in (("dataset", "data", dataset), ("name", "method", method)):
+        named = (d.get(section) or {}).get(key) if isinstance(d.get(section), dict) else None
+        if named is not None and named != want:
+            raise MMBenchError(f"recipe {path!r} is for {section}.{key} {named!r}, not {want!r}; "
+                               "give this cell its own recipe")
 
 
 def _as_list(value: Any, where: str, key: str) -> list:
@@ -179,14 +233,18 @@ def _flatten(d: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def _dataset_entry(entry: Any, where: str) -> tuple[str, list[str] | None, dict[str, Any], str]:
+DATASET_KEYS = ("name", "modalities", "set", "recipe", "attack")
+
+
+def _dataset_entry(entry: Any, where: str, folder: Path) -> DatasetEntry:
     if isinstance(entry, str):
-        return entry, None, {}, f"{where} ({entry})"
+        return DatasetEntry(entry, None, {}, f"{where} ({entry})")
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise MMBenchError(f"{where} must be a dataset name or a mapping with 'name' (and modalities, set)")
-    unknown = set(entry) - {"name", "modalities", "set"}
+        raise MMBenchError(f"{where} must be a dataset name or a mapping with 'name' (and {', '.join(DATASET_KEYS[1:])})")
+    unknown = set(entry) - set(DATASET_KEYS)
     if unknown:
-        raise MMBenchError(f"{where}: unknown key {short_repr(sorted(unknown, key=str)[0])}; a dataset entry has name, modalities, set")
+        raise MMBenchError(f"{where}: unknown key {short_repr(sorted(unknown, key=str)[0])}; a dataset entry has "
+                           f"{', '.join(DATASET_KEYS)}")
     modalities = entry.get("modalities")
     if isinstance(modalities, str):
         modalities = [m.strip() for m in modalities.split(",") if m.strip()]
@@ -195,19 +253,34 @@ def _dataset_entry(entry: Any, where: str) -> tuple[str, list[str] | None, dict[
     dataset_set = _flatten(entry.get("set") or {}, f"{where}: set")
     if "data.modalities" in dataset_set or "data.dataset" in dataset_set:
         raise MMBenchError(f"{where}: give the dataset's name and modalities as 'name' and 'modalities', not in set")
-    return entry["name"], modalities, dataset_set, f"{where} ({entry['name']})"
+    where = f"{where} ({entry['name']})"
+    attacks = None
+    if "attack" in entry:
+        attacks = [AttackPlan.from_grid(a, f"{where}: attack[{i}]")
+                   for i, a in enumerate(_as_list(entry["attack"] or [], where, "attack"))]
+    return DatasetEntry(entry["name"], modalities, dataset_set, where,
+                        _recipe_ref(entry.get("recipe"), folder, f"{where}: recipe"), attacks)
 
 
-def _method_variants(entry: Any, where: str) -> list[tuple[str, dict[str, Any], dict[str, Any], str]]:
+def _method_variants(entry: Any, where: str, folder: Path, datasets: list[str]) -> list[MethodVariant]:
     if isinstance(entry, str):
-        return [(entry, {}, {}, f"{where} ({entry})")]
+        return [MethodVariant(entry, {}, {}, f"{where} ({entry})")]
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise MMBenchError(f"{where} must be a method name or a mapping with 'name' and its parameters")
     name = entry["name"]
     method_set = _flatten(entry.get("set") or {}, f"{where}: set")
     if any(k.startswith("method.") or k in IDENTITY_KEYS for k in method_set):
         raise MMBenchError(f"{where}: give method parameters directly in the method entry, not in its set")
-    params = {k: v for k, v in entry.items() if k not in ("name", "set")}
+    recipe = entry.get("recipe")
+    if isinstance(recipe, dict):
+        for dataset in recipe:
+            if dataset not in datasets:
+                raise MMBenchError(f"{where} ({name}): recipe names dataset {short_repr(dataset)}, which the grid "
+                                   f"does not list; list it under datasets or use one of {', '.join(datasets)}")
+        recipe = {ds: _recipe_ref(ref, folder, f"{where} ({name}): recipe.{ds}") for ds, ref in recipe.items()}
+    else:
+        recipe = _recipe_ref(recipe, folder, f"{where} ({name}): recipe")
+    params = {k: v for k, v in entry.items() if k not in ("name", "set", "recipe")}
     keys = list(params)
     lists = [params[k] if isinstance(params[k], list) else [params[k]] for k in keys]
     if any(not v for v in lists):
@@ -216,7 +289,8 @@ def _method_variants(entry: Any, where: str) -> list[tuple[str, dict[str, Any], 
     for values in itertools.product(*lists):
         chosen = dict(zip(keys, values))
         text = ", ".join(f"{k}={v}" for k, v in chosen.items())
-        variants.append((name, chosen, method_set, f"{where} ({name}{f'({text})' if text else ''})"))
+        variants.append(MethodVariant(name, chosen, method_set, f"{where} ({name}{f'({text})' if text else ''})",
+                                      recipe))
     return variants
 
 
@@ -245,9 +319,8 @@ def _dataset_meta(name: str, data_root: str, prepare: bool, where: str):
     from mmbench.data.store import load_meta, prepared_path
 
     try:
-        if not (prepared_path(name, data_root) / "meta.json").exists() and not prepare:
-            if name in DATASETS and DATASETS.get(name).embedded:
-                return None  # prepared when the sweep runs
+        if not (prepared_path(name, data_root) / "meta.json").exists() and not prepare and name in DATASETS:
+            return None  # a dry run lists it; embedded data is prepared when the sweep runs
         return load_meta(name, data_root, auto_prepare=prepare)
     except MMBenchError as e:
         raise MMBenchError(f"{where}: {e}") from None
