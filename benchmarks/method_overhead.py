@@ -1,9 +1,12 @@
 """Epoch time and peak memory of every registered method relative to ``joint``.
 
 Each method trains in its own subprocess (so peak RSS is its own) on the same data, model and
-seed; the figure is the median seconds per epoch after the first epoch. Usage:
+seed; a run's figure is its median seconds per epoch after the first epoch. The methods run in
+``--rounds`` interleaved rounds (``joint``, then every other method, then again), and a method's
+ratio to ``joint`` is the median over rounds of the per-round ratio, with its range (``pairing.py``),
+so a load change on a shared machine hits both sides of a pair alike. Usage:
 
-    python benchmarks/method_overhead.py [--dataset synthetic] [--epochs 6] [--methods joint,ogm_ge]
+    python benchmarks/method_overhead.py [--dataset synthetic] [--epochs 6] [--rounds 5] [--methods joint,ogm_ge]
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from pairing import MIN_ROUNDS, Ratio, rounds  # benchmarks/ is on sys.path when this script runs
 
 
 def one(method: str, dataset: str, epochs: int, data_dir: str, modalities: str | None) -> dict:
@@ -50,6 +56,7 @@ def main() -> None:
     parser.add_argument("--modalities", default=None)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--methods", default=None, help="comma-separated (default: all registered)")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS, help="interleaved rounds (pairs per method)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
@@ -62,25 +69,36 @@ def main() -> None:
 
     meta = load_meta(args.dataset, data_dir)  # prepare once, outside the timed runs
     methods = args.methods.split(",") if args.methods else METHODS.names()
-    rows = {}
-    for method in ["joint"] + [m for m in methods if m != "joint"]:
+    order = ["joint"] + [m for m in methods if m != "joint"]
+
+    def child(method: str) -> dict:
         cmd = [sys.executable, __file__, "--one", method, "--dataset", args.dataset, "--epochs", str(args.epochs),
                "--data-dir", data_dir] + (["--modalities", args.modalities] if args.modalities else [])
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            rows[method] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-        else:
-            rows[method] = json.loads(done.stdout.strip().splitlines()[-1])
-    base = rows["joint"]
+            return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    pairs = {m: list(zip(*rounds(lambda: child("joint"), lambda m=m: child(m), args.rounds))) for m in order[1:]}
+    joint = [b for p in pairs.values() for b, _ in p] or [child("joint") for _ in range(args.rounds)]
     mods = args.modalities or ",".join(meta.modalities)
-    print(f"dataset {args.dataset} [{mods}], {args.epochs} epochs, median s/epoch after the first, 2 threads\n")
+    print(f"dataset {args.dataset} [{mods}], {args.epochs} epochs, median s/epoch after the first, 2 threads; "
+          f"{args.rounds} rounds per method, each run right after a joint run; "
+          "x joint = median of the per-pair ratios [range]\n")
     print("| method | s/epoch | x joint | peak RSS MB | x joint |\n|---|---|---|---|---|")
-    for method, r in rows.items():
-        if "error" in r:
-            print(f"| {method} | failed: {r['error']} | | | |")
+    for method in order:
+        ok = [(r, r) for r in joint] if method == "joint" else pairs[method]
+        ok = [(b, r) for b, r in ok if "error" not in b and "error" not in r]
+        if not ok:
+            failed = next((r for pair in pairs.get(method, []) for r in pair if "error" in r),
+                          next((r for r in joint if "error" in r), {"error": "no run"}))
+            print(f"| {method} | failed: {failed['error']} | | | |")
             continue
-        print(f"| {method} | {r['seconds_per_epoch']:.3f} | {r['seconds_per_epoch'] / base['seconds_per_epoch']:.2f} "
-              f"| {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f} |")
+        cells = []
+        for key, fmt in (("seconds_per_epoch", ".3f"), ("peak_rss_mb", ".0f")):
+            cells += [format(statistics.median(r[key] for _, r in ok), fmt),
+                      str(Ratio.of([b[key] for b, _ in ok], [r[key] for _, r in ok]))]
+        print(f"| {method} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ per step, and the child's peak RSS. ``--baseline`` switches mmbench's two CPU sp
 runs plain PyTorch defaults as the official OGM-GE code does: the allocator setting
 (``MMBENCH_CPU_TUNING=0``, see :func:`mmbench.runtime.tune_cpu`) and the channels-last layout of
 the ResNet-18 (``ResNet18Encoder.memory_format = torch.contiguous_format``); ``--without X``
-switches one of them off; ``--compare`` runs both and checks that the
-per-step losses agree. Reference: the official OGM-GE code (``main.py`` at 343dc1d, measured on this
+switches one of them off; ``--compare`` runs both in ``--rounds`` interleaved pairs (``pairing.py``),
+reports the median of the per-pair speed and memory ratios with their range, and checks that the
+per-step losses agree. Peak RSS is measured from after loading the data (the steps' own peak, with
+the data they use resident; the lifetime peak is shown too). ``--optimizer foreach|fused`` swaps in
+torch's multi-tensor or fused SGD step. Reference: the official OGM-GE code (``main.py`` at 343dc1d, measured on this
 project's 2-core machine) does 4.8 samples/s on 2 CPU threads (5.3 for forward + backward alone),
 with 50-75 s of each 133-s epoch in kernel time.
 """
@@ -28,49 +31,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from prepare_throughput import ensure_fixture  # benchmarks/ is on sys.path when this script runs
+from ogm_setup import ensure_data
+from pairing import MIN_ROUNDS, Ratio, rounds  # benchmarks/ is on sys.path when this script runs
 
 CHILD = """
 import json, resource, sys, time
 import torch
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
-from mmbench.config import resolve
 from mmbench.models.encoders import ResNet18Encoder
-from mmbench.run import complete_config, load_run_data, model_spec
+from mmbench.run import model_spec
 from mmbench.runtime import seed_everything
-from mmbench.training import Trainer
+import mmbench.training as training
+from ogm_setup import ogm_ge_run, record_steps
 
-flags = {"data.dataset": "cremad", "method.name": "ogm_ge", "optim.epochs": 1, "optim.batch_size": args["batch"],
-         "output.data_dir": args["data_dir"], "seed": 0}
 if "layout" in args["off"]:
     ResNet18Encoder.memory_format = torch.contiguous_format
-cfg, method = complete_config(resolve(flags=flags))
-data = load_run_data(cfg)
-n = (args["warmup"] + args["steps"]) * args["batch"]
-train = data["train"].index(torch.arange(n) % len(data["train"]))
-val = data["val"].index(slice(0, args["batch"]))
+if args["optimizer"] != "default":  # torch's multi-tensor (foreach) or fused SGD step
+    training.build_optimizer = lambda params, c: torch.optim.SGD(
+        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, **{args["optimizer"]: True})
+cfg, method, train, val = ogm_ge_run(args["data_dir"], args["batch"], args["warmup"] + args["steps"])
+data_mb = sum(x.nbytes for d in (train, val) for x in [*d.inputs.values(), d.labels]) / 2**20
+def rss_mb(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key)) / 1024
+with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM: the peak from here on is the training's
+    f.write("5")
 seed_everything(0)
-spec = model_spec(cfg, train)
-model = method.build_model(spec)
-marks, losses = [], []
-loss_fn, after = method.loss, method.after_backward
-def loss(*a):
-    value, logs = loss_fn(*a)
-    losses.append(value.item())
-    return value, logs
-def after_backward(*a):
-    out = after(*a)
-    marks.append((time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)))
-    return out
-method.loss, method.after_backward = loss, after_backward
-trainer = Trainer(method, model, cfg.optim, torch.device("cpu"), 0)
+model = method.build_model(model_spec(cfg, train))
+marks, losses = record_steps(method, lambda: (time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)))
+trainer = training.Trainer(method, model, cfg.optim, torch.device("cpu"), 0)
 start = time.perf_counter()
 trainer.fit(train, val)
 (t0, r0), (t1, r1) = marks[args["warmup"] - 1], marks[-1]
@@ -79,35 +75,22 @@ print(json.dumps({
     "samples_per_s": args["steps"] * args["batch"] / (t1 - t0), "seconds_per_step": (t1 - t0) / args["steps"],
     "user_s": user, "system_s": system, "system_share": system / (user + system),
     "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / args["steps"],
-    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "losses": losses,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "train_peak_rss_mb": rss_mb("VmHWM"),
+    "data_mb": data_mb, "losses": losses,
     "encoders": dict(cfg.model.encoders), "threads": torch.get_num_threads(), "batch": args["batch"],
     "first_steps_s": [round(marks[i][0] - (marks[i - 1][0] if i else start), 2) for i in range(args["warmup"])]}))
 """
 
 
-def ensure_data(clips: int, raw: Path, data_dir: Path) -> None:
-    from mmbench.data.store import load_meta, prepare
-
-    try:
-        meta = load_meta("cremad", data_dir)
-        if meta.modalities["visual"].shape == (1, 3, 224, 224):
-            print(f"reusing prepared cremad in {data_dir}: splits {meta.splits}")
-            return
-    except Exception:  # noqa: BLE001 - not prepared (or prepared otherwise): prepare below
-        pass
-    ensure_fixture(raw, clips)
-    start = time.perf_counter()
-    prepare("cremad", raw, data_dir, options={"image_size": 224, "frames": 1}, force=True)
-    print(f"prepared at 224x224, 1 frame in {time.perf_counter() - start:.1f} s ({data_dir})")
-
-
-def run(data_dir: Path, steps: int, warmup: int, threads: int, batch: int, off: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+def run(data_dir: Path, steps: int, warmup: int, threads: int, batch: int, off: list[str], optimizer: str) -> dict:
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
     env.pop("MMBENCH_CPU_TUNING", None)
     if "malloc" in off:
         env["MMBENCH_CPU_TUNING"] = "0"
     args = {"data_dir": str(data_dir), "steps": steps, "warmup": warmup, "threads": threads, "batch": batch,
-            "off": off}
+            "off": off, "optimizer": optimizer}
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], check=True, capture_output=True,
                          text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -117,7 +100,8 @@ def report(label: str, r: dict) -> None:
     print(f"{label}: {r['samples_per_s']:.2f} samples/s ({r['seconds_per_step']:.2f} s per batch of "
           f"{r['batch']}), kernel time {100 * r['system_share']:.0f}% of CPU time "
           f"(user {r['user_s']:.1f} s, system {r['system_s']:.1f} s), {r['minor_faults_per_step'] / 1e3:.0f} k minor "
-          f"faults per step, peak RSS {r['peak_rss_mb']:.0f} MB; warm-up steps {r['first_steps_s']} s; "
+          f"faults per step, peak RSS {r['train_peak_rss_mb']:.0f} MB while training ({r['data_mb']:.0f} MB of it data; "
+          f"{r['peak_rss_mb']:.0f} MB with loading); warm-up steps {r['first_steps_s']} s; "
           f"{r['threads']} threads")
 
 
@@ -133,28 +117,45 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="mmbench's CPU speed-ups off (plain PyTorch defaults)")
     parser.add_argument("--without", action="append", choices=["malloc", "layout"], default=[],
                         help="switch one speed-up off: the allocator setting or the channels-last layout")
-    parser.add_argument("--compare", action="store_true", help="run the baseline and the tuned path, compare")
+    parser.add_argument("--compare", action="store_true",
+                        help="run the baseline and the tuned path in interleaved rounds, compare")
+    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS, help="pairs of runs for --compare")
+    parser.add_argument("--optimizer", choices=["default", "foreach", "fused"], default="default",
+                        help="torch's SGD implementation: per-parameter loop (default on CPU), foreach or fused")
     args = parser.parse_args()
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be at least 1")
+    if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
+        parser.error("--warmup, --steps and --rounds must be at least 1")
 
     tmp = Path(tempfile.mkdtemp(prefix="mmbench-train-"))
     data_dir = args.data_dir or tmp / "data"
     ensure_data(args.clips, args.keep or tmp / "raw", data_dir)
     everything = ["malloc", "layout"]
-    runs = [everything, []] if args.compare else [everything if args.baseline else sorted(set(args.without))]
-    results = []
-    for off in runs:
-        label = ("mmbench (channels_last layout, steady malloc)" if not off else
-                 "baseline (NCHW, default malloc)" if len(off) == 2 else f"mmbench without the {off[0]} speed-up")
-        results.append(run(data_dir, args.steps, args.warmup, args.threads, args.batch_size, off))
-        report(f"ogm_ge, ResNet-18 x2, 224x224, batch {args.batch_size}, {label}", results[-1])
-    if args.compare:
-        a, b = results
-        diff = max(abs(x - y) for x, y in zip(a["losses"], b["losses"]))
-        print(f"speed-up {b['samples_per_s'] / a['samples_per_s']:.2f}x; per-step training losses, baseline vs "
-              f"tuned: max |difference| {diff:.2e} over {len(a['losses'])} steps "
-              f"(first {a['losses'][0]:.4f} / {b['losses'][0]:.4f}, last {a['losses'][-1]:.4f} / {b['losses'][-1]:.4f})")
+    label = {(): "mmbench (channels_last layout, steady malloc)", tuple(everything): "baseline (NCHW, default malloc)"}
+    title = f"ogm_ge, ResNet-18 x2, 224x224, batch {args.batch_size}, SGD {args.optimizer}"
+
+    def side(off: list[str]):
+        def go() -> dict:
+            r = run(data_dir, args.steps, args.warmup, args.threads, args.batch_size, off, args.optimizer)
+            report(f"{title}, {label.get(tuple(off), f'mmbench without the {off[0]} speed-up')}", r)
+            return r
+        return go
+
+    if not args.compare:
+        side(everything if args.baseline else sorted(set(args.without)))()
+    else:
+        base, tuned = rounds(side(everything), side([]), args.rounds)
+        speed = Ratio.of([r["samples_per_s"] for r in base], [r["samples_per_s"] for r in tuned])
+        rss = Ratio.of([r["train_peak_rss_mb"] for r in base], [r["train_peak_rss_mb"] for r in tuned])
+        print(f"{args.rounds} interleaved rounds (baseline, then mmbench), median of the per-pair ratios [range]:")
+        for name, rs in (("baseline", base), ("mmbench", tuned)):
+            print(f"  {name}: median {statistics.median(r['samples_per_s'] for r in rs):.2f} samples/s, "
+                  f"median peak RSS while training {statistics.median(r['train_peak_rss_mb'] for r in rs):.0f} MB")
+        print(f"  speed-up {speed}; peak RSS while training, mmbench / baseline {rss}")
+        a, b = base[0], tuned[0]
+        diff = max(abs(x - y) for r in base + tuned for x, y in zip(a["losses"], r["losses"]))
+        print(f"per-step training losses, every run vs the first baseline run: max |difference| {diff:.2e} over "
+              f"{len(a['losses'])} steps (first {a['losses'][0]:.4f} / {b['losses'][0]:.4f}, "
+              f"last {a['losses'][-1]:.4f} / {b['losses'][-1]:.4f})")
         print("  baseline:", " ".join(f"{x:.4f}" for x in a["losses"]))
         print("  mmbench: ", " ".join(f"{x:.4f}" for x in b["losses"]))
     print("reference: official OGM-GE code, 2 CPU threads: 4.8 samples/s per epoch, 5.3 forward + backward alone; "
