@@ -59,7 +59,8 @@ def utilisation_sampler(device):
 
     def stop() -> list[float]:
         done.set()
-        thread.join()
+        if thread.is_alive():
+            thread.join()
         return samples
 
     return (thread.start if device.type == "cuda" else lambda: None), stop
@@ -162,7 +163,7 @@ def main() -> None:
     import torch
 
     if args.dry_run:
-        device, args.steps, args.warmup, args.batch_size, args.clips = torch.device("cpu"), 2, 1, 4, 40
+        device, args.steps, args.warmup, args.batch_size, args.clips = torch.device("cpu"), 2, 1, 4, 120
         torch.set_num_threads(2)
     elif not torch.cuda.is_available():
         parser.error("no CUDA device here; --dry-run checks the script on the CPU")
