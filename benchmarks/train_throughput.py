@@ -136,7 +136,8 @@ def main() -> None:
     def side(off: list[str]):
         def go() -> dict:
             r = run(data_dir, args.steps, args.warmup, args.threads, args.batch_size, off, args.optimizer)
-            report(f"{title}, {label.get(tuple(off), f'mmbench without the {off[0]} speed-up')}", r)
+            name = label[tuple(off)] if tuple(off) in label else f"mmbench without the {off[0]} speed-up"
+            report(f"{title}, {name}", r)
             return r
         return go
 
