@@ -412,10 +412,11 @@ def test_bounded_loader_keeps_ordinary_yaml():
 def test_ctrl_c_during_train_is_one_line_and_the_run_resumes(workspace, tmp_path):
     ws, _ = workspace
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # 200 epochs (about 7 s of training): long enough that the signal lands mid-run on a fast idle machine too
-    cmd = [sys.executable, "-m", "mmbench.cli", "train", "--dataset", "tiny", "--epochs", "200", "--quiet", *SMALL,
+    cmd = [sys.executable, "-m", "mmbench.cli", "train", "--dataset", "tiny", "--epochs", "40", "--quiet", *SMALL,
            "--set", "optim.batch_size=8", "--data-dir", str(ws / "data"), "--results-dir", str(tmp_path / "results")]
-    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as at a terminal: a test run started in the background (nohup, `&`) inherits SIGINT ignored
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     status = None
     while time.time() < deadline and child.poll() is None:
