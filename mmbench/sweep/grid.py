@@ -148,7 +148,7 @@ def expand(path: str | os.PathLike, results_dir: str = "results", data_dir: str 
     methods = [v for i, e in enumerate(_as_list(d["methods"], where, "methods"))
                for v in _method_variants(e, f"{where}: methods[{i}]", folder, names)]
     seeds = _seeds(d.get("seeds", 1), where)
-    attacks = [AttackPlan.from_grid(a, f"{where}: attack[{i}]") for i, a in enumerate(_as_list(d.get("attack") or [], where, "attack"))]
+    attacks = _attack_plans(d.get("attack"), where)
     resources = _resources(d.get("resources") or {}, where)
     results_dir = str(Path(results_dir).resolve())  # workers may run elsewhere (Ray: another cwd)
     data_root = str(default_data_dir(data_dir).resolve())
@@ -211,6 +211,11 @@ def _check_cell_recipe(path: str, dataset: str, method: str) -> None:
                                "give this cell its own recipe")
 
 
+def _attack_plans(value: Any, where: str) -> list[AttackPlan]:
+    """An ``attack:`` list (the grid's or a dataset's) as plans."""
+    return [AttackPlan.from_grid(a, f"{where}: attack[{i}]") for i, a in enumerate(_as_list(value or [], where, "attack"))]
+
+
 def _as_list(value: Any, where: str, key: str) -> list:
     if isinstance(value, list):
         return value
@@ -254,10 +259,7 @@ def _dataset_entry(entry: Any, where: str, folder: Path) -> DatasetEntry:
     if "data.modalities" in dataset_set or "data.dataset" in dataset_set:
         raise MMBenchError(f"{where}: give the dataset's name and modalities as 'name' and 'modalities', not in set")
     where = f"{where} ({entry['name']})"
-    attacks = None
-    if "attack" in entry:
-        attacks = [AttackPlan.from_grid(a, f"{where}: attack[{i}]")
-                   for i, a in enumerate(_as_list(entry["attack"] or [], where, "attack"))]
+    attacks = _attack_plans(entry["attack"], where) if "attack" in entry else None
     return DatasetEntry(entry["name"], modalities, dataset_set, where,
                         _recipe_ref(entry.get("recipe"), folder, f"{where}: recipe"), attacks)
 
