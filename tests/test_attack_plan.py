@@ -36,11 +36,22 @@ def test_with_noise_a_grid_protocol_only_labels_the_rows():
 
 def test_covered_by_rows():
     adhoc = AttackPlan.request(["gaussian"], levels=[0.0, 1.0], seeds=[0])
-    rows = {("custom", "gaussian", 0.0, 0), ("custom", "gaussian", 1.0, 0)}
-    assert adhoc.covered_by(rows) and not adhoc.covered_by(rows - {("custom", "gaussian", 1.0, 0)})
+    rows = {("custom", "gaussian", "all", 0.0, 0), ("custom", "gaussian", "all", 1.0, 0)}
+    assert adhoc.covered_by(rows) and not adhoc.covered_by(rows - {("custom", "gaussian", "all", 1.0, 0)})
     protocol = AttackPlan.request(protocol="multibench", seeds=[0, 1])
-    assert not protocol.covered_by({("multibench", "x", 0.0, 0)})
-    assert protocol.covered_by({("multibench", "x", 0.0, 0), ("multibench", "y", 0.5, 1)})
+    assert not protocol.covered_by({("multibench", "x", "all", 0.0, 0)})
+    assert protocol.covered_by({("multibench", "x", "all", 0.0, 0), ("multibench", "y", "image", 0.5, 1)})
+
+
+def test_rows_on_other_modalities_cover_nothing():
+    """A run attacked on all modalities has not been attacked on one alone (the sweep must run that plan)."""
+    on_all = {("custom", "gaussian", "all", lv, 0) for lv in (0.0, 1.0)}
+    image = AttackPlan.request(["gaussian"], levels=[0.0, 1.0], seeds=[0], modalities=["image"])
+    assert not image.covered_by(on_all)
+    assert image.covered_by({("custom", "gaussian", "image", lv, 0) for lv in (0.0, 1.0)})
+    protocol = AttackPlan.request(protocol="multibench", seeds=[0], modalities=["image"])
+    assert not protocol.covered_by({("multibench", "x", "all", 0.0, 0), ("multibench", "x", "vector", 0.0, 0)})
+    assert protocol.covered_by({("multibench", "x", "image", 0.0, 0)})
 
 
 BAD = [  # (fields, fragment with command-line names, fragment with the grid's names)
@@ -82,3 +93,17 @@ def test_a_bad_request_is_one_line_naming_what_to_fix(fields, flag_text, grid_te
 def test_a_bad_grid_entry_is_one_line(entry, text):
     with pytest.raises(MMBenchError, match=text):
         AttackPlan.from_grid(entry, "g")
+
+
+def test_a_sweep_attacks_a_run_again_for_one_modality_after_all(make_cfg):
+    from mmbench.attacks.runner import attack_run
+    from mmbench.run import train_run
+    from mmbench.sweep.worker import attack_done
+
+    folder, _ = train_run(make_cfg("joint", epochs=1))
+    image = AttackPlan.request(["gaussian"], levels=[0.0, 1.0], seeds=[0], modalities=["image"])
+    attack_run(folder, ["gaussian"], levels=[0.0, 1.0])
+    assert attack_done(folder, [AttackPlan.request(["gaussian"], levels=[0.0, 1.0], seeds=[0])])
+    assert not attack_done(folder, [image])
+    attack_run(folder, ["gaussian"], levels=[0.0, 1.0], modalities=["image"])
+    assert attack_done(folder, [image])

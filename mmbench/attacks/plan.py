@@ -146,14 +146,23 @@ class AttackPlan:
             f"{self.protocol.name}({','.join(c.name for c in self.protocol.conditions)})"
         return f"{what}@{','.join(f'{lv:g}' for lv in self.levels_to_run())} x{len(self.seeds)}"
 
-    def covered_by(self, have: set[tuple[str, str, float, int]]) -> bool:
-        """Whether rows ``(protocol, attack, level, attack seed)`` hold this plan's results: every attack x
-        level x seed (ad hoc), or the protocol's rows for every seed (and level, when the plan names them)."""
+    def covered_by(self, have: set[tuple[str, str, str, float, int]]) -> bool:
+        """Whether rows ``(protocol, attack, modalities, level, attack seed)`` hold this plan's results: every
+        attack x level x seed on the plan's modalities (ad hoc), or the protocol's rows for every seed (and
+        level, when the plan names them), on the plan's modalities when it restricts them. A row on other
+        modalities covers nothing: an attack on all modalities is not one on ``image`` alone."""
         label = self.rows_protocol
         if self.noise:
-            return {(label, a, lv, s) for a in self.noise for lv in self.levels_to_run() for s in self.seeds} <= have
-        mine = [h for h in have if h[0] == label]
-        return set(self.seeds) <= {h[3] for h in mine} and (self.levels is None or set(self.levels) <= {h[2] for h in mine})
+            on = "+".join(self.modalities) if self.modalities else "all"
+            return {(label, a, on, lv, s) for a in self.noise for lv in self.levels_to_run() for s in self.seeds} <= have
+        mine = [h for h in have if h[0] == label and self._within(h[2])]
+        return set(self.seeds) <= {h[4] for h in mine} and (self.levels is None or set(self.levels) <= {h[3] for h in mine})
+
+    def _within(self, rows_modalities: str) -> bool:
+        """Whether rows labelled ``rows_modalities`` ("all" or names joined by "+") attack only this plan's modalities."""
+        if self.modalities is None:
+            return True
+        return rows_modalities != "all" and set(rows_modalities.split("+")) <= set(self.modalities)
 
 
 def _number(value: Any) -> bool:

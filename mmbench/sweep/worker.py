@@ -33,7 +33,8 @@ def attack_done(folder: RunFolder, plans: list[AttackPlan]) -> bool:
         return False
     if rows.empty or not {"attack", "level", "attack_seed", "protocol"} <= set(rows.columns):
         return False
-    have = {(str(r.protocol), str(r.attack), float(r.level), int(r.attack_seed)) for r in rows.itertuples()}
+    on = rows["modalities"].astype(str) if "modalities" in rows.columns else ["all"] * len(rows)
+    have = {(str(r.protocol), str(r.attack), m, float(r.level), int(r.attack_seed)) for r, m in zip(rows.itertuples(), on)}
     return all(p.covered_by(have) for p in plans)
 
 
