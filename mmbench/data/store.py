@@ -33,6 +33,7 @@ from mmbench.checksums import file_sha256, read_bounded, record_digest
 from mmbench.config import coerce, dataset_defaults
 from mmbench.config import data_dir as default_data_dir
 from mmbench.data.base import DatasetBuilder, Prepared, SampleStream, UnreadableSample
+from mmbench.data.mapped import MappedData
 from mmbench.data.types import MODALITY_KINDS, DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.paths import MARKER, UMASK, is_own, mark_own, safe_name
@@ -450,14 +451,27 @@ def load_meta(name: str, data_dir: str | os.PathLike | None = None, auto_prepare
 def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
                modalities: list[str] | None = None, verify: bool = True) -> MultimodalData:
     """Load one split into memory as tensors, verifying checksums, shapes and label range."""
+    inputs, labels, meta = _split_arrays(name, split, data_dir, modalities, verify, mmap=False)
+    return MultimodalData({m: torch.from_numpy(x) for m, x in inputs.items()}, torch.from_numpy(labels).long(), meta)
+
+
+def map_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
+              modalities: list[str] | None = None, verify: bool = True) -> MappedData:
+    """One split left on disk as read-only memmaps (labels in memory), with the checks of :func:`load_split`."""
+    inputs, labels, meta = _split_arrays(name, split, data_dir, modalities, verify, mmap=True)
+    return MappedData(inputs, labels, meta)
+
+
+def _split_arrays(name: str, split: str, data_dir: str | os.PathLike | None, modalities: list[str] | None,
+                  verify: bool, mmap: bool) -> tuple[dict[str, np.ndarray], np.ndarray, DatasetMeta]:
     meta = load_meta(name, data_dir)
     folder = default_data_dir(data_dir) / name
     modalities = modalities or list(meta.modalities)
     missing = [m for m in modalities if m not in meta.modalities]
     if missing:
         raise MMBenchError(unknown_name_message(f"modality of {name!r}", missing[0], list(meta.modalities)))
-    inputs = {m: torch.from_numpy(_load_array(folder, f"{split}/{m}.npy", meta, verify)) for m in modalities}
-    labels = torch.from_numpy(_load_array(folder, f"{split}/labels.npy", meta, verify)).long()
+    inputs = {m: _load_array(folder, f"{split}/{m}.npy", meta, verify, mmap) for m in modalities}
+    labels = _load_array(folder, f"{split}/labels.npy", meta, verify)
     for m, x in inputs.items():
         if tuple(x.shape[1:]) != meta.modalities[m].shape or len(x) != len(labels):
             raise MMBenchError(f"{folder}/{split}/{m}.npy has shape {tuple(x.shape)}, meta.json says "
@@ -466,7 +480,7 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= meta.num_classes):
         raise MMBenchError(f"{folder}/{split}/labels.npy has labels outside [0, {meta.num_classes}); "
                            "prepare the dataset again with --force")
-    return MultimodalData(inputs, labels, meta.select(modalities))
+    return inputs, labels, meta.select(modalities)
 
 
 def load_aux(name: str, split: str, key: str, data_dir: str | os.PathLike | None = None,
@@ -499,10 +513,10 @@ def verify_array(folder: Path, rel: str, meta: DatasetMeta, checksum: bool = Tru
     return path
 
 
-def _load_array(folder: Path, rel: str, meta: DatasetMeta, verify: bool) -> np.ndarray:
+def _load_array(folder: Path, rel: str, meta: DatasetMeta, verify: bool, mmap: bool = False) -> np.ndarray:
     path = verify_array(folder, rel, meta, checksum=verify)
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError) as e:
         raise MMBenchError(f"{path} is not a readable .npy file ({e}); prepare the dataset again with --force") from None
-    return np.ascontiguousarray(arr)
+    return arr if mmap else np.ascontiguousarray(arr)
