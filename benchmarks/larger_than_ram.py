@@ -55,7 +55,7 @@ def child(folder: Path, mode: str, samples: int, batch: int) -> dict:
     x = np.load(folder / "x.npy", mmap_mode="r")[:samples]
     y = np.load(folder / "y.npy")[:samples]
     data = MappedData({"x": x}, y, None) if mode == "mmap" else \
-        MultimodalData({"x": torch.from_numpy(np.ascontiguousarray(x))}, torch.from_numpy(y), None)
+        MultimodalData({"x": torch.from_numpy(np.array(x))}, torch.from_numpy(y), None)
     model = torch.nn.Sequential(torch.nn.Linear(DIM, 256), torch.nn.ReLU(), torch.nn.Linear(256, CLASSES))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     peak = rss_anon_mib()
