@@ -1,11 +1,11 @@
-"""Memory-mapped splits: batches gathered from ``.npy`` memmaps by index, prefetched on a background thread."""
+"""Memory-mapped splits (``data.load=mmap``): inputs stay on disk, batches are gathered by index and
+prefetched on a background thread, so a split larger than RAM trains with flat process memory."""
 
 from __future__ import annotations
 
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,50 +13,66 @@ import torch
 from mmbench.data.types import DatasetMeta, MultimodalData
 
 
-@dataclass
-class MappedData:
-    """A split left on disk: ``inputs`` modality -> memmap ``[N, ...]``; ``labels`` ``[N]``. :meth:`batches`
-    draws the same order as :meth:`MultimodalData.batches` for the same generator."""
+class MappedData(MultimodalData):
+    """A split whose ``inputs`` are tensors over copy-on-write memory maps of the prepared ``.npy`` files.
 
-    inputs: dict[str, np.ndarray]
-    labels: np.ndarray
-    meta: DatasetMeta
+    It is a :class:`MultimodalData` that is never copied whole: :meth:`to` only moves the (small)
+    labels and records the device; :meth:`batches` (the same order as the in-memory path for the same
+    generator) and :meth:`index` gather rows with one sorted read per array and move them to that
+    device (pinned and non-blocking on CUDA). The next ``prefetch`` batches are read while one is used.
+    """
 
-    def __len__(self) -> int:
-        return self.labels.shape[0]
+    def __init__(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor, meta: DatasetMeta,
+                 device: torch.device | str = "cpu", prefetch: int = 2):
+        super().__init__(inputs, labels.to(device), meta)
+        self.device, self.prefetch = torch.device(device), prefetch
 
-    def gather(self, ids: torch.Tensor) -> MultimodalData:
-        """Rows ``ids`` (in that order) read with one sorted, vectorised gather per array."""
-        idx = ids.numpy()
-        order = np.argsort(idx, kind="stable")
-        sorted_idx, inverse = idx[order], np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        inputs = {m: torch.from_numpy(np.take(x, sorted_idx, axis=0)[inverse]) for m, x in self.inputs.items()}
-        batch = MultimodalData(inputs, torch.from_numpy(np.take(self.labels, sorted_idx)[inverse]).long(), self.meta)
-        batch.ids = ids
-        return batch
+    @classmethod
+    def from_arrays(cls, inputs: dict[str, np.memmap], labels: np.ndarray, meta: DatasetMeta) -> MappedData:
+        return cls({m: torch.from_numpy(x) for m, x in inputs.items()}, torch.from_numpy(labels).long(), meta)
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu", prefetch: int = 2) -> Iterator[MultimodalData]:
-        """Batches on ``device``; the next ``prefetch`` are gathered (and pinned on CUDA) while this one is used."""
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MappedData:
+        return MappedData(self.inputs, self.labels, self.meta, device, self.prefetch)
+
+    def select(self, modalities: list[str]) -> MappedData:
+        return MappedData({m: self.inputs[m] for m in modalities}, self.labels, self.meta.select(modalities),
+                          self.device, self.prefetch)
+
+    def index(self, idx: torch.Tensor | slice) -> MultimodalData:
+        """Rows ``idx`` (a slice, positions or a boolean mask) read into memory on the data's device."""
+        if isinstance(idx, slice):
+            rows = torch.arange(len(self))[idx]
+        else:
+            idx = idx.cpu()
+            rows = idx.nonzero().flatten() if idx.dtype == torch.bool else idx
+        return self._gather(rows, pin=False).to(self.device)
+
+    def _gather(self, rows: torch.Tensor, pin: bool) -> MultimodalData:
+        """Rows in the given order, read in ascending order (sequential on disk), pinned if asked."""
+        sorted_rows, order = torch.sort(rows, stable=True)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order))
+
+        def read(x: torch.Tensor) -> torch.Tensor:
+            out = x.index_select(0, sorted_rows)[inverse]
+            return out.pin_memory() if pin else out
+
+        return MultimodalData({m: read(x) for m, x in self.inputs.items()}, self.labels.cpu()[rows], self.meta)
+
+    def batches(self, batch_size: int, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[MultimodalData]:
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        device = torch.device(device)
-        pin = device.type == "cuda"
+        pin = self.device.type == "cuda"
 
         def produce(start: int) -> MultimodalData:
-            batch = self.gather(order[start:start + batch_size])
-            if pin:
-                batch = MultimodalData({m: x.pin_memory() for m, x in batch.inputs.items()},
-                                       batch.labels.pin_memory(), self.meta, batch.ids)
+            ids = order[start:start + batch_size]
+            batch = self._gather(ids, pin)
+            batch.ids = ids
             return batch
 
-        for batch in _prefetched(produce, range(0, n, batch_size), prefetch):
-            if device.type != "cpu":
-                batch = MultimodalData({m: x.to(device, non_blocking=True) for m, x in batch.inputs.items()},
-                                       batch.labels.to(device, non_blocking=True), self.meta,
-                                       batch.ids.to(device))
-            yield batch
+        for batch in _prefetched(produce, range(0, n, batch_size), self.prefetch):
+            yield batch.to(self.device, non_blocking=True) if self.device.type != "cpu" else batch
 
 
 _DONE = object()
