@@ -7,14 +7,18 @@ bytes than the file had when it was opened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import stat
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from mmbench.errors import MMBenchError
+from mmbench.paths import UMASK
 
 
 def _open_regular(path: str | Path):
@@ -56,3 +60,58 @@ def record_digest(record: dict[str, Any]) -> str:
     """Hex SHA-256 of a JSON record in canonical form (sorted keys): stored beside the record's fields
     so that an edit of any of them is detected."""
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+RACY_NS = 2 * 10**9  # a stamp taken sooner than this after the file's modification time is not trusted
+
+
+class Stamps:
+    """What a folder's files were when last hashed in full: ``{name: [size, mtime_ns, sha256, stamped_ns]}`` in a
+    JSON file beside them. :meth:`verified` trusts a file whose size and modification time still match
+    its stamp and whose stamped digest is the one expected, so a large dataset is hashed once (at
+    prepare, or at the first load after a change) instead of at every run start; ``full`` hashes anyway.
+    A stamp file that cannot be read or written only costs the full hash.
+
+    File times tick coarsely, so a file changed within a tick of being hashed could keep its stamped
+    size and time: a stamp is trusted only when it was taken :data:`RACY_NS` after the file's
+    modification time (git's "racy clean" rule); until then the file is hashed again.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self.changed = path, False
+        try:
+            stamps = json.loads(read_bounded(path, 16 << 20))
+            self.stamps: dict[str, list] = stamps if isinstance(stamps, dict) else {}
+        except (OSError, ValueError, MMBenchError):
+            self.stamps = {}
+
+    def record(self, name: str, digest: str) -> None:
+        """Stamp the file ``name`` (relative to the stamp file's folder), just hashed to ``digest``."""
+        st = os.stat(self.path.parent / name)
+        self.stamps[name], self.changed = [st.st_size, st.st_mtime_ns, digest, time.time_ns()], True
+
+    def verified(self, name: str, expected: str | None, full: bool = False) -> bool:
+        """Whether the file ``name`` has the SHA-256 ``expected``."""
+        st, stamp = os.stat(self.path.parent / name), self.stamps.get(name)
+        if (not full and expected is not None and isinstance(stamp, list) and len(stamp) == 4
+                and stamp[:3] == [st.st_size, st.st_mtime_ns, expected] and stamp[3] - st.st_mtime_ns >= RACY_NS):
+            return True
+        digest = file_sha256(self.path.parent / name)
+        if digest == expected:
+            self.record(name, digest)
+        return digest == expected
+
+    def save(self) -> None:
+        """Write the stamps atomically when they changed; a folder that is not writable keeps its old ones."""
+        if not self.changed:
+            return
+        with contextlib.suppress(OSError):
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self.stamps, f, sort_keys=True)
+                os.chmod(tmp, 0o666 & ~UMASK)
+                os.replace(tmp, self.path)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)

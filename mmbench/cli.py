@@ -115,11 +115,24 @@ def prepare(
     data_dir: DataDir = None,
     force: Annotated[bool, typer.Option(help="Prepare again even if it exists.")] = False,
     preset: Preset = None,
+    verify: Annotated[bool, typer.Option(help="Prepare nothing: hash every file of the prepared dataset in full "
+                                         "against meta.json (runs check size and time against the last full hash).")
+                      ] = False,
 ) -> None:
     """Turn raw files into a prepared dataset (meta.json + one .npy per split and modality)."""
     from mmbench.config import parse_set
-    from mmbench.data.store import load_meta, prepared_path
+    from mmbench.data.store import load_meta, prepared_path, verify_prepared
     from mmbench.data.store import prepare as do_prepare
+
+    if verify:
+        if force or root or option or modalities:
+            raise MMBenchError("--verify checks a dataset already prepared: give it without --force, --root, "
+                               "--option or --modalities")
+        start = time.perf_counter()
+        files, size = verify_prepared(name or dataset, data_dir)
+        _out(f"verified [bold]{escape(name or dataset)}[/]: {files} files, {size / 1e9:.2f} GB match meta.json "
+             f"({time.perf_counter() - start:.1f}s)")
+        return
 
     options = {**_preset(dataset, preset, "prepare"), **dict(parse_set(o) for o in option or [])}
     existed = (prepared_path(name or dataset, data_dir) / "meta.json").exists() and not force

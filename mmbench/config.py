@@ -192,6 +192,9 @@ class DataConfig:
     prepared: str | None = None  # digest of the prepared data (its meta.json), filled in when training: part of the run id
     # train-time augmentation of image/video modalities (mmbench.data.augment); "none" leaves the run id as before
     augment: Annotated[str, OneOf(("none", "crop_flip"))] = "none"
+    # how training reads the splits: "memory" loads them; "mmap" leaves them on disk and reads each batch's
+    # rows (mmbench.data.mapped), for data larger than RAM. Same batches, same results: not part of the run id
+    load: Annotated[str, OneOf(("memory", "mmap"))] = "memory"
 
 
 @dataclass
@@ -267,6 +270,7 @@ class RunConfig:
             d["data"]["prepared"] = prepared
         d.pop("output")
         d.pop("published")
+        d["data"].pop("load")
         if d["data"]["augment"] == "none":
             d["data"].pop("augment")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -31,7 +31,7 @@ from mmbench.training import Trainer
 
 
 def load_run_data(cfg: RunConfig) -> dict[str, MultimodalData]:
-    return {s: load_split(cfg.data.dataset, s, cfg.output.data_dir, cfg.data.modalities)
+    return {s: load_split(cfg.data.dataset, s, cfg.output.data_dir, cfg.data.modalities, mmap=cfg.data.load == "mmap")
             for s in ("train", "val", "test")}
 
 

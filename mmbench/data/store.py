@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from mmbench import __version__
-from mmbench.checksums import file_sha256, read_bounded, record_digest
+from mmbench.checksums import Stamps, file_sha256, read_bounded, record_digest
 from mmbench.config import coerce, dataset_defaults
 from mmbench.config import data_dir as default_data_dir
 from mmbench.data.base import DatasetBuilder, Prepared, SampleStream, UnreadableSample
+from mmbench.data.mapped import MappedData
 from mmbench.data.types import MODALITY_KINDS, DatasetMeta, ModalitySpec, MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.paths import MARKER, UMASK, is_own, mark_own, safe_name
@@ -41,6 +42,7 @@ from mmbench.registry import DATASETS, unknown_name_message
 SPLITS = ("train", "val", "test")
 KIND = "prepared dataset"  # the marker's text in a prepared folder
 MAX_META = 256 << 20  # bytes: a meta.json larger than this is not one mmbench wrote
+STAMPS = "verified.json"  # size, modification time and SHA-256 of each file when last hashed in full
 
 
 def prepare(dataset: str, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
@@ -187,12 +189,14 @@ def _write(tmp: Path, target: Path, name: str, builder: str, prepared: Prepared,
                                for m, x in inputs.items()} if split == "train" else {}
             if split == "train":  # the modality specs' shapes, dtypes and standardisation statistics
                 stats = split_stats
-    for path in sorted(tmp.rglob("*.npy")):
-        rel = path.relative_to(tmp).as_posix()
-        checksums[rel] = file_sha256(path)
     for file_name, text in prepared.files.items():
         (tmp / file_name).write_text(text)
-        checksums[file_name] = file_sha256(tmp / file_name)
+    stamps = Stamps(tmp / STAMPS)
+    for path in sorted([*tmp.rglob("*.npy"), *(tmp / f for f in prepared.files)]):
+        rel = path.relative_to(tmp).as_posix()
+        checksums[rel] = file_sha256(path)
+        stamps.record(rel, checksums[rel])
+    stamps.save()
     for split, n in sizes.items():
         if n == 0:
             raise MMBenchError(f"{builder}: the {split} split is empty" + (
@@ -448,16 +452,27 @@ def load_meta(name: str, data_dir: str | os.PathLike | None = None, auto_prepare
 
 
 def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
-               modalities: list[str] | None = None, verify: bool = True) -> MultimodalData:
-    """Load one split into memory as tensors, verifying checksums, shapes and label range."""
+               modalities: list[str] | None = None, verify: bool = True, mmap: bool = False) -> MultimodalData:
+    """One split as tensors, with its checksums, shapes and label range checked: in memory, or (``mmap``)
+    left on disk as a :class:`MappedData` that reads the rows each batch needs."""
+    inputs, labels, meta = _split_arrays(name, split, data_dir, modalities, verify, mmap)
+    if mmap:
+        return MappedData.from_arrays(inputs, labels, meta)
+    return MultimodalData({m: torch.from_numpy(x) for m, x in inputs.items()}, torch.from_numpy(labels).long(), meta)
+
+
+def _split_arrays(name: str, split: str, data_dir: str | os.PathLike | None, modalities: list[str] | None,
+                  verify: bool, mmap: bool) -> tuple[dict[str, np.ndarray], np.ndarray, DatasetMeta]:
     meta = load_meta(name, data_dir)
     folder = default_data_dir(data_dir) / name
     modalities = modalities or list(meta.modalities)
     missing = [m for m in modalities if m not in meta.modalities]
     if missing:
         raise MMBenchError(unknown_name_message(f"modality of {name!r}", missing[0], list(meta.modalities)))
-    inputs = {m: torch.from_numpy(_load_array(folder, f"{split}/{m}.npy", meta, verify)) for m in modalities}
-    labels = torch.from_numpy(_load_array(folder, f"{split}/labels.npy", meta, verify)).long()
+    names = {m: f"{split}/{m}.npy" for m in [*modalities, "labels"]}
+    verify_files(folder, list(names.values()), meta, checksum=verify)
+    inputs = {m: _load_array(folder / names[m], mmap) for m in modalities}
+    labels = _load_array(folder / names["labels"], mmap=False)
     for m, x in inputs.items():
         if tuple(x.shape[1:]) != meta.modalities[m].shape or len(x) != len(labels):
             raise MMBenchError(f"{folder}/{split}/{m}.npy has shape {tuple(x.shape)}, meta.json says "
@@ -466,7 +481,7 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= meta.num_classes):
         raise MMBenchError(f"{folder}/{split}/labels.npy has labels outside [0, {meta.num_classes}); "
                            "prepare the dataset again with --force")
-    return MultimodalData(inputs, labels, meta.select(modalities))
+    return inputs, labels, meta.select(modalities)
 
 
 def load_aux(name: str, split: str, key: str, data_dir: str | os.PathLike | None = None,
@@ -475,7 +490,9 @@ def load_aux(name: str, split: str, key: str, data_dir: str | os.PathLike | None
     meta = load_meta(name, data_dir)
     if key not in meta.info.get("aux_arrays", []):
         return None
-    return _load_array(default_data_dir(data_dir) / name, f"{split}/{key}.npy", meta, verify)
+    folder, rel = default_data_dir(data_dir) / name, f"{split}/{key}.npy"
+    verify_files(folder, [rel], meta, checksum=verify)
+    return _load_array(folder / rel, mmap=False)
 
 
 def read_file(name: str, file_name: str, data_dir: str | os.PathLike | None = None) -> str | None:
@@ -483,26 +500,48 @@ def read_file(name: str, file_name: str, data_dir: str | os.PathLike | None = No
     meta = load_meta(name, data_dir)
     if file_name not in meta.checksums:
         return None
-    return verify_array(default_data_dir(data_dir) / name, file_name, meta).read_text()
+    folder = default_data_dir(data_dir) / name
+    verify_files(folder, [file_name], meta)
+    return (folder / file_name).read_text()
 
 
-def verify_array(folder: Path, rel: str, meta: DatasetMeta, checksum: bool = True) -> Path:
-    """A prepared array file exists and (``checksum``) matches the checksum ``meta.json`` recorded for it."""
-    path = folder / rel
-    if not path.exists():
-        raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
-    if not path.is_file():
-        raise MMBenchError(f"{path} is not a regular file; prepare the dataset again with --force")
-    if checksum and meta.checksums.get(rel) != file_sha256(path):
-        raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
-                           "prepare the dataset again with --force")
-    return path
+def verify_files(folder: Path, names: list[str], meta: DatasetMeta, checksum: bool = True, full: bool = False) -> None:
+    """Prepared files exist and (``checksum``) match the SHA-256 ``meta.json`` recorded for them.
 
-
-def _load_array(folder: Path, rel: str, meta: DatasetMeta, verify: bool) -> np.ndarray:
-    path = verify_array(folder, rel, meta, checksum=verify)
+    A file is hashed in full once; later checks trust it while its size and modification time match
+    the stamp in ``verified.json`` (:class:`mmbench.checksums.Stamps`). ``full``: hash every file anyway.
+    """
+    stamps = Stamps(folder / STAMPS)
     try:
-        arr = np.load(path, allow_pickle=False)
+        for rel in names:
+            path = folder / rel
+            if not path.exists():
+                raise MMBenchError(f"{path} is missing; prepare the dataset again with --force")
+            if not path.is_file():
+                raise MMBenchError(f"{path} is not a regular file; prepare the dataset again with --force")
+            if checksum and not stamps.verified(rel, meta.checksums.get(rel), full):
+                raise MMBenchError(f"checksum mismatch for {path}: the file changed after prepare; "
+                                   "prepare the dataset again with --force")
+    finally:
+        stamps.save()
+
+
+def verify_prepared(name: str, data_dir: str | os.PathLike | None = None) -> tuple[int, int]:
+    """Hash every file of the prepared dataset ``name`` in full against ``meta.json`` (and renew its
+    stamps); returns the number of files and their bytes."""
+    if not (prepared_path(name, data_dir) / "meta.json").exists():
+        raise MMBenchError(f"dataset {name!r} is not prepared in {default_data_dir(data_dir)}; "
+                           f"prepare it first: mmbench prepare {name}")
+    meta = load_meta(name, data_dir)
+    folder = prepared_path(name, data_dir)
+    verify_files(folder, sorted(meta.checksums), meta, full=True)
+    return len(meta.checksums), sum((folder / rel).stat().st_size for rel in meta.checksums)
+
+
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    """A verified ``.npy`` file in memory, or (``mmap``) as a copy-on-write memory map."""
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="c" if mmap else None)
     except (ValueError, OSError, EOFError) as e:
         raise MMBenchError(f"{path} is not a readable .npy file ({e}); prepare the dataset again with --force") from None
-    return np.ascontiguousarray(arr)
+    return arr if mmap else np.ascontiguousarray(arr)

@@ -110,8 +110,12 @@ class MultimodalData:
     def select(self, modalities: list[str]) -> MultimodalData:
         return MultimodalData({m: self.inputs[m] for m in modalities}, self.labels, self.meta.select(modalities))
 
-    def to(self, device: torch.device | str) -> MultimodalData:
-        return MultimodalData({m: x.to(device) for m, x in self.inputs.items()}, self.labels.to(device), self.meta)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MultimodalData:
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device, non_blocking=non_blocking)
+
+        ids = None if self.ids is None else move(self.ids)
+        return MultimodalData({m: move(x) for m, x in self.inputs.items()}, move(self.labels), self.meta, ids)
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[MultimodalData]:

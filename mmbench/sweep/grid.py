@@ -353,8 +353,9 @@ def _check_run(cfg: RunConfig, method, meta) -> None:
 
 
 def verify_datasets(grid: Grid) -> None:
-    """Check every prepared array the grid uses against ``meta.json``'s SHA-256, once, before any run."""
-    from mmbench.data.store import SPLITS, load_meta, verify_array
+    """Check every prepared array the grid uses against ``meta.json``'s SHA-256 (stamped, see
+    :func:`mmbench.data.store.verify_files`), once, before any run."""
+    from mmbench.data.store import SPLITS, load_meta, verify_files
 
     seen = set()
     for run in grid.runs:
@@ -366,9 +367,8 @@ def verify_datasets(grid: Grid) -> None:
         seen.add(key)
         meta = load_meta(data["dataset"], root)
         folder = Path(root) / data["dataset"]
-        for split in SPLITS:
-            for name in [*(data["modalities"] or meta.modalities), "labels"]:
-                verify_array(folder, f"{split}/{name}.npy", meta)
+        verify_files(folder, [f"{split}/{name}.npy" for split in SPLITS
+                              for name in [*(data["modalities"] or meta.modalities), "labels"]], meta)
 
 
 def run_label(cfg: RunConfig, method: Any) -> str:
