@@ -152,3 +152,9 @@ def test_the_nyud2_recipe_trains_with_imagenet_weights_from_a_local_file(tmp_pat
     assert code == 0, err
     summary = next((tmp_path / "results").glob("runs/*/summary.json")).read_text()
     assert '"rgb"' in summary and "pretrained_sha256" in summary
+
+
+@pytest.mark.parametrize("method", ["ogm_ge", "mmpareto", "agm", "pmr"])  # methods that read or reshape gradients
+def test_gradient_methods_train_beside_a_frozen_encoder(make_cfg, method):
+    run, trained = train_run(make_cfg(method, epochs=1, sets=["model.freeze=[image]"]))
+    assert trained and run.read_summary()["status"] == "complete"
