@@ -200,6 +200,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     encoders: dict[str, str] = field(default_factory=dict)  # modality -> encoder; default by modality kind
+    # modality -> "none", "imagenet" (the encoder's published weights, from torch's local cache) or a weight file
+    # (mmbench.models.pretrained); nothing is downloaded
+    pretrained: dict[str, str] = field(default_factory=dict)
+    freeze: list[str] = field(default_factory=list)  # modalities whose encoders are not trained
     fusion: str = "concat"
     hidden_dim: Annotated[int, AT_LEAST_ONE] = 128
     feature_dim: Annotated[int, AT_LEAST_ONE] = 64

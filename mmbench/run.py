@@ -24,6 +24,7 @@ from mmbench.evaluation import evaluate, probe_all, shapley
 from mmbench.memory import check_model_fits
 from mmbench.methods.base import Method, build_method, method_params_dict, run_label
 from mmbench.models.multimodal import ModelSpec, MultimodalModel
+from mmbench.models.pretrained import digests as pretrained_digests
 from mmbench.registry import unknown_name_message
 from mmbench.results import RunFolder
 from mmbench.runtime import resolve_device, seed_everything, tune_cpu
@@ -36,9 +37,10 @@ def load_run_data(cfg: RunConfig) -> dict[str, MultimodalData]:
 
 
 def model_spec(cfg: RunConfig, data: MultimodalData) -> ModelSpec:
-    unknown = [m for m in cfg.model.encoders if m not in data.meta.modalities]
-    if unknown:
-        raise MMBenchError(unknown_name_message("modality in model.encoders", unknown[0], data.modalities))
+    for key in ("encoders", "pretrained", "freeze"):
+        unknown = [m for m in getattr(cfg.model, key) if m not in data.meta.modalities]
+        if unknown:
+            raise MMBenchError(unknown_name_message(f"modality in model.{key}", unknown[0], data.modalities))
     return ModelSpec(data.meta.modalities, data.meta.num_classes, cfg.model)
 
 
@@ -207,6 +209,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         "train_seconds": train_seconds,
         "seconds_per_epoch": float(np.mean(result.epoch_seconds)), "device": str(device),
         "probe": probes,
+        "pretrained_sha256": pretrained_digests(spec),  # the weight files model.pretrained loaded, by modality
         "resumed_from_epoch": ckpt["epoch"] + 1 if ckpt else None,
         "sha256": folder.checksums(["config.yaml", "metrics.csv", "model.pt", "gap.npz", "artifacts.npz"]),
     }

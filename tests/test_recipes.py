@@ -66,6 +66,7 @@ def test_include_errors_are_one_line_exit_2(tmp_path, monkeypatch, capsys, text,
 
 
 TEXT_IMAGE_RGBD = ("food101", "mvsa_single", "nyud2", "sun_rgbd")
+RGBD_PARTS = {"nyud2": "qmf_nyud2_adam", "sun_rgbd": "qmf_sun_rgbd_adam"}  # the optimiser parts the table grids use
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name in TEXT_IMAGE_RGBD],
@@ -75,6 +76,10 @@ def test_robust_fusion_recipes_keep_the_baselines_encoder_budget(path):
     and late fusion get on it (the catalog's: same encoders, sizes and dropout), and says so."""
     cfg = resolve(path)
     baseline = resolve(flags={"data.dataset": cfg.data.dataset, "method.name": "joint"})
+    if cfg.data.dataset in RGBD_PARTS:  # QMF's ImageNet encoders: in every recipe and in the table grids' joint cells
+        part = SHIPPED / "_base" / f"{RGBD_PARTS[cfg.data.dataset]}.yaml"
+        baseline.model.pretrained = load_recipe(part)["model"]["pretrained"]
+        assert load_recipe(part)["model"]["pretrained"] == cfg.model.pretrained == {"rgb": "imagenet", "depth": "imagenet"}
     budget = lambda model: {k: v for k, v in dataclasses.asdict(model).items() if k != "fusion"}  # noqa: E731
     assert budget(cfg.model) == budget(baseline.model)  # the fusion is the method's choice, the encoders are not
     assert "Encoder budget" in path.read_text()

@@ -89,18 +89,19 @@ class MMPareto(Method):
         unimodal = {m: F.cross_entropy(z, batch.labels) for m, z in out.unimodal_logits.items()}
         # per-loss encoder gradients, kept for after_backward (the trainer back-propagates the sum);
         # the fused loss's for every encoder in one backward pass
-        params = {m: encoder_parameters(model, m, "all") for m in unimodal}
-        g_fused = _flat_grad(fused, [p for ps in params.values() for p in ps])
-        for m, g_mm in zip(params, g_fused.split([sum(p.numel() for p in ps) for ps in params.values()])):
-            out.extras[f"grad_mm:{m}"] = g_mm
-            out.extras[f"grad_uni:{m}"] = _flat_grad(unimodal[m], params[m])
+        params = {m: ps for m in unimodal if (ps := encoder_parameters(model, m, "all"))}  # frozen encoders: none
+        if params:
+            g_fused = _flat_grad(fused, [p for ps in params.values() for p in ps])
+            for m, g_mm in zip(params, g_fused.split([sum(p.numel() for p in ps) for ps in params.values()])):
+                out.extras[f"grad_mm:{m}"] = g_mm
+                out.extras[f"grad_uni:{m}"] = _flat_grad(unimodal[m], params[m])
         total = fused + sum(unimodal.values())
         return total, {"loss_fused": fused.item(), **{f"loss_{m}": v.item() for m, v in unimodal.items()}}
 
     @torch.no_grad()
     def after_backward(self, model, batch, out, state):
         logs = {}
-        for m in out.unimodal_logits:
+        for m in [m for m in out.unimodal_logits if f"grad_mm:{m}" in out.extras]:
             g_mm, g_uni = out.extras.pop(f"grad_mm:{m}"), out.extras.pop(f"grad_uni:{m}")
             cos = F.cosine_similarity(g_mm, g_uni, dim=0).item()
             k_mm, k_uni = (0.5, 0.5) if cos > 0 else min_norm_weights(g_mm, g_uni)

@@ -11,6 +11,7 @@ encoder given a ``video`` modality ``[T, C, H, W]`` runs on every frame and aver
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -121,6 +122,9 @@ class ResNet18Encoder(nn.Module):
 
     kinds = ("image", "video")
     widths = (64, 128, 256, 512)
+    #: torchvision's ImageNet weights (model.pretrained=imagenet reads this file from torch's cache)
+    imagenet_file = "resnet18-f37072fd.pth"
+    imagenet_url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
     #: layout of the weights and activations. channels_last (NHWC): oneDNN's convolutions and
     #: PyTorch's batch norm run on it natively, without reordering between layers; training on CPU
     #: is about 1.1-1.25x faster than with NCHW (``benchmarks/train_throughput.py``). Same values,
@@ -159,6 +163,19 @@ class ResNet18Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=self.memory_format)
         return self.head(self.pool(self.stages(self.stem(x))))
+
+    @staticmethod
+    def from_provider_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A torchvision / timm ResNet-18 state dict under this encoder's names (its classifier ``fc`` dropped):
+        ``conv1``/``bn1`` are the stem, ``layerK.J`` is ``stages.K-1.J`` (the blocks' own names are the same)."""
+        renamed = {}
+        for key, value in state.items():
+            key = re.sub(r"^conv1\.", "stem.0.", key)
+            key = re.sub(r"^bn1\.", "stem.1.", key)
+            key = re.sub(r"^layer(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.", key)
+            if not key.startswith("fc."):
+                renamed[key] = value
+        return renamed
 
     def blocks(self) -> list[nn.Module]:
         """Depth blocks whose composition is ``forward``: stem, stages 1-3, stage 4 with pooling and head."""

@@ -18,6 +18,7 @@ from torch import nn
 from mmbench.config import ModelConfig
 from mmbench.data.types import ModalitySpec, MultimodalData
 from mmbench.models.encoders import DEFAULT_ENCODER
+from mmbench.models.pretrained import IMAGENET_MEAN, IMAGENET_STD, Frozen, load_encoder_weights, weight_file
 from mmbench.registry import ENCODERS, FUSIONS
 
 
@@ -132,7 +133,11 @@ def build_encoder(spec: ModalitySpec, name: str, cfg: ModelConfig) -> nn.Module:
       whatever the tensor's dtype, so corrupted float copies on the same scale are treated alike;
     - ``video`` ``[T, C, H, W]`` given to an image encoder: the encoder runs on every frame and the
       features are averaged over frames (:class:`FramePool`), as the OGM-GE line pools its visual
-      ResNet over frames.
+      ResNet over frames;
+    - ``model.pretrained``: weights loaded from a local file (:mod:`mmbench.models.pretrained`); with
+      ``imagenet`` weights, uint8 pixels are scaled to 0-1 and normalised with ImageNet's per-channel
+      statistics (their mean over channels for a 1-channel modality);
+    - ``model.freeze``: the encoder is :class:`Frozen` (not trained, BatchNorm statistics fixed).
     """
     from mmbench.errors import MMBenchError
 
@@ -146,17 +151,23 @@ def build_encoder(spec: ModalitySpec, name: str, cfg: ModelConfig) -> nn.Module:
     shape = spec.shape[1:] if frames else spec.shape
     kwargs = {"vocab_size": spec.vocab_size or 0} if spec.kind == "text" else {}
     encoder = cls(shape, cfg.feature_dim, cfg.hidden_dim, cfg.depth, cfg.dropout, **kwargs)
+    source = cfg.pretrained.get(spec.name, "none")
+    if source != "none":
+        load_encoder_weights(encoder, spec.name, weight_file(source, name))
     if frames:
         encoder = FramePool(encoder)
     if spec.dtype == "uint8":
-        encoder = Standardize(encoder, spec.mean, spec.std)
+        imagenet = source == "imagenet" and shape[0] in (1, 3)
+        encoder = Standardize(encoder, *(imagenet_statistics(shape[0]) if imagenet else (spec.mean, spec.std)))
+    if spec.name in cfg.freeze:
+        encoder = Frozen(encoder)
     return encoder
 
 
 class Standardize(nn.Module):
     """``encoder((x - mean) / std)`` on float values: for pixels stored as uint8 on the 0-255 scale."""
 
-    def __init__(self, encoder: nn.Module, mean: float, std: float):
+    def __init__(self, encoder: nn.Module, mean: float | list[float], std: float | list[float]):
         super().__init__()
         self.encoder = encoder
         self.standardize = _Standardizing(mean, std)
@@ -167,12 +178,24 @@ class Standardize(nn.Module):
 
 
 class _Standardizing(nn.Module):
-    def __init__(self, mean: float, std: float):
+    """``(x - mean) / std`` with scalars, or per channel (``[C]`` lists, broadcast over ``[..., C, H, W]``)."""
+
+    def __init__(self, mean: float | list[float], std: float | list[float]):
         super().__init__()
-        self.mean, self.std = float(mean), float(std) or 1.0
+        if isinstance(mean, list):
+            self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+        else:
+            self.mean, self.std = float(mean), float(std) or 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.std
+
+
+def imagenet_statistics(channels: int) -> tuple[list[float], list[float]]:
+    """ImageNet's per-channel mean and std on the 0-255 scale (their means for one channel)."""
+    mean, std = [255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD]
+    return (mean, std) if channels == 3 else ([sum(mean) / 3], [sum(std) / 3])
 
 
 class FramePool(nn.Module):
