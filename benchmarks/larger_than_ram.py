@@ -31,7 +31,8 @@ CGROUP_V1, CGROUP_V2 = Path("/sys/fs/cgroup/memory"), Path("/sys/fs/cgroup")
 
 def prepare(data_dir: Path, gib: float) -> int:
     """The synthetic dataset ``ltr`` of about ``gib`` GiB (float32), prepared once; its training size."""
-    from mmbench.data.store import load_meta, prepare as do_prepare
+    from mmbench.data.store import load_meta
+    from mmbench.data.store import prepare as do_prepare
 
     n = int(gib * (1 << 30)) // (2 * DIM * 4)
     options = {"num_classes": 10, "num_samples": n, "names": ["a", "b"], "kinds": ["vector", "vector"],
