@@ -132,6 +132,7 @@ def test_loss_release_sums_branch_ces_and_balancemm_is_the_fused_ce(data_dir):
 @pytest.mark.parametrize("setting,message", [
     ("method.variant=paper", "variant must be one of"), ("method.window=0", "window"),
     ("method.epsilon=-1", "epsilon"), ("method.mmtm_blocks=9", "fewer than method.mmtm_blocks=9"),
+    ("method.running_mean=release", "running_mean=release needs equal branch widths"),
 ])
 def test_bad_options_are_clear_errors(make_cfg, setting, message):
     with pytest.raises(MMBenchError, match=message):

@@ -1,7 +1,8 @@
 """Greedy against the official release (nyukat/greedy_multimodal_learning): the MMTM module equals
 ``MMTM_mitigate`` (``src/balanced_mmtm.py``) on identical weights and inputs, and the conditional learning
 speed, re-balancing flags and caring branch equal ``Bias_Mitigation_Strong`` (``src/callbacks.py``) over
-24 training steps reading the same parameters, float64.
+24 training steps reading the same parameters, float64 (branch 1's running mean as the release computes it
+with ``running_mean=release``).
 
 The release's files import gin and its own utilities, and ``MMTM_mitigate`` puts its running means on a CUDA
 device; the tests execute the source of the two classes with the device replaced by the CPU and
@@ -75,6 +76,19 @@ def test_mmtm_equals_mmtm_mitigate():
     torch.testing.assert_close(ours.avg_scale0, theirs.running_avg_weight_visual, rtol=0, atol=1e-12)
     # branch 1's running mean: the release averages branch 0's scales (a typo), mmbench branch 1's own
     assert not torch.allclose(ours.avg_scale1, theirs.running_avg_weight_skeleton)
+
+
+def test_running_mean_release_equals_mmtm_mitigate_when_rebalancing_branch_1():
+    torch.manual_seed(2)
+    ours = MMTM((16, 16), 4, release_mean=True).double()
+    theirs = official_mmtm()(16, 16, 4).double()
+    _copy(ours, theirs)
+    for step in range(6):
+        x = [torch.randn(8, 16, 3, 3, dtype=torch.float64) for _ in range(2)]
+        caring = 1 if step >= 3 else None
+        expected = theirs(*x, curation_mode=caring is not None, caring_modality=caring)[:2]
+        for e, g in zip(expected, _ours(ours, x, caring)):
+            torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
 
 
 def test_a_masked_branch_reads_its_mean_squeeze_as_turnoff_cross_modal_flow():

@@ -31,7 +31,7 @@ warm-up (``starting_epoch=0``), settable separately.
 mmbench choices (``docs/methods/greedy.md``): MMTMs sit after the encoders' depth blocks (ResNet-18: after a
 stage; its last block ends with the pooling, equivalent when the feature width is 512); every branch's running
 mean is of its own scales (the release averages branch 0's scales for branch 1 too, a typo BalanceMM
-fixed); a masked modality's squeeze is replaced by its running mean (the release's ``turnoff_cross_modal_flow``
+fixed: ``running_mean="release"`` reproduces it); a masked modality's squeeze is replaced by its running mean (the release's ``turnoff_cross_modal_flow``
 with averaged squeeze maps); a zero speed sum gives ``d = 0``.
 """
 
@@ -58,10 +58,12 @@ VARIANTS = ("release", "balancemm")
 
 
 class MMTM(nn.Module):
-    """Squeeze two branches' channel means, excite a per-channel sigmoid scale for each; running means kept."""
+    """Squeeze two branches' channel means, excite a per-channel sigmoid scale for each; running means kept
+    (``release_mean``: branch 1's running mean is of branch 0's scales, as the release's typo has it)."""
 
-    def __init__(self, dims: tuple[int, int], ratio: int):
+    def __init__(self, dims: tuple[int, int], ratio: int, release_mean: bool = False):
         super().__init__()
+        self.release_mean = release_mean
         hidden = int(2 * sum(dims) / ratio)
         self.squeeze = nn.Linear(sum(dims), hidden)
         self.excite = nn.ModuleList(nn.Linear(hidden, d) for d in dims)
@@ -86,6 +88,7 @@ class MMTM(nn.Module):
         n = self.steps.item()
         with torch.no_grad():
             for i, (s, q) in enumerate(zip(scales, squeezed)):
+                s = scales[0] if self.release_mean else s
                 for name, value in ((f"avg_scale{i}", s), (f"avg_squeeze{i}", q)):
                     buf = self.get_buffer(name)
                     buf.copy_((value.detach().mean(0) + buf * n) / (n + 1))
@@ -103,7 +106,8 @@ def _frames(encoder: nn.Module) -> bool:
 class GreedyModel(MultimodalModel):
     """Two encoders run block by block, joined by MMTMs after their last ``len(mmtms)`` blocks."""
 
-    def __init__(self, model: MultimodalModel, mmtm_blocks: int, ratio: int, shapes: dict[str, tuple[int, ...]]):
+    def __init__(self, model: MultimodalModel, mmtm_blocks: int, ratio: int, shapes: dict[str, tuple[int, ...]],
+                 release_mean: bool = False):
         super().__init__(dict(model.encoders), model.fusion, dict(model.heads) if model.heads is not None else None)
         try:
             blocks = {m: depth_blocks(e) for m, e in self.encoders.items()}
@@ -117,7 +121,10 @@ class GreedyModel(MultimodalModel):
         self.blocks = blocks  # plain attribute: views of the encoders' own modules
         self.joins = {m: len(b) - mmtm_blocks for m, b in blocks.items()}  # index of the block before MMTM 0
         widths = self._widths(shapes, mmtm_blocks)
-        self.mmtms = nn.ModuleList(MMTM((widths[0][j], widths[1][j]), ratio) for j in range(mmtm_blocks))
+        if release_mean and widths[0] != widths[1]:
+            raise MMBenchError(f"method 'greedy': running_mean=release needs equal branch widths at every MMTM, got "
+                               f"{widths[0]} and {widths[1]}; use running_mean=own")
+        self.mmtms = nn.ModuleList(MMTM((widths[0][j], widths[1][j]), ratio, release_mean) for j in range(mmtm_blocks))
 
     @torch.no_grad()
     def _widths(self, shapes, k: int) -> list[list[int]]:
@@ -214,9 +221,10 @@ class Greedy(Method):
         mmtm_blocks: Annotated[int, AT_LEAST_ONE] = 3
         ratio: Annotated[int, AT_LEAST_ONE] = 4
         variant: str = "release"  # release | balancemm
+        running_mean: str = "own"  # own | release (branch 1 uses branch 0's mean, the release's typo)
 
         def __post_init__(self):
-            check_choices(self, variant=VARIANTS)
+            check_choices(self, variant=VARIANTS, running_mean=("own", "release"))
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -240,7 +248,8 @@ class Greedy(Method):
         if self.params.variant == "release":  # one head per branch, prediction = their mean
             spec = ModelSpec(spec.modalities, spec.num_classes, dataclasses.replace(spec.config, fusion="late"))
         shapes = {m: s.shape for m, s in spec.modalities.items()}
-        return GreedyModel(build_model(spec), self.params.mmtm_blocks, self.params.ratio, shapes)
+        return GreedyModel(build_model(spec), self.params.mmtm_blocks, self.params.ratio, shapes,
+                           self.params.running_mean == "release")
 
     def forward(self, model, batch, state):
         return model(batch, caring=self.caring if self.curation else None)
