@@ -85,7 +85,7 @@ class MMTM(nn.Module):
             return scales
         h = F.relu(self.squeeze(torch.cat(squeezed, 1)))
         scales = [torch.sigmoid(e(h)) for e in self.excite]
-        n = self.steps.item()
+        n = self.steps  # a tensor: no device sync
         with torch.no_grad():
             for i, (s, q) in enumerate(zip(scales, squeezed)):
                 s = scales[0] if self.release_mean else s
@@ -128,25 +128,25 @@ class GreedyModel(MultimodalModel):
 
     @torch.no_grad()
     def _widths(self, shapes, k: int) -> list[list[int]]:
-        widths = []
+        """Channels after each of the last ``k`` blocks of each branch (a dry run on zeros in eval mode)."""
+        widths, training = [], self.training
+        self.eval()
         for m, blocks in self.blocks.items():
             x = torch.zeros(2, *shapes[m])
             if _frames(self.encoders[m]):
                 x = x.flatten(0, 1)
             sizes = []
-            training = self.training
-            self.eval()
             for block in blocks:
                 x = block(x)
                 sizes.append(x.shape[1])
-            self.train(training)
             widths.append(sizes[-k:])
+        self.train(training)
         return widths
 
     def forward(self, batch, mask=(), feature_hook=None, caring: int | None = None) -> ModelOutput:
         inputs = batch.inputs if isinstance(batch, MultimodalData) else batch
-        names = list(self.encoders)
-        present = [m for m in names if m not in set(mask)]
+        names, mask = list(self.encoders), set(mask)
+        present = [m for m in names if m not in mask]
         xs, frames = {}, {}
         for m in present:
             x = inputs[m]
