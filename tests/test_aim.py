@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from mmbench.config import MethodConfig, ModelConfig
 from mmbench.data.store import load_split
 from mmbench.data.types import DatasetMeta, ModalitySpec, MultimodalData
-from mmbench.methods.aim import depth_blocks, depth_features
+from mmbench.methods.aim import depth_features
 from mmbench.methods.base import TrainState, build_method
+from mmbench.models.blocks import depth_blocks
 from mmbench.models.encoders import CNNEncoder, MLPEncoder, ResNet18Encoder
 from mmbench.models.multimodal import ModelSpec, Standardize
 from mmbench.run import train_run

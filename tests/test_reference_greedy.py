@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch import nn
 
-from mmbench.methods.aim import pooled
 from mmbench.methods.base import TrainState
 from mmbench.methods.greedy import MMTM
+from mmbench.models.blocks import pooled
 from tests.conftest import tiny_method
 from tests.reference import reference_dir
 

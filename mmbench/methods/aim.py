@@ -50,44 +50,13 @@ from torch.func import functional_call
 
 from mmbench.config import NON_NEGATIVE, UNIT, Range
 from mmbench.data.types import stratified_subset
-from mmbench.errors import MMBenchError
 from mmbench.evaluation import eval_mode
 from mmbench.measures import true_class_prob
 from mmbench.methods.base import Method
 from mmbench.methods.modulation import encoder_parameters, scale_gradients
+from mmbench.models.blocks import depth_blocks, pooled
 from mmbench.models.multimodal import FramePool, Standardize
 from mmbench.registry import METHODS
-
-ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.LeakyReLU)
-
-
-def depth_blocks(encoder: nn.Module) -> list[nn.Module]:
-    """The encoder as a list of blocks, each ending with an activation (for uint8 pixels, the first
-    block standardises them first; for video, the blocks of the frame encoder, see :func:`depth_features`)."""
-    if isinstance(encoder, Standardize):
-        first, *rest = depth_blocks(encoder.encoder)
-        return [nn.Sequential(encoder.standardize, first), *rest]
-    if isinstance(encoder, FramePool):
-        return depth_blocks(encoder.encoder)
-    if hasattr(encoder, "blocks"):
-        return list(encoder.blocks())
-    net = getattr(encoder, "net", None)
-    if not isinstance(net, nn.Sequential):
-        raise MMBenchError(f"aim needs encoders made of depth blocks; {type(encoder).__name__} has neither "
-                           "a sequential `net` nor `blocks()`")
-    blocks, current = [], []
-    for layer in net:
-        current.append(layer)
-        if isinstance(layer, ACTIVATIONS):
-            blocks.append(nn.Sequential(*current))
-            current = []
-    if current:
-        blocks.append(nn.Sequential(*current))
-    return blocks
-
-
-def pooled(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(2).mean(2) if x.dim() > 2 else x
 
 
 def _run(d: int, block: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,8 @@ from torch import nn
 from mmbench.config import AT_LEAST_ONE, NON_NEGATIVE
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError
-from mmbench.methods.aim import depth_blocks, pooled
 from mmbench.methods.base import Method, check_choices
+from mmbench.models.blocks import depth_blocks, pooled
 from mmbench.models.multimodal import FramePool, ModelOutput, ModelSpec, MultimodalModel, Standardize, build_model
 from mmbench.registry import FUSIONS, METHODS
 
