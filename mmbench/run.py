@@ -26,7 +26,7 @@ from mmbench.methods.base import Method, build_method, method_params_dict, run_l
 from mmbench.models.multimodal import ModelSpec, MultimodalModel
 from mmbench.registry import unknown_name_message
 from mmbench.results import RunFolder
-from mmbench.runtime import resolve_device, seed_everything, tune_cpu
+from mmbench.runtime import deterministic_algorithms, resolve_device, seed_everything, tune_cpu
 from mmbench.training import Trainer
 
 
@@ -169,6 +169,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     if run.complete:  # trained again: the old run stays whole until the new one is (commit_next)
         folder = run.next()
     guard.folder = folder
+    guard.enter_context(deterministic_algorithms(cfg.deterministic, device))
     folder.write_config(cfg)
     folder.write_env(str(device), cpu_tuning=tune_cpu(device))
     ckpt = load_checkpoint(folder) if resume and not force else None
