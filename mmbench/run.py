@@ -21,6 +21,7 @@ from mmbench.data.store import load_meta, load_split
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, probe_all, shapley
+from mmbench.loggers import Trackers, check_installed
 from mmbench.memory import check_model_fits
 from mmbench.methods.base import Method, build_method, method_params_dict, run_label
 from mmbench.models.multimodal import ModelSpec, MultimodalModel
@@ -147,6 +148,7 @@ def _phase(progress, label: str) -> None:
 def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunGuard) -> tuple[RunFolder, bool]:
     cfg.output.data_dir = str(default_data_dir(cfg.output.data_dir).resolve())  # later attacks find it from anywhere
     cfg, method = complete_config(cfg)
+    check_installed(cfg.output.loggers)
     run = RunFolder.for_config(cfg)
     folder = run
     if folder.complete and not force:
@@ -174,8 +176,10 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     folder.write_env(str(device), cpu_tuning=tune_cpu(device))
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
+    trackers = Trackers(cfg.output.loggers, folder.run_id, folder.path, cfg.to_dict())
+    guard.push(lambda failed, *_: trackers.close(ok=failed is None))
     trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress, _checkpointer(folder, cfg.optim.epochs),
-                      augment=cfg.data.augment)
+                      augment=cfg.data.augment, tracker=trackers)
     start = time.perf_counter()
     result = trainer.fit(data["train"], data["val"], resume=ckpt)
     train_seconds = time.perf_counter() - start + (sum(ckpt["seconds"]) if ckpt else 0.0)
@@ -212,6 +216,8 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         "sha256": folder.checksums(["config.yaml", "metrics.csv", "model.pt", "gap.npz", "artifacts.npz"]),
     }
     folder.write_summary(summary)
+    trackers.log_summary(summary)
+    trackers.close()
     folder.drop_progress()
     run.commit_next()
     return run, True

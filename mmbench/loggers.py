@@ -1,0 +1,181 @@
+"""Experiment trackers (``output.loggers``): TensorBoard, MLflow and Weights & Biases, as optional extras.
+
+Each backend receives what the run folder records: the resolved config once, every finished
+epoch's ``metrics.csv`` row (losses, fused and per-modality accuracies, the method's logs such as
+OGM-GE's ``coeff_<m>``; step = epoch) and the numbers of ``summary.json`` at the end. The trainer
+calls :meth:`Trackers.log_epoch` (:class:`mmbench.training.Trainer`'s ``tracker``); the run pipeline
+opens and closes them. Where each writes:
+
+- ``tensorboard``: event files in ``<run folder>/tensorboard`` (a resumed run adds to them);
+- ``mlflow``: the tracking server or store of ``$MLFLOW_TRACKING_URI``, experiment
+  ``$MLFLOW_EXPERIMENT_NAME`` (default ``mmbench``), one MLflow run per training, named by the run id;
+- ``wandb``: project ``$WANDB_PROJECT`` (default ``mmbench``), files under ``<run folder>/wandb``;
+  ``WANDB_MODE=offline`` keeps everything local.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mmbench.config import dump_yaml
+from mmbench.errors import MMBenchError
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> one level with dotted keys (``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def numeric(d: dict[str, Any]) -> dict[str, float]:
+    """The numeric entries of a flat dict as floats (NaN kept; bools, strings and None left out)."""
+    return {k: float(v) for k, v in d.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+
+
+class Tracker:
+    """One tracker's run. Subclasses name the ``package`` they import and implement the four calls."""
+
+    package: ClassVar[str]
+
+    def __init__(self, run_id: str, folder: Path, config: dict[str, Any]):
+        raise NotImplementedError
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    def log_summary(self, metrics: dict[str, float], summary: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def close(self, ok: bool) -> None:
+        raise NotImplementedError
+
+
+class TensorBoard(Tracker):
+    package = "tensorboard"
+
+    def __init__(self, run_id, folder, config):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+        self.writer.add_text("config", _indented(dump_yaml(config)))
+
+    def log_epoch(self, epoch, metrics):
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, epoch)
+
+    def log_summary(self, metrics, summary):
+        for k, v in metrics.items():
+            self.writer.add_scalar(f"summary/{k}", v, 0)
+        self.writer.add_text("summary", _indented(json.dumps(summary, indent=2, default=str)))
+
+    def close(self, ok):
+        self.writer.close()
+
+
+def _indented(text: str) -> str:
+    """Markdown code block (TensorBoard renders text as Markdown)."""
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+class MLflow(Tracker):
+    package = "mlflow"
+
+    def __init__(self, run_id, folder, config):
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient()
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "mmbench")
+        found = self.client.get_experiment_by_name(name)
+        experiment = found.experiment_id if found is not None else self.client.create_experiment(name)
+        self.run = self.client.create_run(experiment, run_name=run_id, tags={"mmbench.run_id": run_id}).info.run_id
+        params = {k: v for k, v in flatten(config).items() if k != "published"}
+        self.client.log_batch(self.run, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_text(self.run, dump_yaml(config), "config.yaml")
+
+    def log_epoch(self, epoch, metrics):
+        self._log(metrics, epoch)
+
+    def log_summary(self, metrics, summary):
+        self._log({f"summary.{k}": v for k, v in metrics.items()}, 0)
+        self.client.log_dict(self.run, summary, "summary.json")
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        self.client.log_batch(self.run, metrics=[Metric(k, v, 0, step) for k, v in metrics.items()])
+
+    def close(self, ok):
+        self.client.set_terminated(self.run, "FINISHED" if ok else "FAILED")
+
+
+class WandB(Tracker):
+    package = "wandb"
+
+    def __init__(self, run_id, folder, config):
+        import wandb
+
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "mmbench"), name=run_id, config=config,
+                              dir=str(folder), tags=[config["method"]["name"], config["data"]["dataset"]])
+
+    def log_epoch(self, epoch, metrics):
+        self.run.log(metrics, step=epoch)
+
+    def log_summary(self, metrics, summary):
+        self.run.summary.update(metrics)
+
+    def close(self, ok):
+        self.run.finish(exit_code=0 if ok else 1)
+
+
+#: ``output.loggers`` name -> backend; each name is also the pyproject extra that installs its package
+BACKENDS: dict[str, type[Tracker]] = {"tensorboard": TensorBoard, "mlflow": MLflow, "wandb": WandB}
+
+
+def check_installed(names: list[str]) -> None:
+    """A one-line error naming the extra to install for the first backend whose package is missing."""
+    for name in names:
+        if importlib.util.find_spec(BACKENDS[name].package) is None:
+            raise MMBenchError(f"output.loggers: {name} needs the {BACKENDS[name].package} package; "
+                               f"pip install 'mmbench[{name}]' (or drop {name} from output.loggers)")
+
+
+class Trackers:
+    """The run's open trackers, called together; what the Trainer's ``tracker`` hook receives."""
+
+    def __init__(self, names: list[str], run_id: str, folder: Path, config: dict[str, Any]):
+        check_installed(names)
+        self.open: list[Tracker] = []
+        try:
+            for name in names:
+                self.open.append(BACKENDS[name](run_id, folder, config))
+        except BaseException:
+            self.close(ok=False)
+            raise
+
+    def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
+        metrics = {k: v for k, v in numeric(row).items() if k != "epoch"}
+        for t in self.open:
+            t.log_epoch(epoch, metrics)
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        metrics = {k: v for k, v in numeric(flatten(summary)).items() if not math.isnan(v)}
+        for t in self.open:
+            t.log_summary(metrics, summary)
+
+    def close(self, ok: bool = True) -> None:
+        """Close every tracker once (later calls do nothing)."""
+        opened, self.open = self.open, []
+        for t in opened:
+            t.close(ok)
