@@ -15,6 +15,7 @@ opens and closes them. Where each writes:
 
 from __future__ import annotations
 
+import abc
 import importlib.util
 import json
 import math
@@ -43,22 +44,25 @@ def numeric(d: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
 
 
-class Tracker:
-    """One tracker's run. Subclasses name the ``package`` they import and implement the four calls."""
+class Tracker(abc.ABC):
+    """One tracker's run, opened with the run id, the run folder and the resolved config (as recipes
+    write it). Subclasses name the ``package`` they import."""
 
     package: ClassVar[str]
 
-    def __init__(self, run_id: str, folder: Path, config: dict[str, Any]):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __init__(self, run_id: str, folder: Path, config: dict[str, Any]): ...
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
+    @abc.abstractmethod
     def log_summary(self, metrics: dict[str, float], summary: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """``metrics``: the summary's numbers, flattened (``test.acc``); ``summary``: all of it."""
 
+    @abc.abstractmethod
     def close(self, ok: bool) -> None:
-        raise NotImplementedError
+        """End the tracker's run, as failed when not ``ok``."""
 
 
 class TensorBoard(Tracker):
@@ -170,7 +174,8 @@ class Trackers:
             t.log_epoch(epoch, metrics)
 
     def log_summary(self, summary: dict[str, Any]) -> None:
-        metrics = {k: v for k, v in numeric(flatten(summary)).items() if not math.isnan(v)}
+        measured = {k: v for k, v in summary.items() if k not in ("method_params", "seed")}  # those are config
+        metrics = {k: v for k, v in numeric(flatten(measured)).items() if not math.isnan(v)}
         for t in self.open:
             t.log_summary(metrics, summary)
 
