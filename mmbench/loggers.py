@@ -8,9 +8,10 @@ opens and closes them. Where each writes:
 
 - ``tensorboard``: event files in ``<run folder>/tensorboard`` (a resumed run adds to them);
 - ``mlflow``: the tracking server or store of ``$MLFLOW_TRACKING_URI``, experiment
-  ``$MLFLOW_EXPERIMENT_NAME`` (default ``mmbench``), one MLflow run per training, named by the run id;
-- ``wandb``: project ``$WANDB_PROJECT`` (default ``mmbench``), files under ``<run folder>/wandb``;
-  ``WANDB_MODE=offline`` keeps everything local.
+  ``$MLFLOW_EXPERIMENT_NAME`` (default ``mmbench``), one MLflow run per training, named by the run id
+  (a resumed training continues it);
+- ``wandb``: project ``$WANDB_PROJECT`` (default ``mmbench``), files under ``<run folder>/wandb``, one W&B
+  run per training (a resumed training continues it); ``WANDB_MODE=offline`` keeps everything local.
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def numeric(d: dict[str, Any]) -> dict[str, float]:
 
 class Tracker(abc.ABC):
     """One tracker's run, opened with the run id, the run folder and the resolved config (as recipes
-    write it). Subclasses name the ``package`` they import."""
+    write it); ``resume``: the ``ident`` of the tracker run to continue (a resumed training), else None.
+    Subclasses name the ``package`` they import."""
 
     package: ClassVar[str]
+    ident: str | None = None  # the tracker's own id of this run, where it has one
 
     @abc.abstractmethod
-    def __init__(self, run_id: str, folder: Path, config: dict[str, Any]): ...
+    def __init__(self, run_id: str, folder: Path, config: dict[str, Any], resume: str | None): ...
 
     @abc.abstractmethod
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
@@ -68,7 +71,7 @@ class Tracker(abc.ABC):
 class TensorBoard(Tracker):
     package = "tensorboard"
 
-    def __init__(self, run_id, folder, config):
+    def __init__(self, run_id, folder, config, resume):
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
@@ -95,15 +98,20 @@ def _indented(text: str) -> str:
 class MLflow(Tracker):
     package = "mlflow"
 
-    def __init__(self, run_id, folder, config):
+    def __init__(self, run_id, folder, config, resume):
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient()
+        if resume is not None:
+            self.run = self.ident = resume
+            self.client.update_run(resume, status="RUNNING")
+            return
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "mmbench")
         found = self.client.get_experiment_by_name(name)
         experiment = found.experiment_id if found is not None else self.client.create_experiment(name)
         self.run = self.client.create_run(experiment, run_name=run_id, tags={"mmbench.run_id": run_id}).info.run_id
+        self.ident = self.run
         params = {k: v for k, v in flatten(config).items() if k != "published"}
         self.client.log_batch(self.run, params=[Param(k, str(v)) for k, v in params.items()])
         self.client.log_text(self.run, dump_yaml(config), "config.yaml")
@@ -127,11 +135,13 @@ class MLflow(Tracker):
 class WandB(Tracker):
     package = "wandb"
 
-    def __init__(self, run_id, folder, config):
+    def __init__(self, run_id, folder, config, resume):
         import wandb
 
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "mmbench"), name=run_id, config=config,
-                              dir=str(folder), tags=[config["method"]["name"], config["data"]["dataset"]])
+                              dir=str(folder), tags=[config["method"]["name"], config["data"]["dataset"]],
+                              id=resume, resume="must" if resume else None)
+        self.ident = self.run.id
 
     def log_epoch(self, epoch, metrics):
         self.run.log(metrics, step=epoch)
@@ -155,18 +165,36 @@ def check_installed(names: list[str]) -> None:
                                f"pip install 'mmbench[{name}]' (or drop {name} from output.loggers)")
 
 
-class Trackers:
-    """The run's open trackers, called together; what the Trainer's ``tracker`` hook receives."""
+def _read_ids(path: Path) -> dict[str, str]:
+    """``trackers.json`` (tracker name -> its run id); empty when absent or unreadable (new tracker runs then)."""
+    try:
+        ids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in ids.items() if isinstance(v, str)} if isinstance(ids, dict) else {}
 
-    def __init__(self, names: list[str], run_id: str, folder: Path, config: dict[str, Any]):
+
+class Trackers:
+    """The run's open trackers, called together; what the Trainer's ``tracker`` hook receives.
+
+    Their ids go to ``<run folder>/trackers.json``; a ``resumed`` training continues those tracker runs."""
+
+    def __init__(self, names: list[str], run_id: str, folder: Path, config: dict[str, Any], resumed: bool = False):
+        from mmbench.results import atomic_write_text
+
         check_installed(names)
+        saved = folder / "trackers.json"
+        ids = _read_ids(saved) if resumed else {}
         self.open: list[Tracker] = []
         try:
             for name in names:
-                self.open.append(BACKENDS[name](run_id, folder, config))
+                self.open.append(BACKENDS[name](run_id, folder, config, ids.get(name)))
         except BaseException:
             self.close(ok=False)
             raise
+        ids = {name: t.ident for name, t in zip(names, self.open) if t.ident is not None}
+        if ids:
+            atomic_write_text(saved, json.dumps(ids))
 
     def log_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         metrics = {k: v for k, v in numeric(row).items() if k != "epoch"}

@@ -176,7 +176,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     folder.write_env(str(device), cpu_tuning=tune_cpu(device))
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
-    trackers = Trackers(cfg.output.loggers, folder.run_id, folder.path, cfg.to_dict())
+    trackers = Trackers(cfg.output.loggers, folder.run_id, folder.path, cfg.to_dict(), resumed=ckpt is not None)
     guard.push(lambda failed, *_: trackers.close(ok=failed is None))
     trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress, _checkpointer(folder, cfg.optim.epochs),
                       augment=cfg.data.augment, tracker=trackers)

@@ -89,7 +89,7 @@ class FakeWandb(types.ModuleType):
             def update(self, d):
                 fake.calls.append(("summary", dict(d)))
 
-        return types.SimpleNamespace(log=lambda d, step: self.calls.append(("log", step, dict(d))),
+        return types.SimpleNamespace(id=kwargs["id"] or "w1", log=lambda d, step: self.calls.append(("log", step, dict(d))),
                                      summary=Summary(), finish=lambda exit_code: self.calls.append(("finish", exit_code)))
 
 
@@ -106,6 +106,33 @@ def test_wandb_receives_config_epochs_summary_and_finish(make_cfg, monkeypatch):
         assert {c[1]: c[2][column] for c in fake.calls if c[0] == "log" and column in c[2]} == by_epoch
     assert fake.calls[3][1]["test.acc"] == folder.read_summary()["test"]["acc"]
     assert fake.calls[4] == ("finish", 0)
+
+
+def test_a_resumed_run_continues_its_tracker_runs(make_cfg, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_resume import Stop, stop_after
+
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    cfg = make_cfg("ogm_ge", epochs=3, sets=[*SETS, "output.loggers=[mlflow,wandb]"])
+    with pytest.raises(Stop):
+        train_run(cfg, progress=stop_after(0))
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("mmbench").experiment_id])
+    assert run.info.status == "FAILED" and fake.calls[-1] == ("finish", 1)
+    folder, _ = train_run(cfg, resume=True)
+    (run,) = client.search_runs([client.get_experiment_by_name("mmbench").experiment_id])
+    assert run.info.status == "FINISHED"
+    for column, by_epoch in metric_columns(folder).items():
+        assert {m.step: m.value for m in client.get_metric_history(run.info.run_id, column)} == \
+            pytest.approx(by_epoch, rel=1e-12), column
+    inits = [c[1] for c in fake.calls if c[0] == "init"]
+    assert [(i["id"], i["resume"]) for i in inits] == [(None, None), ("w1", "must")]
 
 
 def test_a_failed_run_closes_its_trackers_as_failed(make_cfg, monkeypatch):
