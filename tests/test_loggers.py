@@ -34,7 +34,10 @@ def test_tensorboard_event_files_hold_the_metrics(make_cfg):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    folder, _ = train_run(make_cfg("ogm_ge", sets=[*SETS, "output.loggers=[tensorboard]"]))
+    cfg = make_cfg("ogm_ge", sets=[*SETS, "output.loggers=[tensorboard]"])
+    train_run(cfg)
+    folder, _ = train_run(cfg, force=True)  # retrained: its event files replace the first training's
+    assert len(list((folder.path / "tensorboard").iterdir())) == 1
     events = EventAccumulator(str(folder.path / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0}).Reload()
     expected = metric_columns(folder)
     for prefix in ("val_acc", "train_acc_", "val_acc_", "coeff_", "ratio_"):  # per-modality and the method's logs
