@@ -53,7 +53,7 @@ class StubScaler:
         return {"factor": self.factor}
 
 
-def one_step(data_dir, amp: str, monkeypatch, events: list[str]):
+def one_step(data_dir, amp: str, events: list[str]):
     """One OGM-GE step; returns (gradients seen by after_backward, parameters after the step)."""
     method, model, batch, _ = tiny_method("ogm_ge", data_dir, n=32)
     seen = {}
@@ -73,11 +73,11 @@ def one_step(data_dir, amp: str, monkeypatch, events: list[str]):
 
 def test_fp16_gradients_are_unscaled_before_after_backward(data_dir, monkeypatch):
     plain_events: list[str] = []
-    plain_grads, plain_params = one_step(data_dir, "none", monkeypatch, plain_events)
+    plain_grads, plain_params = one_step(data_dir, "none", plain_events)
     events: list[str] = []
     monkeypatch.setattr(training, "build_scaler", lambda device: StubScaler(events))
     monkeypatch.setitem(training.AMP_DTYPES, "fp16", None)  # the scaler alone: forward stays in float32
-    grads, params = one_step(data_dir, "fp16", monkeypatch, events)
+    grads, params = one_step(data_dir, "fp16", events)
     assert events == ["backward", "unscale", "after_backward", "step", "update"]
     assert plain_events == ["after_backward"]
     assert grads.keys() == plain_grads.keys() and len(grads) > 4
@@ -89,13 +89,13 @@ def test_fp16_gradients_are_unscaled_before_after_backward(data_dir, monkeypatch
 
 def test_scaled_gradients_would_be_seen_without_the_unscale(data_dir, monkeypatch):
     """The check above can fail: a scaler that skips unscaling hands after_backward 1024x gradients."""
-    plain_grads, _ = one_step(data_dir, "none", monkeypatch, [])
+    plain_grads, _ = one_step(data_dir, "none", [])
     events: list[str] = []
     lazy = StubScaler(events)
     lazy.unscale_ = lambda optimizer: events.append("unscale")
     monkeypatch.setattr(training, "build_scaler", lambda device: lazy)
     monkeypatch.setitem(training.AMP_DTYPES, "fp16", None)
-    grads, _ = one_step(data_dir, "fp16", monkeypatch, events)
+    grads, _ = one_step(data_dir, "fp16", events)
     k = next(iter(grads))
     torch.testing.assert_close(grads[k], plain_grads[k] * StubScaler.factor)
 
