@@ -66,7 +66,6 @@ def one_step(data_dir, amp: str, events: list[str]):
 
     method.after_backward = after_backward
     trainer = Trainer(method, model, OptimConfig(amp=amp, batch_size=32), torch.device("cpu"), seed=0)
-    trainer.state.train = batch
     trainer.train_step(batch)
     return seen, {k: p.detach().clone() for k, p in model.named_parameters()}
 
