@@ -125,6 +125,22 @@ class Folder(Domain):
 
 
 @dataclass(frozen=True)
+class SubsetOf(Domain):
+    """A list of distinct choices from a fixed set (empty allowed)."""
+
+    choices: tuple[str, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return all(v in self.choices for v in value) and len(set(value)) == len(value)
+
+    def __str__(self) -> str:
+        return "a list of distinct names from " + ", ".join(self.choices)
+
+    def outside(self) -> list[Any]:
+        return [["not_a_choice"]]
+
+
+@dataclass(frozen=True)
 class Names(Domain):
     """A non-empty list of distinct, non-empty names."""
 
@@ -229,6 +245,8 @@ class OptimConfig:
     epochs: Annotated[int, AT_LEAST_ONE] = 30
     batch_size: Annotated[int, AT_LEAST_ONE] = 64
     grad_clip: Annotated[float | None, POSITIVE] = None  # max gradient norm; None: no clipping
+    # mixed precision: autocast to bf16 or fp16 (fp16 with gradient scaling); "none" leaves the run id as before
+    amp: Annotated[str, OneOf(("none", "bf16", "fp16"))] = "none"
 
 
 @dataclass
@@ -237,6 +255,8 @@ class OutputConfig:
     data_dir: Annotated[str | None, Folder()] = None  # None: $MMBENCH_DATA, else ./data
     save_model: bool = True
     probe: bool = True  # linear-probe every encoder after training (summary.json: probe_<m>)
+    # experiment trackers that also receive the metrics, config and summary (mmbench.loggers; optional extras)
+    loggers: Annotated[list[str], SubsetOf(("tensorboard", "mlflow", "wandb"))] = field(default_factory=list)
 
 
 @dataclass
@@ -247,6 +267,8 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: Annotated[int, SEED_RANGE] = 0
     device: Annotated[str, Device()] = "auto"
+    # torch.use_deterministic_algorithms for the run (CUDA: also CUBLAS_WORKSPACE_CONFIG); False leaves the run id as before
+    deterministic: bool = False
     output: OutputConfig = field(default_factory=OutputConfig)
     # what the source paper reports for this setting: [{metric, value, source, ...}]; not part of the run id
     published: list[dict[str, Any]] = field(default_factory=list)
@@ -274,9 +296,13 @@ class RunConfig:
             d["data"]["prepared"] = prepared
         d.pop("output")
         d.pop("published")
-        d["data"].pop("load")
-        if d["data"]["augment"] == "none":
-            d["data"].pop("augment")
+        d["data"].pop("load")  # how the data is read: same batches, same results
+        for section, key, default in (("data", "augment", "none"), ("optim", "amp", "none"),
+                                      ("model", "pretrained", {}), ("model", "freeze", [])):
+            if d[section][key] == default:  # options added later leave older run ids unchanged at their default
+                d[section].pop(key)
+        if not d["deterministic"]:
+            d.pop("deterministic")
         digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
         return f"{self.data.dataset}-{self.method.name}-s{self.seed}-{digest}"
 

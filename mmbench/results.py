@@ -132,6 +132,8 @@ class RunFolder:
             return  # no complete new run (yet): the old one stays
         for path in new.iterdir():
             if path.name not in ("summary.json", MARKER):
+                if path.is_dir() and (self.path / path.name).is_dir():  # a tracker's folder (mmbench.loggers)
+                    shutil.rmtree(self.path / path.name)
                 os.replace(path, self.path / path.name)
         for name in ("attack.csv", "model.pt", "artifacts.npz", "checkpoint.pt", "status.json"):
             if name not in keep:

@@ -21,13 +21,14 @@ from mmbench.data.store import load_meta, load_split
 from mmbench.data.types import MultimodalData
 from mmbench.errors import MMBenchError
 from mmbench.evaluation import evaluate, probe_all, shapley
+from mmbench.loggers import Trackers, check_installed
 from mmbench.memory import check_model_fits
 from mmbench.methods.base import Method, build_method, method_params_dict, run_label
 from mmbench.models.multimodal import ModelSpec, MultimodalModel
 from mmbench.models.pretrained import digests as pretrained_digests
 from mmbench.registry import unknown_name_message
 from mmbench.results import RunFolder
-from mmbench.runtime import resolve_device, seed_everything, tune_cpu
+from mmbench.runtime import deterministic_algorithms, resolve_device, seed_everything, tune_cpu
 from mmbench.training import Trainer
 
 
@@ -149,6 +150,7 @@ def _phase(progress, label: str) -> None:
 def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunGuard) -> tuple[RunFolder, bool]:
     cfg.output.data_dir = str(default_data_dir(cfg.output.data_dir).resolve())  # later attacks find it from anywhere
     cfg, method = complete_config(cfg)
+    check_installed(cfg.output.loggers)
     run = RunFolder.for_config(cfg)
     folder = run
     if folder.complete and not force:
@@ -171,12 +173,15 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     if run.complete:  # trained again: the old run stays whole until the new one is (commit_next)
         folder = run.next()
     guard.folder = folder
+    guard.enter_context(deterministic_algorithms(cfg.deterministic, device))
     folder.write_config(cfg)
     folder.write_env(str(device), cpu_tuning=tune_cpu(device))
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
+    trackers = Trackers(cfg.output.loggers, folder.run_id, folder.path, cfg.to_dict(), resumed=ckpt is not None)
+    guard.push(lambda failed, *_: trackers.close(ok=failed is None))
     trainer = Trainer(method, model, cfg.optim, device, cfg.seed, progress, _checkpointer(folder, cfg.optim.epochs),
-                      augment=cfg.data.augment)
+                      augment=cfg.data.augment, tracker=trackers)
     start = time.perf_counter()
     result = trainer.fit(data["train"], data["val"], resume=ckpt)
     train_seconds = time.perf_counter() - start + (sum(ckpt["seconds"]) if ckpt else 0.0)
@@ -214,6 +219,8 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         "sha256": folder.checksums(["config.yaml", "metrics.csv", "model.pt", "gap.npz", "artifacts.npz"]),
     }
     folder.write_summary(summary)
+    trackers.log_summary(summary)
+    trackers.close()
     folder.drop_progress()
     run.commit_next()
     return run, True

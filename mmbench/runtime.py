@@ -88,6 +88,29 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool, device: torch.device | str = "cpu"):
+    """Within the block, ``torch.use_deterministic_algorithms(True)`` when ``enabled`` (an op without a
+    deterministic implementation then raises instead of running); on CUDA also ``CUBLAS_WORKSPACE_CONFIG``
+    (cuBLAS needs it for reproducible matrix products) unless already set. Both restored afterwards."""
+    import torch
+
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if torch.device(device).type == "cuda" and workspace is None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
 _threads: list[int] = []  # the limit this worker process has set (once is enough)
 
 

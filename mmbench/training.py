@@ -44,6 +44,15 @@ def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     raise MMBenchError(unknown_name_message("optimizer (optim.optimizer)", cfg.optimizer, ["sgd", "adam", "adamw"]))
 
 
+#: autocast dtype of each ``optim.amp`` setting (None: full precision)
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """The gradient scaler of an fp16 run (fp16 gradients underflow without one; bf16 needs none)."""
+    return torch.amp.GradScaler(device.type)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig):
     if cfg.schedule == "none":
         return None
@@ -68,11 +77,13 @@ class Trainer:
     """Trains ``model`` with ``method``'s hooks and keeps the state with the best validation accuracy."""
 
     def __init__(self, method: Method, model: MultimodalModel, optim: OptimConfig, device: torch.device,
-                 seed: int = 0, progress=None, checkpoint=None, augment: str = "none"):
+                 seed: int = 0, progress=None, checkpoint=None, augment: str = "none", tracker=None):
         tune_cpu(device)
         self.method, self.model, self.cfg, self.device = method, model.to(device), optim, device
         self.optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
         self.scheduler = build_scheduler(self.optimizer, optim)
+        self.amp_dtype = AMP_DTYPES[optim.amp]
+        self.scaler = build_scaler(device) if optim.amp == "fp16" else None
         self.seed = seed
         self.shuffle_generator = torch.Generator().manual_seed(seed)
         self.augment = augment  # applied to training batches only (mmbench.data.augment)
@@ -85,6 +96,8 @@ class Trainer:
         self.progress = progress
         # callable(trainer, epoch) after each epoch (e.g. saving ``trainer.state_dict()``)
         self.checkpoint = checkpoint
+        # an object with ``log_epoch(epoch, row)`` called with each finished epoch's row (mmbench.loggers), or None
+        self.tracker = tracker
         self.best: tuple[int, float, dict[str, torch.Tensor] | None] = (-1, -math.inf, None)  # epoch, val acc, state
         self.epoch_seconds: list[float] = []
         self.true_class_prob: list[torch.Tensor] = []  # per finished epoch [N_train, M], float16
@@ -118,6 +131,8 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             history.append(row)
+            if self.tracker is not None:
+                self.tracker.log_epoch(epoch, row)
             seconds.append(time.perf_counter() - start)
             if row["val_acc"] > self.best[1]:
                 self.best = (epoch, row["val_acc"], {k: v.detach().clone() for k, v in self.model.state_dict().items()})
@@ -143,6 +158,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
             "shuffle_generator": self.shuffle_generator.get_state(),
             "augment_generator": self.augment_generator.get_state(),
@@ -161,6 +177,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):  # absent from checkpoints written before amp existed
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.shuffle_generator.set_state(ckpt["shuffle_generator"])
         if "augment_generator" in ckpt:  # absent from checkpoints written before augmentation existed
             self.augment_generator.set_state(ckpt["augment_generator"])
@@ -240,21 +258,34 @@ class Trainer:
         return row
 
     def train_step(self, batch: MultimodalData) -> tuple[float, ModelOutput, dict[str, float]]:
-        """One optimisation step through the method's hooks: ``(loss value, output, logs)``."""
-        model, method, state = self.model, self.method, self.state
-        out = method.forward(model, batch, state)
-        loss, logs = method.loss(model, batch, out, state)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(state.epoch, state.step, value)
-        if not method.trains_unimodal_heads:
-            loss = loss + model.monitor_loss(out, batch.labels)
+        """One optimisation step through the method's hooks: ``(loss value, output, logs)``.
+
+        Under ``optim.amp`` the forward pass and the loss run in autocast; an fp16 run scales the loss
+        for backward and unscales the gradients before ``after_backward``, so methods that read or
+        change gradients see them at their true size, and the scaler skips steps with inf/NaN gradients."""
+        model, method, state, scaler = self.model, self.method, self.state, self.scaler
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = method.forward(model, batch, state)
+            loss, logs = method.loss(model, batch, out, state)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(state.epoch, state.step, value)
+            if not method.trains_unimodal_heads:
+                loss = loss + model.monitor_loss(out, batch.labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)
         logs = {**logs, **(method.after_backward(model, batch, out, state) or {})}
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
         state.step += 1
         return value, out, logs
 
