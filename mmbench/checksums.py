@@ -86,9 +86,13 @@ class Stamps:
             self.stamps = {}
 
     def record(self, name: str, digest: str) -> None:
-        """Stamp the file ``name`` (relative to the stamp file's folder), just hashed to ``digest``."""
-        st = os.stat(self.path.parent / name)
-        self.stamps[name], self.changed = [st.st_size, st.st_mtime_ns, digest, time.time_ns()], True
+        """Stamp the file ``name`` (relative to the stamp file's folder), just hashed to ``digest``; a file
+        modified too recently for its stamp to be trusted gets none (no write that would not save a hash)."""
+        st, now = os.stat(self.path.parent / name), time.time_ns()
+        if now - st.st_mtime_ns >= RACY_NS:
+            self.stamps[name], self.changed = [st.st_size, st.st_mtime_ns, digest, now], True
+        elif self.stamps.pop(name, None) is not None:
+            self.changed = True
 
     def verified(self, name: str, expected: str | None, full: bool = False) -> bool:
         """Whether the file ``name`` has the SHA-256 ``expected``."""

@@ -27,7 +27,7 @@ from typer.main import get_command
 from mmbench import yaml_io
 from mmbench.cli import app
 from mmbench.config import RunConfig, domains, resolve
-from mmbench.data.store import prepare
+from mmbench.data.store import STAMPS, prepare
 from mmbench.errors import MMBenchError
 from mmbench.registry import METHODS
 from mmbench.report import build_report
@@ -56,8 +56,10 @@ def workspace(tmp_path_factory):
 
 
 def _tree(root: Path) -> dict[str, tuple]:
+    """Every path with its size and time; a prepared dataset's checksum stamps (``verified.json``, a cache of
+    hashes a load may renew) are not data."""
     return {str(p.relative_to(root)): ((p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else "dir")
-            for p in root.rglob("*")}
+            for p in root.rglob("*") if p.name != STAMPS}
 
 
 def assert_refused(monkeypatch, capsys, ws: Path, *args: str, fragments: tuple[str, ...] = ()) -> str:

@@ -76,8 +76,6 @@ def test_a_change_that_keeps_size_and_time_needs_the_full_check(prepared, monkey
 
 def test_a_file_changed_soon_after_it_was_hashed_is_hashed_again(tmp_path):
     prepare("synthetic", None, tmp_path, name="syn", options=SMALL)
-    stamps = json.loads((tmp_path / "syn" / STAMPS).read_text())
-    assert sorted(stamps) == sorted(load_meta("syn", tmp_path).checksums)
     _edit_keeping_size_and_time(tmp_path / "syn" / "train" / "vector.npy")  # within a file-time tick, say
     with pytest.raises(MMBenchError, match="checksum mismatch.*vector.npy"):
         load_split("syn", "train", tmp_path)
