@@ -63,3 +63,30 @@ def test_head_is_a_concat_linear_layer_whatever_the_configured_fusion(data_dir):
 def test_bad_options_are_one_line_errors(params, message):
     with pytest.raises(MMBenchError, match=message):
         build_method(MethodConfig("linear_probe", params))
+
+
+def test_head_equals_balancemm_new_linear_head(data_dir):
+    """BalanceBenchmark's ``NewLinearHead`` (``balancemm/trainer/LinearProbe_trainer.py`` @ 4c1482f), run from the
+    checkout with the head's weights: the same fused logits and unimodal logits (``Unimodalitiy_Calaulate``)."""
+    import ast
+
+    from torch import nn
+
+    from tests.reference import reference_dir
+
+    source = (reference_dir("BalanceBenchmark") / "balancemm/trainer/LinearProbe_trainer.py").read_text()
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "NewLinearHead")
+    scope = {"torch": torch, "nn": nn}
+    exec(compile(ast.Module([node], []), "LinearProbe_trainer.py", "exec"), scope)
+    trainer, train, _ = _trainer(data_dir)
+    model, batch = trainer.model.double(), train.index(slice(0, 24))
+    features = {m: torch.randn(24, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+                for i, m in enumerate(batch.modalities)}
+    head = scope["NewLinearHead"](8 * len(features), train.meta.num_classes).double()
+    head.fc_out.load_state_dict(model.fusion.fc.state_dict())
+    logits, unimodal = model.fuse(features)
+    theirs = head(features)
+    their_unimodal = head.Unimodalitiy_Calaulate({**features, "output": theirs}, {m: 8 for m in features})
+    torch.testing.assert_close(logits, theirs, rtol=0, atol=1e-12)
+    for m in features:
+        torch.testing.assert_close(unimodal[m], their_unimodal[m], rtol=0, atol=1e-12)

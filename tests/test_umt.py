@@ -91,3 +91,53 @@ def test_loss_is_cross_entropy_plus_scaled_feature_mse_inside_the_window(data_di
 def test_bad_options_are_one_line_errors(params, message):
     with pytest.raises(MMBenchError, match=message):
         build_method(MethodConfig("umt", params))
+
+
+def _balancemm_function(path: str, cls: str, name: str, scope: dict):
+    """A function (a class's method when ``cls``) from the BalanceBenchmark checkout, executed from its source."""
+    import ast
+
+    from tests.reference import reference_dir
+
+    body = ast.parse((reference_dir("BalanceBenchmark") / path).read_text()).body
+    if cls:
+        body = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == cls).body
+    node = next(n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name)
+    exec(compile(ast.Module([node], []), path, "exec"), scope)
+    return scope[name]
+
+
+class _Recorded:
+    """BalanceMM's model interface over an mmbench model: calling it fills ``encoder_result``."""
+
+    def __init__(self, model, batch):
+        self.model, self.batch, self.device = model, batch, torch.device("cpu")
+
+    def __call__(self, *args, **kwargs):
+        out = self.model(self.batch)
+        self.encoder_result = {**out.features, "output": out.logits}
+
+
+@pytest.mark.parametrize("epoch", [0, 2])
+def test_loss_and_gradients_equal_balancemm_umt_training_step(data_dir, epoch):
+    """BalanceBenchmark's ``UMTTrainer.training_step`` (``balancemm/trainer/UMT_trainer.py`` @ 4c1482f) run from
+    the checkout on the same student, teachers (in train mode, as BalanceMM leaves them) and batch."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    step = _balancemm_function("balancemm/trainer/UMT_trainer.py", "UMTTrainer", "training_step",
+                               {"torch": torch, "nn": nn, "F": F, "BaseClassifierModel": object})
+    method, model, batch, _ = tiny_method("umt", data_dir, n=24, teacher_mode="train", modulation_ends=1)
+    trainer = SimpleNamespace(scaling=10.0, modulation_starts=0, modulation_ends=1, current_epoch=epoch,
+                              loaded_model={m: _Recorded(model.teachers, batch) for m in batch.modalities})
+    theirs = step(trainer, model=_Recorded(model, batch), batch={"label": batch.labels}, batch_idx=0)
+    their_grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    ours, _ = method.loss(model, batch, model(batch), TrainState(epoch=epoch))
+    ours.backward()
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-6)
+    our_grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+    assert our_grads.keys() == their_grads.keys() and not any(k.startswith("teachers.") for k in our_grads)
+    for k, g in our_grads.items():
+        torch.testing.assert_close(g, their_grads[k], rtol=1e-5, atol=1e-7)
