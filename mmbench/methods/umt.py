@@ -54,7 +54,7 @@ class WithTeachers(MultimodalModel):
 
 @METHODS.register("umt")
 class UMT(Method):
-    """UMT (ICML 2023): cross-entropy plus MSE to frozen unimodal teachers' features (teachers trained in the run)."""
+    """UMT (ICML 2023): cross-entropy plus feature MSE to frozen unimodal teachers trained first in the run."""
 
     reconstructed = ("teachers trained inside the run with fit_copy (base lr, no schedule, last epoch kept)",)
 
