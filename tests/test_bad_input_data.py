@@ -28,7 +28,7 @@ import yaml
 
 from mmbench.checksums import file_sha256
 from mmbench.config import resolve
-from mmbench.data.store import prepare
+from mmbench.data.store import STAMPS, prepare
 from mmbench.errors import MMBenchError
 from mmbench.results import RunFolder, run_folders
 from mmbench.run import train_run
@@ -80,9 +80,11 @@ def _views(raw: Path, labels_tr=None, labels_te=None, a_tr=None) -> Path:
 
 
 def _snapshot(root: Path) -> dict[str, tuple]:
-    """Every path under ``root`` (hidden ones too) with its kind, mode and content."""
+    """Every path under ``root`` (hidden ones too) with its kind, mode and content; checksum stamps left out."""
     snap = {}
     for p in sorted(root.rglob("*")):
+        if p.name == STAMPS:  # a prepared dataset's checksum stamps: a cache of hashes a load may renew, not data
+            continue
         st = p.lstat()
         content = os.readlink(p) if p.is_symlink() else p.read_bytes() if stat.S_ISREG(st.st_mode) else None
         snap[str(p.relative_to(root))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), content)
