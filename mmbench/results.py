@@ -39,6 +39,7 @@ from mmbench.paths import MARKER, MAX_FILE_NAME, UMASK, is_own, mark_own, safe_n
 
 MAX_RECORD = 64 << 20  # bytes: a summary.json or config.yaml larger than this is not one mmbench wrote
 NEXT = ".next"  # where a forced retrain of a complete run writes its files until they replace the old ones
+ADDED_LATER = ("deterministic",)  # top-level config keys newer than some run folders: their defaults apply
 RECORD = ("config.yaml", "metrics.csv")  # checked against summary.json whenever the run is read
 
 
@@ -352,8 +353,8 @@ class RunFolder:
             d = yaml_io.parse(read_bounded(path, MAX_RECORD).decode())
             if not isinstance(d, dict):
                 raise TypeError("not a mapping")
-            missing = [f.name for f in dataclasses.fields(RunConfig) if f.name not in d]
-            if missing:  # written fully resolved: every section is there
+            missing = [f.name for f in dataclasses.fields(RunConfig) if f.name not in d and f.name not in ADDED_LATER]
+            if missing:  # written fully resolved: every section is there (but those added since)
                 raise KeyError(f"no {', '.join(missing)}")
             return RunConfig.from_dict(d)
         except yaml.YAMLError:

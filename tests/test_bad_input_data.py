@@ -438,3 +438,19 @@ def test_attacks_at_once_on_one_run_keep_every_row(ws):
         assert p.exitcode == 0
     rows = pd.read_csv(run / "attack.csv")
     assert len(rows) == 50 and set(rows["attack"]) == {"gaussian", "blank"}
+
+
+def test_a_config_written_before_the_newer_keys_reads_back_with_its_run_id(ws):
+    """Runs trained before deterministic, optim.amp, data.load, model.pretrained and model.freeze existed."""
+    run = RunFolder(_run_dir(ws))
+    before = run.read_config().run_id()
+
+    def strip(d):
+        d.pop("deterministic")
+        d["optim"].pop("amp")
+        d["data"].pop("load")
+        d["model"].pop("pretrained")
+        d["model"].pop("freeze")
+
+    _edit_yaml(run.path / "config.yaml", strip)
+    assert run.read_config().run_id() == before
