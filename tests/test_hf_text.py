@@ -20,6 +20,7 @@ from mmbench.data.textimage import TextSource, load_text_source
 from mmbench.data.types import ModalitySpec
 from mmbench.models.multimodal import build_encoder
 from mmbench.models.pretrained import innermost
+from mmbench.registry import ATTACKS
 from tests.cli_helpers import assert_one_line_error, run_cli
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "_"]
@@ -122,7 +123,7 @@ def test_prepare_stores_the_tokenizers_ids_and_records_which_tokenizer(monkeypat
     assert isinstance(source.vocab, HFTokenizer) and source.encode(source.texts).tolist() == expected
 
 
-def test_field_blank_re_encodes_through_the_tokenizer(folder):
+def test_text_attacks_re_encode_through_the_tokenizer_and_keep_its_special_tokens(folder):
     tok = HFTokenizer.load(folder)
     texts = ["the apple pie", "love my new photo"]
     source = TextSource(tok, 10, texts)
@@ -131,6 +132,9 @@ def test_field_blank_re_encodes_through_the_tokenizer(folder):
     out = field_blank(x, 1.0, torch.Generator().manual_seed(0), spec, source=source)
     expected = _tokenizer(folder)(["_ _ _", "_ _ _ _"], max_length=10, padding="max_length")["input_ids"]
     assert out.tolist() == expected
+    blanked = ATTACKS.get("token_blank")(x, 1.0, torch.Generator().manual_seed(0), spec)
+    specials = (x == tok.pad_id) | (x == tok.special_tokens["cls"]) | (x == tok.special_tokens["sep"])
+    assert torch.equal(blanked[specials], x[specials]) and (blanked[~specials] == spec.tokens["blank"]).all()
 
 
 def test_bert_trains_on_food101_and_the_qmf_protocol_blanks_its_text(monkeypatch, capsys, folder, tmp_path):
