@@ -46,6 +46,11 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def files_sha256(folder: str | Path, names: list[str]) -> str:
+    """Hex SHA-256 of the named files of ``folder`` together: of each name with its file's SHA-256, in sorted order."""
+    return record_digest({name: file_sha256(Path(folder) / name) for name in sorted(names)})
+
+
 def read_bounded(path: str | Path, limit: int) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes (a larger one is an error)."""
     f, size = _open_regular(path)

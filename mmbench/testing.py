@@ -439,7 +439,10 @@ def check_encoder(name: str, kind: str, tmp_path: Path) -> None:
     from mmbench.models.multimodal import build_encoder
 
     spec = kind_specs()[kind]
-    cfg = ModelConfig(hidden_dim=16, feature_dim=8, depth=2)
+    example = getattr(ENCODERS.get(name), "example_folder", None)  # an encoder built from a folder (bert)
+    folder = example is not None and kind in ENCODERS.get(name).kinds
+    cfg = ModelConfig(hidden_dim=16, feature_dim=8, depth=2,
+                      pretrained={spec.name: str(example(tmp_path))} if folder else {})
     if kind not in getattr(ENCODERS.get(name), "kinds", MODALITY_KINDS):
         try:
             build_encoder(spec, name, cfg)

@@ -1,10 +1,11 @@
 """Attacks on token sequences (``text`` modalities: token ids ``[N, L]``, int64).
 
-Padding positions (the pad id, see :func:`mmbench.attacks.base.token_id`) are never touched,
-so blanking or swapping never turns padding into words. ``field_blank`` and ``letter_typo``
-work on words: they receive the dataset's :class:`~mmbench.data.textimage.TextSource`
-(vocabulary and raw texts) and give the token ids ``prepare`` would have stored for the
-perturbed text.
+Padding positions (the pad id, see :func:`mmbench.attacks.base.token_id`) and a Hugging Face
+tokenizer's ``[CLS]`` / ``[SEP]`` (the modality's ``cls`` / ``sep`` tokens) are never touched, so
+blanking or swapping never turns them into words. ``field_blank`` and ``letter_typo`` work on
+words: they receive the dataset's :class:`~mmbench.data.textimage.TextSource` (vocabulary or
+tokenizer, and raw texts) and give the token ids ``prepare`` would have stored for the perturbed
+text, through the same vocabulary or tokenizer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from mmbench.data.types import ModalitySpec
 from mmbench.errors import MMBenchError
 
 
+def text_positions(x: torch.Tensor, spec: ModalitySpec) -> torch.Tensor:
+    """Where ``x`` holds text: not padding, nor the modality's ``cls`` / ``sep`` tokens when it has them."""
+    keep = x != token_id(spec, "pad")
+    tokens = getattr(spec, "tokens", None) or {}
+    for key in ("cls", "sep"):
+        if key in tokens:
+            keep &= x != tokens[key]
+    return keep
+
+
 @register_attack("token_blank", kinds=("text",))
 def token_blank(x: torch.Tensor, level: float, generator: torch.Generator, spec: ModalitySpec, *,
                 token: int | str = "blank") -> torch.Tensor:
@@ -33,8 +44,7 @@ def token_blank(x: torch.Tensor, level: float, generator: torch.Generator, spec:
     if p == 0.0:
         return x
     blank_id = token_id(spec, "blank", token)
-    pad_id = token_id(spec, "pad")
-    hit = (uniform(tuple(x.shape), generator).to(x.device) < p) & (x != pad_id)
+    hit = (uniform(tuple(x.shape), generator).to(x.device) < p) & text_positions(x, spec)
     return torch.where(hit, torch.full((), blank_id, dtype=x.dtype, device=x.device), x)
 
 
@@ -48,7 +58,7 @@ def token_swap(x: torch.Tensor, level: float, generator: torch.Generator, spec: 
     p = probability_level(level, "token_swap")
     if p == 0.0:
         return x
-    valid = x != token_id(spec, "pad")
+    valid = text_positions(x, spec)
     return adjacent_swap(x, p, generator, valid.reshape(x.shape[0], -1) if x.dim() == 2 else None)
 
 
@@ -150,7 +160,7 @@ def letter_typo(x: torch.Tensor, level: float, generator: torch.Generator, spec:
     itos, stoi = source.vocab.itos, source.vocab.stoi
     long_enough = torch.tensor([last_alnum(w) > 3 for w in itos], device=x.device)
     u = uniform((*x.shape, 4), generator).to(x.device)
-    known = (x >= 0) & (x < len(itos)) & (x != token_id(spec, "pad"))
+    known = (x >= 0) & (x < len(itos)) & text_positions(x, spec)
     hit = known & long_enough[x.clamp(0, len(itos) - 1)] & (u[..., 0] < p)
     out = x.clone()
     for pos in torch.nonzero(hit).tolist():

@@ -44,7 +44,7 @@ class Prepared:
     A split is either in-memory ``(inputs, labels)`` or a :class:`SampleStream`; streamed splits need
     ``layout`` (array name -> per-sample shape and dtype). Layout names that are not modalities (not in
     ``kinds``) are auxiliary per-sample arrays, e.g. ``text_lengths``: written and checksummed, not loaded
-    for training. ``files`` are small text files written beside ``meta.json`` (e.g. a vocabulary).
+    for training. ``files`` are small files written beside ``meta.json`` (e.g. a vocabulary; a name may hold one folder).
     """
 
     splits: dict[str, tuple[Arrays, np.ndarray] | SampleStream]
@@ -54,7 +54,7 @@ class Prepared:
     layout: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
     vocab_sizes: dict[str, int] = field(default_factory=dict)  # text modality -> number of token ids
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # text modality -> special token ids
-    files: dict[str, str] = field(default_factory=dict)  # file name -> text content
+    files: dict[str, str | bytes] = field(default_factory=dict)  # file name -> text or bytes
     skip_unreadable: bool = False  # streamed samples raising UnreadableSample: skip and record, or stop
 
 

@@ -337,7 +337,13 @@ def tokenize(text: str) -> list[str]:
 
 
 class Vocabulary:
-    """Word -> id, built on training texts: 0 padding, 1 unknown, 2 blank (``_``), then words."""
+    """Word -> id, built on training texts: 0 padding, 1 unknown, 2 blank (``_``), then words.
+
+    :class:`~mmbench.data.hf_tokenizer.HFTokenizer` has the same interface for a Hugging Face tokenizer."""
+
+    special_tokens = {"pad": 0, "unk": 1, "blank": 2}
+    pad_id = 0
+    FILE = "text_vocab.txt"  # the vocabulary's file beside meta.json
 
     def __init__(self, words: list[str]):
         self.itos = [PAD, UNK, BLANK] + [w for w in words if w not in (PAD, UNK, BLANK)]
@@ -354,6 +360,13 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.itos)
 
+    def min_length(self) -> int:
+        return 1
+
+    def length(self, text: str) -> int:
+        """Tokens ``text`` encodes to before truncation."""
+        return len(tokenize(text))
+
     def encode(self, text: str, length: int) -> tuple[np.ndarray, int, bool]:
         """``(ids [length] int64 padded with 0, number of tokens kept, whether it was truncated)``."""
         tokens = tokenize(text)
@@ -364,6 +377,10 @@ class Vocabulary:
 
     def text(self) -> str:
         return "".join(f"{w}\n" for w in self.itos)
+
+    def files(self) -> dict[str, str]:
+        """What is stored beside meta.json: :data:`FILE`, one token per line."""
+        return {self.FILE: self.text()}
 
     @classmethod
     def from_text(cls, text: str) -> Vocabulary:

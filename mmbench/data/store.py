@@ -189,8 +189,9 @@ def _write(tmp: Path, target: Path, name: str, builder: str, prepared: Prepared,
                                for m, x in inputs.items()} if split == "train" else {}
             if split == "train":  # the modality specs' shapes, dtypes and standardisation statistics
                 stats = split_stats
-    for file_name, text in prepared.files.items():
-        (tmp / file_name).write_text(text)
+    for file_name, content in prepared.files.items():
+        (tmp / file_name).parent.mkdir(exist_ok=True)
+        (tmp / file_name).write_bytes(content if isinstance(content, bytes) else content.encode())
     stamps = Stamps(tmp / STAMPS)
     for path in sorted([*tmp.rglob("*.npy"), *(tmp / f for f in prepared.files)]):
         rel = path.relative_to(tmp).as_posix()
@@ -503,6 +504,14 @@ def read_file(name: str, file_name: str, data_dir: str | os.PathLike | None = No
     folder = default_data_dir(data_dir) / name
     verify_files(folder, [file_name], meta)
     return (folder / file_name).read_text()
+
+
+def stored_folder(name: str, sub: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """A folder of files written beside ``meta.json`` (e.g. ``text_tokenizer``), its files checksum verified."""
+    meta = load_meta(name, data_dir)
+    folder = default_data_dir(data_dir) / name
+    verify_files(folder, [f for f in meta.checksums if f.startswith(f"{sub}/")], meta)
+    return folder / sub
 
 
 def verify_files(folder: Path, names: list[str], meta: DatasetMeta, checksum: bool = True, full: bool = False) -> None:

@@ -12,8 +12,10 @@ folder of the jsonl files. ``prepare`` stores
   (one token per line, line number = id). The vocabulary is built on the training split only:
   0 ``<pad>``, 1 ``<unk>``, 2 ``_`` (the blank QMF's text-blanking noise writes), then words with at
   least ``min_freq`` occurrences by decreasing frequency, at most ``max_vocab`` ids. QMF uses the
-  BERT word-piece vocabulary; mmbench has no BERT, so its text encoders (embedding_bag,
-  transformer) are trained from scratch on this word vocabulary;
+  BERT word-piece vocabulary: ``tokenizer=FOLDER`` (a Hugging Face tokenizer saved with
+  ``save_pretrained``; needs ``mmbench[hf]``) stores that tokenizer's ids instead
+  (:mod:`mmbench.data.hf_tokenizer`: ``[CLS] ... [SEP]``, padded with its pad id, its files in
+  ``text_tokenizer/``), for the ``bert`` encoder;
 - auxiliary arrays for the noise protocols (not model inputs): ``text_raw``, the raw text as
   UTF-8 bytes (uint8 ``[max_text_bytes]``, zero-padded), so that text noise defined on the raw
   string (QMF's whitespace-field blanking) is exact, and ``image_hw``, each image file's own
@@ -44,12 +46,12 @@ from mmbench.data.base import (
     select_modalities,
     stream,
 )
-from mmbench.data.media import CROP_FRACTION, Vocabulary, image_size, load_image, pack_text, tokenize
+from mmbench.data.hf_tokenizer import STORED, HFTokenizer
+from mmbench.data.media import CROP_FRACTION, Vocabulary, image_size, load_image, pack_text
 from mmbench.errors import MMBenchError
 from mmbench.registry import DATASETS
 
 MODALITIES = ("image", "text")
-SPECIAL_TOKENS = {"pad": 0, "unk": 1, "blank": 2}
 JSONL_LAYOUT = ("ROOT/train.jsonl, ROOT/dev.jsonl (optional), ROOT/test.jsonl: one "
                 '{"id", "label", "text", "img"} object per line, img relative to ROOT')
 
@@ -62,6 +64,7 @@ class TextImageOptions:
     max_text_bytes: int = 4096  # raw text kept for the noise protocols (UTF-8 bytes; longer texts are cut)
     min_freq: int = 1  # words seen fewer times in train map to <unk>
     max_vocab: int = 20000  # ids, including <pad>, <unk> and _
+    tokenizer: str = ""  # a Hugging Face tokenizer folder (save_pretrained); empty: mmbench's word vocabulary
     val_fraction: float = 0.1  # only without dev.jsonl
     seed: int = 0
     on_error: str = "error"  # error or skip (and record) on a missing / unreadable image
@@ -87,6 +90,10 @@ class JsonlTextImageDataset(DatasetBuilder):
         if o.image_size < 8 or o.max_tokens < 1 or o.max_vocab < 4 or o.min_freq < 1 or o.max_text_bytes < 1:
             raise MMBenchError("options need image_size >= 8, max_tokens >= 1, max_vocab >= 4, min_freq >= 1 "
                                "and max_text_bytes >= 1")
+        tokenizer = HFTokenizer.load(o.tokenizer) if o.tokenizer and "text" in mods else None
+        if tokenizer is not None and o.max_tokens < tokenizer.min_length():
+            raise MMBenchError(f"option max_tokens must be at least {tokenizer.min_length()} with this tokenizer "
+                               "(its special tokens and one token of text)")
         records = {}
         for split, name in (("train", "train.jsonl"), ("val", "dev.jsonl"), ("test", "test.jsonl")):
             path = root / name
@@ -108,8 +115,8 @@ class JsonlTextImageDataset(DatasetBuilder):
                   else "train.jsonl / test.jsonl; val carved from train")
         split_record = {**ensure_val_samples(samples, o.val_fraction, o.seed), "source_splits": source}
         if "text" in mods:
-            vocab = Vocabulary.build((r.source["text"] for r in samples["train"]), o.min_freq, o.max_vocab)
-            truncated = {s: sum(len(tokenize(r.source["text"])) > o.max_tokens for r in rows)
+            vocab = tokenizer or Vocabulary.build((r.source["text"] for r in samples["train"]), o.min_freq, o.max_vocab)
+            truncated = {s: sum(vocab.length(r.source["text"]) > o.max_tokens for r in rows)
                          for s, rows in samples.items()}
             cut = {s: sum(len(str(r.source["text"]).encode("utf-8")) > o.max_text_bytes for r in rows)
                    for s, rows in samples.items()}
@@ -144,31 +151,36 @@ class JsonlTextImageDataset(DatasetBuilder):
         if "text" in mods:
             preprocessing["text"] = {
                 "tokenizer": "lower-cased words and punctuation (regex \\w+|[^\\w\\s])",
-                "vocabulary": "train split only", "vocab_size": len(vocab), "min_freq": o.min_freq,
-                "max_vocab": o.max_vocab, "max_tokens": o.max_tokens, "special_tokens": SPECIAL_TOKENS,
-                "blank_token": "_ (QMF's text-blanking word)", "vocab_file": "text_vocab.txt",
+                "vocabulary": "train split only", "min_freq": o.min_freq, "max_vocab": o.max_vocab,
+                "blank_token": "_ (QMF's text-blanking word)", "vocab_file": Vocabulary.FILE,
+            } if tokenizer is None else {
+                "tokenizer": tokenizer.record(), "ids": "the tokenizer's input_ids with its special tokens, "
+                "truncated to max_tokens and padded with its pad id", "tokenizer_files": f"{STORED}/"}
+            preprocessing["text"].update({
+                "vocab_size": len(vocab), "max_tokens": o.max_tokens, "special_tokens": vocab.special_tokens,
                 "truncated_texts": truncated, "lengths": "text_lengths.npy per split (tokens kept)",
                 "raw_text": "text_raw.npy per split: UTF-8 bytes, zero-padded", "max_text_bytes": o.max_text_bytes,
-                "cut_raw_texts": cut}
+                "cut_raw_texts": cut})
         info = {"source": self.source, "citation": self.citation, "split": split_record, "layout": JSONL_LAYOUT,
                 "preprocessing": preprocessing, "on_error": o.on_error}
         if "text" in mods:
-            info["text"] = {"special_tokens": SPECIAL_TOKENS, "vocab_file": "text_vocab.txt"}
+            info["text"] = {"special_tokens": vocab.special_tokens,
+                            **({"vocab_file": Vocabulary.FILE} if tokenizer is None else {"tokenizer_dir": STORED})}
         return Prepared({s: stream(samples[s], load) for s in ("train", "val", "test")}, classes,
                         {m: m for m in mods}, info, layout,
                         vocab_sizes={"text": len(vocab)} if "text" in mods else {},
-                        tokens={"text": dict(SPECIAL_TOKENS)} if "text" in mods else {},
-                        files={"text_vocab.txt": vocab.text()} if "text" in mods else {},
+                        tokens={"text": dict(vocab.special_tokens)} if "text" in mods else {},
+                        files=vocab.files() if "text" in mods else {},
                         skip_unreadable=o.on_error == "skip")
 
 
 @dataclass
 class TextSource:
-    """What text noise defined on words needs beside the token ids: the vocabulary, the stored
-    length, and (when the store kept them) the raw texts and each sample's image file size
-    ``(height, width)``, in the order of the split's samples."""
+    """What text noise defined on words needs beside the token ids: the vocabulary (mmbench's words or a
+    Hugging Face tokenizer, one interface), the stored length, and (when the store kept them) the raw
+    texts and each sample's image file size ``(height, width)``, in the order of the split's samples."""
 
-    vocab: Vocabulary
+    vocab: Vocabulary | HFTokenizer
     length: int
     texts: list[str] | None = None
     image_hw: np.ndarray | None = None
@@ -190,15 +202,20 @@ class TextSource:
 def load_text_source(name: str, split: str, data_dir: Any = None) -> TextSource | None:
     """The ``text`` modality's :class:`TextSource` of a prepared dataset; None without a vocabulary."""
     from mmbench.data.media import unpack_text
-    from mmbench.data.store import load_aux, load_meta, read_file
+    from mmbench.data.store import load_aux, load_meta, read_file, stored_folder
 
-    vocab = read_file(name, "text_vocab.txt", data_dir)
-    spec = load_meta(name, data_dir).modalities.get("text")
+    meta = load_meta(name, data_dir)
+    spec = meta.modalities.get("text")
+    if meta.info.get("text", {}).get("tokenizer_dir") == STORED:
+        vocab: Vocabulary | HFTokenizer | None = HFTokenizer.load(stored_folder(name, STORED, data_dir))
+    else:
+        words = read_file(name, Vocabulary.FILE, data_dir)
+        vocab = None if words is None else Vocabulary.from_text(words)
     if vocab is None or spec is None:
         return None
     raw = load_aux(name, split, "text_raw", data_dir)
     texts = None if raw is None else [unpack_text(row) for row in raw]
-    return TextSource(Vocabulary.from_text(vocab), int(spec.shape[0]), texts, load_aux(name, split, "image_hw", data_dir))
+    return TextSource(vocab, int(spec.shape[0]), texts, load_aux(name, split, "image_hw", data_dir))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

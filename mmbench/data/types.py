@@ -15,8 +15,9 @@ MODALITY_KINDS = ("vector", "image", "sequence", "video", "text")
 - ``image`` ``[C, H, W]``: float (e.g. a log spectrogram ``[1, F, T]``), or uint8 pixels on the 0-255 scale;
 - ``sequence`` ``[C, T]`` float;
 - ``video`` ``[T, C, H, W]`` uint8 frames (0-255); image encoders run on every frame and average the features;
-- ``text`` ``[L]`` int64 token ids, 0 = padding (``ModalitySpec.vocab_size``; ``ModalitySpec.tokens``
-  names the special ids, e.g. ``{"pad": 0, "unk": 1, "blank": 2}``).
+- ``text`` ``[L]`` int64 token ids, padded with ``tokens["pad"]`` (0 when absent) (``ModalitySpec.vocab_size``;
+  ``ModalitySpec.tokens`` names the special ids, e.g. ``{"pad": 0, "unk": 1, "blank": 2}``; a Hugging Face
+  tokenizer's also ``cls`` and ``sep``).
 
 Encoders see stored values; pixels stored as uint8 are scaled by the training mean/std inside the
 model (:func:`mmbench.models.multimodal.build_encoder`), so a float tensor on the same 0-255 scale
@@ -32,7 +33,7 @@ class ModalitySpec:
     dtype: str = "float32"
     mean: float = 0.0  # training-split statistics, the scale attacks use
     std: float = 1.0
-    vocab_size: int | None = None  # text: number of token ids (0 = padding)
+    vocab_size: int | None = None  # text: number of token ids (padding included)
     tokens: dict[str, int] | None = field(default=None, hash=False)  # text: special ids, e.g. {pad, unk, blank}
 
     def to_dict(self) -> dict[str, Any]:

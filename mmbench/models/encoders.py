@@ -1,7 +1,8 @@
 """Per-modality encoders. Each maps ``[B, *input_shape]`` to features ``[B, feature_dim]``.
 
 All take the same constructor arguments so config can pick any of them per modality:
-``(input_shape, feature_dim, hidden_dim, depth, dropout)``; text encoders also take ``vocab_size``.
+``(input_shape, feature_dim, hidden_dim, depth, dropout)``; text encoders also take ``vocab_size`` and
+``pad_id`` (the padding token's id). Hugging Face text models live in :mod:`mmbench.models.bert`.
 Each declares the modality ``kinds`` it accepts. :func:`mmbench.models.multimodal.build_encoder`
 adapts the stored data to them: uint8 pixels are scaled by the training mean/std, and an image
 encoder given a ``video`` modality ``[T, C, H, W]`` runs on every frame and averages the features
@@ -194,11 +195,11 @@ class EmbeddingBagEncoder(nn.Module):
     kinds = ("text",)
 
     def __init__(self, input_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, depth: int, dropout: float,
-                 vocab_size: int = 0):
+                 vocab_size: int = 0, pad_id: int = 0):
         super().__init__()
         if vocab_size < 2:
             raise ValueError("embedding_bag needs the text modality's vocab_size")
-        self.bag = nn.EmbeddingBag(vocab_size, hidden_dim, mode="mean", padding_idx=0)
+        self.bag = nn.EmbeddingBag(vocab_size, hidden_dim, mode="mean", padding_idx=pad_id)
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         for _ in range(max(depth - 1, 0)):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
@@ -219,11 +220,12 @@ class TransformerEncoder(nn.Module):
     kinds = ("text",)
 
     def __init__(self, input_shape: tuple[int, ...], feature_dim: int, hidden_dim: int, depth: int, dropout: float,
-                 vocab_size: int = 0):
+                 vocab_size: int = 0, pad_id: int = 0):
         super().__init__()
         if vocab_size < 2:
             raise ValueError("transformer needs the text modality's vocab_size")
-        self.embed = nn.Embedding(vocab_size, hidden_dim, padding_idx=0)
+        self.embed = nn.Embedding(vocab_size, hidden_dim, padding_idx=pad_id)
+        self.pad_id = pad_id
         self.position = nn.Parameter(torch.zeros(input_shape[0], hidden_dim))
         nn.init.normal_(self.position, std=0.02)
         heads = 4 if hidden_dim % 4 == 0 else 1
@@ -236,7 +238,7 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.long()
-        pad = x == 0
+        pad = x == self.pad_id
         pad[:, 0] &= ~pad.all(1)  # a text with no tokens attends to its first (padding) position
         h = self.layers(self.embed(x) + self.position[: x.shape[1]], src_key_padding_mask=pad)
         keep = (~pad).unsqueeze(-1).to(h.dtype)

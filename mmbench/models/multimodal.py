@@ -128,13 +128,14 @@ def build_encoder(spec: ModalitySpec, name: str, cfg: ModelConfig) -> nn.Module:
     """The encoder ``name`` for one modality, adapted to how its data is stored.
 
     - the encoder must accept the modality's kind (its ``kinds``), else a clear error;
-    - ``text``: the encoder also gets ``vocab_size``;
+    - ``text``: the encoder also gets ``vocab_size`` and ``pad_id`` (the modality's pad token, default 0);
     - uint8 pixels (0-255): scaled by the training mean/std inside the model (:class:`Standardize`),
       whatever the tensor's dtype, so corrupted float copies on the same scale are treated alike;
     - ``video`` ``[T, C, H, W]`` given to an image encoder: the encoder runs on every frame and the
       features are averaged over frames (:class:`FramePool`), as the OGM-GE line pools its visual
       ResNet over frames;
-    - ``model.pretrained``: weights loaded from a local file (:mod:`mmbench.models.pretrained`); with
+    - ``model.pretrained``: weights loaded from a local file (:mod:`mmbench.models.pretrained`), or, for an
+      encoder that sets ``loads_folder`` (``bert``), the ``save_pretrained`` folder it is built from; with
       ``imagenet`` weights, uint8 pixels are scaled to 0-1 and normalised with ImageNet's per-channel
       statistics (their mean over channels for a 1-channel modality);
     - ``model.freeze``: the encoder is :class:`Frozen` (not trained, BatchNorm statistics fixed).
@@ -149,10 +150,14 @@ def build_encoder(spec: ModalitySpec, name: str, cfg: ModelConfig) -> nn.Module:
                            f"set model.encoders.{spec.name} to one of: {', '.join(fits)}")
     frames = spec.kind == "video" and not getattr(cls, "takes_video", False)
     shape = spec.shape[1:] if frames else spec.shape
-    kwargs = {"vocab_size": spec.vocab_size or 0} if spec.kind == "text" else {}
-    encoder = cls(shape, cfg.feature_dim, cfg.hidden_dim, cfg.depth, cfg.dropout, **kwargs)
+    kwargs = {"vocab_size": spec.vocab_size or 0, "pad_id": (spec.tokens or {}).get("pad", 0)} \
+        if spec.kind == "text" else {}
     source = cfg.pretrained.get(spec.name, "none")
-    if source != "none":
+    folder = getattr(cls, "loads_folder", False)
+    if folder:
+        kwargs["folder"] = weight_file(source, name)
+    encoder = cls(shape, cfg.feature_dim, cfg.hidden_dim, cfg.depth, cfg.dropout, **kwargs)
+    if source != "none" and not folder:
         load_encoder_weights(encoder, spec.name, weight_file(source, name))
     if frames:
         encoder = FramePool(encoder)

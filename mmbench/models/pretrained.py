@@ -8,7 +8,9 @@ Nothing is downloaded. ``model.pretrained.<modality>`` is one of
   ``~/.cache/torch/hub/checkpoints``), e.g. torchvision's ``resnet18-f37072fd.pth``; or
 - a path: a state dict in the provider's layout (torchvision / timm ResNet keys such as
   ``layer1.0.conv1.weight``; QMF's ``resnet18_pretrained.pth`` is one), an mmbench encoder's own
-  state dict, or an mmbench run's ``model.pt`` (the encoder of the same modality is taken).
+  state dict, or an mmbench run's ``model.pt`` (the encoder of the same modality is taken);
+- for an encoder built from a Hugging Face folder (``bert``): the folder (``save_pretrained``:
+  ``config.json`` and weights; ``config.json`` alone gives the architecture with random weights).
 
 Every backbone weight must be found (a missing or extra one is an error naming it); the classifier
 of an ImageNet file (``fc.*``) is dropped and mmbench's projection head keeps its initialisation.
@@ -25,8 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mmbench.checksums import file_sha256
+from mmbench.checksums import file_sha256, files_sha256
 from mmbench.errors import MMBenchError
+from mmbench.hf import local_folder
 from mmbench.models.encoders import DEFAULT_ENCODER
 from mmbench.registry import ENCODERS
 
@@ -40,9 +43,18 @@ def torch_cache() -> Path:
 
 
 def weight_file(source: str, encoder_name: str) -> Path:
-    """The local file ``model.pretrained`` names for an encoder; a one-line error when it is not there."""
+    """The local file ``model.pretrained`` names for an encoder; a one-line error when it is not there.
+
+    An encoder whose class sets ``loads_folder`` (a Hugging Face model, :mod:`mmbench.models.bert`) is
+    built from a ``save_pretrained`` folder instead: ``source`` must name one with a ``config.json``."""
+    cls = ENCODERS.get(encoder_name)
+    if getattr(cls, "loads_folder", False):
+        if source in ("none", "imagenet"):
+            raise MMBenchError(f"encoder {encoder_name!r} is built from a folder: set model.pretrained.<modality> to "
+                               "a folder written by save_pretrained (config.json and weights; config.json alone "
+                               "gives random weights)")
+        return local_folder(source, "model.pretrained folder", "config.json")
     if source == "imagenet":
-        cls = ENCODERS.get(encoder_name)
         published = getattr(cls, "imagenet_file", None)
         if published is None:
             raise MMBenchError(f"encoder {encoder_name!r} has no published ImageNet weights; give model.pretrained "
@@ -141,7 +153,10 @@ class Frozen(nn.Module):
 
 
 def digests(spec) -> dict[str, str]:
-    """SHA-256 of every weight file a :class:`ModelSpec`'s encoders load, by modality (for ``summary.json``)."""
+    """SHA-256 of every weight file a :class:`ModelSpec`'s encoders load, by modality (for ``summary.json``);
+    of a folder: of its files' names and digests together."""
     cfg = spec.config
-    return {m: file_sha256(weight_file(src, cfg.encoders.get(m, DEFAULT_ENCODER[spec.modalities[m].kind])))
-            for m, src in cfg.pretrained.items() if m in spec.modalities and src != "none"}
+    paths = {m: weight_file(src, cfg.encoders.get(m, DEFAULT_ENCODER[spec.modalities[m].kind]))
+             for m, src in cfg.pretrained.items() if m in spec.modalities and src != "none"}
+    return {m: files_sha256(p, sorted(f.name for f in p.iterdir() if f.is_file())) if p.is_dir() else file_sha256(p)
+            for m, p in paths.items()}
