@@ -158,5 +158,5 @@ def digests(spec) -> dict[str, str]:
     cfg = spec.config
     paths = {m: weight_file(src, cfg.encoders.get(m, DEFAULT_ENCODER[spec.modalities[m].kind]))
              for m, src in cfg.pretrained.items() if m in spec.modalities and src != "none"}
-    return {m: files_sha256(p, sorted(f.name for f in p.iterdir() if f.is_file())) if p.is_dir() else file_sha256(p)
+    return {m: files_sha256(p, [f.name for f in p.iterdir() if f.is_file()]) if p.is_dir() else file_sha256(p)
             for m, p in paths.items()}
