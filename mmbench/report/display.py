@@ -128,8 +128,8 @@ def display_tables(report: Report) -> list[DisplayTable]:
                    key=metric_order)
     main = [m for m in tests if m == "test_f1" or (primary != "test_acc" and m == "test_acc")]
     per_modality = [m for m in tests if m not in main]
-    robust = [m for m in metrics if metric_kind(m) in ("robustness", "attack") and m != primary]
-    robust = sorted(robust, key=_robust_order)
+    # every level of a curve, the primary's too: the robustness table shows whole curves
+    robust = sorted([m for m in metrics if metric_kind(m) in ("robustness", "attack")], key=_robust_order)
     cost = [m for m in metrics if metric_kind(m) == "cost" and m != primary]
     cost = sorted(cost, key=lambda m: (COST_COLUMNS.index(m) if m in COST_COLUMNS else 9, m))
     entry_name = report.grouping.entry_name
@@ -281,12 +281,13 @@ def legend(report: Report) -> list[str]:
 
 def terminal_tables(report: Report) -> list[tuple[str, pd.DataFrame]]:
     """(title, table of strings) for the terminal, per block: leaderboard, per modality, and robustness
-    without the per-level columns."""
+    without the per-level columns (in the files), unless ``--metric`` chose the metrics."""
     out = []
     for t in display_tables(report):
         if t.section not in ("leaderboard", "modalities", "robustness", "paper"):
             continue
-        keep = [i for i, h in enumerate(t.headers) if "@" not in h or t.section == "paper"]
+        every = t.section != "robustness" or bool(report.options.metrics)
+        keep = [i for i, h in enumerate(t.headers) if every or "@" not in h]
         df = pd.DataFrame([[_plain(r[i]) for i in keep] for r in t.rows], columns=[t.headers[i] for i in keep])
         df = df.loc[:, [c for c in df.columns if (df[c] != "–").any() or c == t.headers[keep[0]]]]
         out.append((f"{t.title} (%, mean ± std)", df))
