@@ -1,4 +1,5 @@
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,12 @@ def test_robust_fusion_recipes_keep_the_baselines_encoder_budget(path):
         assert load_recipe(part)["model"]["pretrained"] == cfg.model.pretrained == {"rgb": "imagenet", "depth": "imagenet"}
     budget = lambda model: {k: v for k, v in dataclasses.asdict(model).items() if k != "fusion"}  # noqa: E731
     assert budget(cfg.model) == budget(baseline.model)  # the fusion is the method's choice, the encoders are not
-    assert "Encoder budget" in path.read_text()
+    comment = " ".join(line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#"))
+    assert "Encoder budget" in comment
+    named = re.search(r"Encoder budget:.*? recipes? \(([^)]*)\)", comment)  # the recipes it says share the budget
+    assert named or cfg.data.dataset not in RGBD_PARTS, "name the other recipes on this dataset"
+    if named:  # ...exist, so the check above covers them too
+        assert [n for n in named.group(1).split(", ") if not (path.parent / f"{n}.yaml").exists()] == []
 
 
 #: Multimodal Dynamics' epochs per dataset (github.com/TencentAILabHealthcare/mmdynamics @ 06a2bb8, train_test.py)
