@@ -7,6 +7,8 @@ interleaved rounds (``--pairs``; which side goes first alternates) of ``mmbench 
   or v2, when this process may create one; else unlimited, and the output says so);
 - ``memory``: the default in-memory load, unlimited (it needs the whole dataset in RAM).
 
+``--hidden-dim`` widens the encoders (``model.hidden_dim``; default: the model's own, a cheap MLP whose
+steps cost about as much as reading the batch) to give each sample a realistic amount of compute.
 With ``--show-oom`` one more in-memory run goes into the cgroup, to show that it cannot fit.
 Reports median samples/s per side with the spread of the per-pair ratios, and each child's peak
 ``RssAnon`` (anonymous memory: what the process itself holds; mapped file pages are page cache the
@@ -71,12 +73,12 @@ def rss_anon_mib(pid: int) -> float:
     return 0.0
 
 
-def train(data_dir: Path, results: Path, load: str, group: Path | None) -> dict:
+def train(data_dir: Path, results: Path, load: str, group: Path | None, sets: tuple[str, ...] = ()) -> dict:
     """One ``mmbench train`` epoch in a child (in ``group`` if given): samples/s and peak RssAnon."""
     cmd = [sys.executable, "-m", "mmbench", "train", "--dataset", "ltr", "--method", "joint", "--epochs", "1",
            "--data-dir", str(data_dir), "--results-dir", str(results), "--force",
            "--set", f"data.load={load}", "--set", "output.probe=false", "--set", "output.save_model=false",
-           "--set", "optim.batch_size=256"]
+           "--set", "optim.batch_size=256", *(x for s in sets for x in ("--set", s))]
     if group is not None:  # the child joins the cgroup before it starts python
         cmd = ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -101,20 +103,22 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=3.0, help="size of the prepared dataset")
     ap.add_argument("--limit-gib", type=float, default=1.0, help="memory the mapped run may use")
     ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--hidden-dim", type=int, help="encoder width (model.hidden_dim); default: the model's")
     ap.add_argument("--show-oom", action="store_true", help="also run the in-memory load inside the limit")
     a = ap.parse_args()
     data_dir, results = a.dir / "data", a.dir / "results"
     n_train = prepare(data_dir, a.gib)
     group = make_cgroup(f"mmbench_ltr_{os.getpid()}", int(a.limit_gib * (1 << 30)))
+    sets = () if a.hidden_dim is None else (f"model.hidden_dim={a.hidden_dim}",)
     runs: dict[str, list[dict]] = {"mmap": [], "memory": []}
     try:
         for i in range(a.pairs):
             order = [("mmap", group), ("memory", None)]
             for load, g in order if i % 2 == 0 else order[::-1]:
-                r = train(data_dir, results, load, g)
+                r = train(data_dir, results, load, g, sets)
                 print(json.dumps(r), file=sys.stderr)
                 runs[load].append(r)
-        oom = train(data_dir, results, "memory", group) if a.show_oom and group is not None else None
+        oom = train(data_dir, results, "memory", group, sets) if a.show_oom and group is not None else None
     finally:
         if group is not None:
             group.rmdir()
@@ -122,7 +126,7 @@ def main() -> None:
     speed = {k: [n_train / r["seconds_per_epoch"] for r in v] for k, v in ok.items()}
     ratios = sorted(m / s for m, s in zip(speed["mmap"], speed["memory"]))
     print(json.dumps({
-        "data_gib": a.gib, "train_samples": n_train, "limit_gib": a.limit_gib if group else None,
+        "data_gib": a.gib, "hidden_dim": a.hidden_dim, "train_samples": n_train, "limit_gib": a.limit_gib if group else None,
         "pairs": a.pairs, "failed": {k: len(v) - len(ok[k]) for k, v in runs.items()},
         "samples_per_s_median": {k: statistics.median(v) for k, v in speed.items() if v},
         "mmap_over_memory_median": statistics.median(ratios) if ratios else None,
