@@ -155,8 +155,9 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     folder = run
     if folder.complete and not force:
         return folder, False
-    data = load_run_data(cfg)
     device = resolve_device(cfg.device)
+    tune_cpu(device)  # before loading: threads that allocate earlier keep a malloc arena of their own
+    data = load_run_data(cfg)
     seed_everything(cfg.seed)
     spec = model_spec(cfg, data["train"])
     method.check_spec(spec)

@@ -32,7 +32,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc <malloc.h>
 _cpu_tuning: dict[str, Any] | None = None
 
 
@@ -47,9 +47,13 @@ def tune_cpu(device: torch.device | str = "cpu") -> dict[str, Any]:
     a fifth of the process's CPU time (``benchmarks/train_throughput.py``; the official OGM-GE code
     loses 50-75 s of a 133-s epoch this way). ``mallopt(M_MMAP_MAX, 0)`` serves large blocks from
     the heap and ``mallopt(M_TRIM_THRESHOLD, -1)`` keeps freed heap memory for the next step, as
-    ``MALLOC_MMAP_MAX_=0`` and a huge ``MALLOC_TRIM_THRESHOLD_`` would at process start. Numerics are
-    unchanged (same losses bit for bit); the cost is that the process keeps its peak heap (and
-    some fragmentation on top of it: peak RSS about 1.2x, 6.1 GB instead of 5.0 GB there) until it exits.
+    ``MALLOC_MMAP_MAX_=0`` and a huge ``MALLOC_TRIM_THRESHOLD_`` would at process start;
+    ``mallopt(M_ARENA_MAX, 1)`` keeps the blocks of every thread that allocates after the call in one
+    heap, so that the threads reuse one another's freed buffers instead of each holding its own peak
+    (a training run calls this before it loads data, while only the main thread has allocated). Numerics are unchanged (same losses
+    bit for bit); the cost is that the process keeps its peak heap, with some fragmentation on top of
+    it, until it exits (``model.compile`` brings the peak under plain PyTorch's again,
+    ``docs/paper_scale.md``).
 
     Process-wide. Set ``MMBENCH_CPU_TUNING=0`` to leave the allocator alone. Returns the settings
     applied (empty when none).
@@ -71,8 +75,8 @@ def tune_cpu(device: torch.device | str = "cpu") -> dict[str, Any]:
     except (OSError, AttributeError):
         return _cpu_tuning
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    if mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, -1):
-        _cpu_tuning = {"malloc": "M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1"}
+    if mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, -1) and mallopt(_M_ARENA_MAX, 1):
+        _cpu_tuning = {"malloc": "M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1, M_ARENA_MAX=1"}
     return _cpu_tuning
 
 

@@ -97,7 +97,7 @@ def test_run_folder_contents(flow):
         assert env["torch"] == torch.__version__
         assert env["device"] == "cpu" and env["cpu_tuning"] == tune_cpu()  # what the process applied, recorded
         if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            assert env["cpu_tuning"] == {"malloc": "M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1"}
+            assert env["cpu_tuning"] == {"malloc": "M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1, M_ARENA_MAX=1"}
         metrics = pd.read_csv(folder / "metrics.csv")
         assert metrics["epoch"].tolist() == [0, 1]
         assert {"train_loss", "val_acc"} <= set(metrics.columns)
