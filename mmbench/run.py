@@ -24,6 +24,7 @@ from mmbench.evaluation import evaluate, probe_all, shapley
 from mmbench.loggers import Trackers, check_installed
 from mmbench.memory import check_model_fits
 from mmbench.methods.base import Method, build_method, method_params_dict, run_label
+from mmbench.models.compiled import check_compile, compiled_encoders
 from mmbench.models.multimodal import ModelSpec, MultimodalModel
 from mmbench.models.pretrained import digests as pretrained_digests
 from mmbench.registry import unknown_name_message
@@ -156,6 +157,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     if folder.complete and not force:
         return folder, False
     device = resolve_device(cfg.device)
+    check_compile(cfg.model, device)
     tune_cpu(device)  # before loading: threads that allocate earlier keep a malloc arena of their own
     data = load_run_data(cfg)
     seed_everything(cfg.seed)
@@ -175,6 +177,8 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         folder = run.next()
     guard.folder = folder
     guard.enter_context(deterministic_algorithms(cfg.deterministic, device))
+    if cfg.model.compile:
+        guard.enter_context(compiled_encoders(model, cfg.model.activation_memory_budget))
     folder.write_config(cfg)
     folder.write_env(str(device), cpu_tuning=tune_cpu(device))
     ckpt = load_checkpoint(folder) if resume and not force else None
