@@ -79,7 +79,7 @@ def main() -> None:
             return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    pairs = {m: list(zip(*rounds(lambda: child("joint"), lambda m=m: child(m), args.rounds))) for m in order[1:]}
+    pairs = {m: list(zip(*rounds(lambda: child("joint"), lambda m=m: child(m), n=args.rounds))) for m in order[1:]}
     joint = [b for p in pairs.values() for b, _ in p] or [child("joint") for _ in range(args.rounds)]
     mods = args.modalities or ",".join(meta.modalities)
     print(f"dataset {args.dataset} [{mods}], {args.epochs} epochs, median s/epoch after the first, 2 threads; "

@@ -1,7 +1,7 @@
-"""Paired rounds: time two sides in alternation, so a load change on a shared machine hits both alike.
+"""Paired rounds: time two (or more) sides in alternation, so a load change on a shared machine hits all alike.
 
-Each round runs side ``a`` then side ``b`` once; a figure is the median over rounds of the per-pair
-ratio ``b / a``, reported with its spread (the lowest and highest per-pair ratio). Used by
+Each round runs side ``a`` then side ``b`` (then any further side) once; a figure is the median over
+rounds of the per-pair ratio ``b / a``, reported with its spread (the lowest and highest per-pair ratio). Used by
 ``attack_throughput.py``, ``method_overhead.py`` and ``train_throughput.py --compare``.
 """
 
@@ -33,13 +33,13 @@ class Ratio:
         return f"{self.median:.2f}x [{self.low:.2f}-{self.high:.2f}, {self.pairs} pairs]"
 
 
-def rounds(a: Callable[[], object], b: Callable[[], object], n: int) -> tuple[list, list]:
-    """``n`` rounds of ``a()`` then ``b()``; the two lists of results, in round order."""
-    out_a, out_b = [], []
+def rounds(*sides: Callable[[], object], n: int) -> tuple[list, ...]:
+    """``n`` rounds, each calling every side once in order; one list of results per side, in round order."""
+    out: tuple[list, ...] = tuple([] for _ in sides)
     for _ in range(n):
-        out_a.append(a())
-        out_b.append(b())
-    return out_a, out_b
+        for results, side in zip(out, sides, strict=True):
+            results.append(side())
+    return out
 
 
 def timed(fn: Callable[[], object]) -> Callable[[], float]:
@@ -56,5 +56,5 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
 def paired_seconds(a: Callable[[], object], b: Callable[[], object], n: int) -> tuple[float, Ratio]:
     """One untimed warm-up of each side, then ``n`` timed rounds: (median seconds of ``b``, ratio ``b / a``)."""
     a(), b()
-    ta, tb = rounds(timed(a), timed(b), n)
+    ta, tb = rounds(timed(a), timed(b), n=n)
     return statistics.median(tb), Ratio.of(ta, tb)
