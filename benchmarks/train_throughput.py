@@ -24,8 +24,8 @@ per-step losses agree. Peak RSS is measured from after loading the data (the ste
 the data they use resident; the lifetime peak is shown too). ``--optimizer foreach|fused`` swaps in
 torch's multi-tensor or fused SGD step. ``--compile`` trains with compiled encoders
 (``model.compile=true``; ``--memory-budget``: ``model.activation_memory_budget``); with ``--compare``
-each round then runs three sides (baseline, mmbench, mmbench compiled) and compares each pair. Reference: the official OGM-GE code (``main.py`` at 343dc1d, measured on this
-project's 2-core machine) does 4.8 samples/s on 2 CPU threads (5.3 for forward + backward alone),
+each round then runs three sides (baseline, mmbench, mmbench compiled) and compares each pair.
+Reference: the official OGM-GE code (``main.py`` at 343dc1d, measured on this project's 2-core machine) does 4.8 samples/s on 2 CPU threads (5.3 for forward + backward alone),
 with 50-75 s of each 133-s epoch in kernel time.
 """
 

@@ -158,7 +158,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
         return folder, False
     device = resolve_device(cfg.device)
     check_compile(cfg.model, device)
-    tune_cpu(device)  # before loading: threads that allocate earlier keep a malloc arena of their own
+    cpu_tuning = tune_cpu(device)  # before loading: threads that allocate earlier keep a malloc arena of their own
     data = load_run_data(cfg)
     seed_everything(cfg.seed)
     spec = model_spec(cfg, data["train"])
@@ -180,7 +180,7 @@ def _train_run(cfg: RunConfig, force: bool, progress, resume: bool, guard: _RunG
     if cfg.model.compile:
         guard.enter_context(compiled_encoders(model, cfg.model.activation_memory_budget))
     folder.write_config(cfg)
-    folder.write_env(str(device), cpu_tuning=tune_cpu(device))
+    folder.write_env(str(device), cpu_tuning=cpu_tuning)
     ckpt = load_checkpoint(folder) if resume and not force else None
     folder.write_status("running", epoch=ckpt["epoch"] + 1 if ckpt else 0, epochs=cfg.optim.epochs)
     trackers = Trackers(cfg.output.loggers, folder.run_id, folder.path, cfg.to_dict(), resumed=ckpt is not None)

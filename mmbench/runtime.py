@@ -50,10 +50,10 @@ def tune_cpu(device: torch.device | str = "cpu") -> dict[str, Any]:
     ``MALLOC_MMAP_MAX_=0`` and a huge ``MALLOC_TRIM_THRESHOLD_`` would at process start;
     ``mallopt(M_ARENA_MAX, 1)`` keeps the blocks of every thread that allocates after the call in one
     heap, so that the threads reuse one another's freed buffers instead of each holding its own peak
-    (a training run calls this before it loads data, while only the main thread has allocated). Numerics are unchanged (same losses
-    bit for bit); the cost is that the process keeps its peak heap, with some fragmentation on top of
-    it, until it exits (``model.compile`` brings the peak under plain PyTorch's again,
-    ``docs/paper_scale.md``).
+    (a training run calls this before it loads data, while only the main thread has allocated).
+    Numerics are unchanged (same losses bit for bit); the cost is that the process keeps its peak
+    heap, with some fragmentation on top of it, until it exits (``model.compile`` brings the peak
+    under plain PyTorch's again, ``docs/paper_scale.md``).
 
     Process-wide. Set ``MMBENCH_CPU_TUNING=0`` to leave the allocator alone. Returns the settings
     applied (empty when none).
